@@ -8,6 +8,8 @@ pub mod client;
 pub mod context;
 mod error;
 pub mod export;
+#[cfg(feature = "axum")]
+pub mod extract;
 pub mod sampler;
 pub mod server;
 
