@@ -1,66 +1,125 @@
-//! The correlation id.
+//! The correlation id: a caller-supplied or generated request identifier that is echoed in the
+//! response, recorded on the server span and forwarded on outgoing calls.
+//!
+//! Rules of [`CorrelationId::from_headers`]:
+//! 1. If the configured header is present, it alone decides: one valid value is used
+//!    ([`CorrelationSource::Header`]); an invalid value, or the header repeated (even with equal
+//!    values — which one the caller meant is unknowable, and a proxy may have appended one),
+//!    gives a fresh id ([`CorrelationSource::Rejected`]).
+//! 2. Otherwise the same rule applies to [`FALLBACK_CORRELATION_HEADER`] (`x-request-id`),
+//!    giving [`CorrelationSource::FallbackHeader`] or [`CorrelationSource::Rejected`].
+//! 3. Otherwise a UUID v4 is generated ([`CorrelationSource::Generated`]).
+//!
+//! A rejected value is never kept anywhere: only validated bytes can become a `CorrelationId`.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::fmt;
 
-/// Default header carrying the correlation id.
+/// Default header carrying the correlation id (`x-correlation-id`).
 pub const DEFAULT_CORRELATION_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
-/// Header accepted when the configured correlation header is absent.
+/// Header accepted when the configured correlation header is absent (`x-request-id`).
 pub const FALLBACK_CORRELATION_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// A validated correlation id (1 to 128 characters of `[A-Za-z0-9._:-]`).
+/// Longest accepted correlation id, in bytes.
+pub const MAX_CORRELATION_ID_LEN: usize = 128;
+
+/// A validated correlation id: 1 to 128 characters of `[A-Za-z0-9._:-]`.
+///
+/// It travels in the OpenTelemetry `Context` as a value (`cx.with_value(id)`), read back with
+/// `cx.get::<CorrelationId>()` or [`ContextExt::correlation_id`](super::ContextExt::correlation_id).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CorrelationId(HeaderValue);
 
 /// Where a [`CorrelationId`] came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CorrelationSource {
-    /// The configured header.
+    /// A valid value of the configured header.
     Header,
-    /// The fallback `x-request-id` header.
+    /// A valid value of the fallback header (`x-request-id`); the configured one was absent.
     FallbackHeader,
-    /// No header: a new id was generated.
+    /// Neither header was present: a new id was generated.
     Generated,
-    /// A value was present but invalid: a new id was generated.
+    /// A header was present but invalid or repeated: a new id was generated.
     Rejected,
 }
 
+impl CorrelationSource {
+    /// A short lowercase name, for span attributes and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CorrelationSource::Header => "header",
+            CorrelationSource::FallbackHeader => "fallback_header",
+            CorrelationSource::Generated => "generated",
+            CorrelationSource::Rejected => "rejected",
+        }
+    }
+}
+
+enum Lookup {
+    Absent,
+    Invalid,
+    Valid(CorrelationId),
+}
+
 impl CorrelationId {
-    /// Generates a new random id (UUID v4).
+    /// Generates a new random id (UUID v4, hyphenated lowercase).
     pub fn generate() -> Self {
-        let s = uuid::Uuid::new_v4().to_string();
-        CorrelationId(HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0")))
+        let mut buf = uuid::Uuid::encode_buffer();
+        let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        // A hyphenated UUID is ASCII hex and dashes, always a valid header value; the fallback
+        // only keeps this function free of panic paths.
+        CorrelationId(HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("0")))
     }
 
-    /// Validates a value.
+    /// Validates a value: `Some` only for 1 to 128 characters of `[A-Za-z0-9._:-]`.
     pub fn parse(value: &[u8]) -> Option<Self> {
-        if value.is_empty()
-            || value.len() > 128
-            || !value
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        if value.is_empty() || value.len() > MAX_CORRELATION_ID_LEN {
+            return None;
+        }
+        if !value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
         {
             return None;
         }
         HeaderValue::from_bytes(value).ok().map(CorrelationId)
     }
 
-    /// Reads the id from `header`, then the fallback header, else generates one.
+    /// Reads the id from `header`, else [`FALLBACK_CORRELATION_HEADER`], else generates one.
+    ///
+    /// See the module docs for the exact rules, including repeated headers.
     pub fn from_headers(
         headers: &HeaderMap,
         header: &HeaderName,
     ) -> (CorrelationId, CorrelationSource) {
-        let _ = (headers, header);
-        (Self::generate(), CorrelationSource::Generated)
+        match Self::lookup(headers, header) {
+            Lookup::Valid(id) => (id, CorrelationSource::Header),
+            Lookup::Invalid => (Self::generate(), CorrelationSource::Rejected),
+            Lookup::Absent => match Self::lookup(headers, &FALLBACK_CORRELATION_HEADER) {
+                Lookup::Valid(id) => (id, CorrelationSource::FallbackHeader),
+                Lookup::Invalid => (Self::generate(), CorrelationSource::Rejected),
+                Lookup::Absent => (Self::generate(), CorrelationSource::Generated),
+            },
+        }
+    }
+
+    fn lookup(headers: &HeaderMap, name: &HeaderName) -> Lookup {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (None, _) => Lookup::Absent,
+            (Some(_), Some(_)) => Lookup::Invalid,
+            (Some(v), None) => Self::parse(v.as_bytes()).map_or(Lookup::Invalid, Lookup::Valid),
+        }
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
+        // Validated ASCII, so `to_str` cannot fail.
         self.0.to_str().unwrap_or_default()
     }
 
-    /// The id as a header value.
+    /// The id as a header value, ready to be echoed or forwarded.
     pub fn header_value(&self) -> &HeaderValue {
         &self.0
     }
@@ -69,5 +128,17 @@ impl CorrelationId {
 impl fmt::Display for CorrelationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl AsRef<str> for CorrelationId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<CorrelationId> for HeaderValue {
+    fn from(id: CorrelationId) -> Self {
+        id.0
     }
 }
