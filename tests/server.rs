@@ -327,6 +327,7 @@ async fn correlation_id_is_accepted_generated_rejected_and_echoed() {
     // Fallback header.
     let response = send(app(), request("/", &[("x-request-id", "req-7")])).await;
     assert_eq!(response.headers()["x-correlation-id"], "req-7");
+    drop(response);
 
     // Generated: a UUID v4.
     let response = send(app(), request("/", &[])).await;

@@ -205,7 +205,9 @@ pub(crate) fn server_span(
         url.scheme = scheme,
         url.query = query.as_deref(),
         server.address = address,
-        server.port = port,
+        // tracing-opentelemetry 0.34 has no `record_u64`: unsigned values would become
+        // strings, so integers are recorded as i64.
+        server.port = port.map(i64::from),
         user_agent.original = user_agent(parts),
         network.protocol.version = protocol_version(parts.version),
         correlation.id = correlation.as_str(),

@@ -162,7 +162,7 @@ fn echo_correlation<B>(
 }
 
 fn record_status(span: &Span, status: StatusCode) {
-    span.record("http.response.status_code", status.as_u16());
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     // Server spans are errors on 5xx only; a 4xx is the client's failure.
     if status.is_server_error() {
         span.record("error.type", status.as_str());
@@ -198,7 +198,7 @@ pub(crate) fn record_error(span: &Span, error_type: &str, error: &dyn Display) {
 }
 
 fn record_panic(span: &Span, message: &str) {
-    span.record("http.response.status_code", 500u16);
+    span.record("http.response.status_code", 500i64);
     record_error(span, "panic", &message);
 }
 
