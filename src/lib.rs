@@ -6,6 +6,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`server`] | [`TracingLayer`](server::TracingLayer): the server span for axum / tower |
+//! | [`client`] | [`ClientTracingLayer`](client::ClientTracingLayer) (tower / hyper) and `ReqwestTracingMiddleware` (feature `reqwest`): client spans, trace headers out, [`PropagationPolicy`](client::PropagationPolicy) |
 //! | [`context`] | W3C `traceparent` / `tracestate` / `baggage`, [`CorrelationId`](context::CorrelationId), [`W3cPropagator`](context::W3cPropagator) |
 //! | `extract` | axum extractors: `CorrelationId`, `TraceContext` (feature `axum`) |
 //!
