@@ -386,7 +386,9 @@ mod tests {
     #[test]
     fn url_full_strips_userinfo_and_redacts() {
         let headers = HeaderMap::new();
-        let cases: &[(&str, Option<&str>, Option<&str>, Option<i64>)] = &[
+        // (uri, url.full, server.address, server.port)
+        type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<i64>);
+        let cases: &[Case] = &[
             (
                 "http://user:pass@api.internal:8080/a/b?token=t&q=1",
                 Some("http://api.internal:8080/a/b?token=REDACTED&q=1"),
