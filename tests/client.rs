@@ -588,3 +588,104 @@ async fn correlation_header_is_configurable_and_never_overwritten() {
     let (_, body) = call_gateway(app).await;
     assert_eq!(body, "cid=set-by-caller tenant=acme");
 }
+
+#[tokio::test]
+async fn an_unsampled_trace_stays_unsampled_downstream() {
+    let telemetry = Telemetry::new();
+    let backend = Backend::start().await;
+    let client = reqwest_client(ReqwestTracingMiddleware::new());
+    let addr = common::serve(reqwest_gateway(client, backend.url("/echo"), 1)).await;
+    reqwest::Client::new()
+        .get(format!("http://{addr}/call"))
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02",
+        )
+        .send()
+        .await
+        .unwrap();
+    let (tid, parent, flags) = traceparent(&header(&backend.only(), "traceparent").unwrap());
+    assert_eq!(tid, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(
+        parent, "00f067aa0ba902b7",
+        "a new parent-id even when not sampled"
+    );
+    assert_eq!(flags, "02", "not sampled, random kept");
+    assert!(telemetry.spans().is_empty());
+}
+
+#[tokio::test]
+async fn without_a_subscriber_the_current_otel_context_is_handed_on() {
+    use meshtrace::context::{self, CorrelationId};
+    use opentelemetry::context::FutureExt as _;
+
+    // No Telemetry: no `tracing` subscriber, so no client span; the attached
+    // OpenTelemetry Context is sent as it is.
+    let backend = Backend::start().await;
+    let mut incoming = http::HeaderMap::new();
+    incoming.insert(
+        "traceparent",
+        http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03"),
+    );
+    incoming.insert("baggage", http::HeaderValue::from_static("tenant=acme"));
+    let cx = context::extract(&incoming).with_value(CorrelationId::parse(b"job-7").unwrap());
+
+    let client = reqwest_client(ReqwestTracingMiddleware::new());
+    let body = client
+        .get(backend.url("/echo"))
+        .send()
+        .with_context(cx.clone())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let hyper = hyper_client(ClientTracingLayer::new());
+    hyper_get(&hyper, hyper_request(&backend.url("/echo")))
+        .with_context(cx)
+        .await
+        .unwrap();
+
+    assert_eq!(body, "cid=job-7 tenant=acme");
+    for received in backend.received() {
+        assert_eq!(
+            header(&received, "traceparent").as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03")
+        );
+        assert_eq!(
+            header(&received, "x-correlation-id").as_deref(),
+            Some("job-7")
+        );
+    }
+}
+
+#[tokio::test]
+async fn baggage_the_handler_attaches_is_sent() {
+    use opentelemetry::KeyValue;
+    use opentelemetry::baggage::BaggageExt as _;
+    use opentelemetry::context::FutureExt as _;
+
+    let telemetry = Telemetry::new();
+    let backend = Backend::start().await;
+    let client = reqwest_client(ReqwestTracingMiddleware::new());
+    let url = backend.url("/echo");
+    let app = Router::new()
+        .route(
+            "/call",
+            get(move || {
+                let (client, url) = (client.clone(), url.clone());
+                async move {
+                    let cx = opentelemetry::Context::current_with_baggage([KeyValue::new(
+                        "tenant", "beta",
+                    )]);
+                    let response = client.get(&url).send().with_context(cx).await.unwrap();
+                    response.text().await.unwrap()
+                }
+            }),
+        )
+        .layer(TracingLayer::new());
+    let (_, body) = call_gateway(app).await;
+    assert_eq!(body, "cid=order-1234 tenant=beta");
+    // Still the client span's child, in A's trace.
+    assert_one_trace_through_the_client(&telemetry, &backend);
+}

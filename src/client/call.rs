@@ -1,6 +1,7 @@
 //! What both clients share: the current Context, the client span, the headers it sends,
 //! and how the outcome is recorded.
 
+use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt::{Display, Write as _};
 
@@ -156,12 +157,22 @@ fn truncate_owned(s: &mut String, max: usize) {
 
 /// The Context outgoing calls continue: the current `tracing` span's OpenTelemetry
 /// Context when that span is enabled and has one, else `Context::current()`.
+///
+/// When `Context::current()` holds that same span, it is used instead: it is what
+/// tracing-opentelemetry attached when the span was entered, plus anything the caller
+/// layered on top since (`Context::current_with_baggage(..).attach()`).
 pub(crate) fn current_context() -> Context {
     let span = Span::current();
     if !span.is_disabled() {
-        let cx = span.context();
-        if cx.has_active_span() {
-            return cx;
+        let span_cx = span.context();
+        if span_cx.has_active_span() {
+            let current = Context::current();
+            let same_span = {
+                let (a, b) = (current.span(), span_cx.span());
+                let (a, b) = (a.span_context(), b.span_context());
+                a.span_id() == b.span_id() && a.trace_id() == b.trace_id()
+            };
+            return if same_span { current } else { span_cx };
         }
     }
     Context::current()
@@ -244,11 +255,11 @@ fn client_span(
 ) -> Span {
     let known = known_method(method);
     let template = template.map(|t| t.0);
-    let name = match (known, template) {
-        (Some(m), Some(t)) => format!("{m} {t}"),
-        (Some(m), None) => m.to_owned(),
-        (None, Some(t)) => format!("HTTP {t}"),
-        (None, None) => "HTTP".to_owned(),
+    let name: Cow<'static, str> = match (known, template) {
+        (Some(m), Some(t)) => Cow::Owned(format!("{m} {t}")),
+        (Some(m), None) => Cow::Borrowed(m),
+        (None, Some(t)) => Cow::Owned(format!("HTTP {t}")),
+        (None, None) => Cow::Borrowed("HTTP"),
     };
     let original_method = match known {
         Some(_) => None,
@@ -454,6 +465,33 @@ mod tests {
         let headers = HeaderMap::new();
         let target = Target::from_uri(&uri, &headers);
         assert_eq!(target.url_full(&sensitive()).unwrap().len(), MAX_URL_LEN);
+    }
+
+    #[test]
+    fn field_names_match_semantic_conventions() {
+        use opentelemetry_semantic_conventions::attribute as a;
+        let span_fields = [
+            "http.request.method",
+            "http.request.method_original",
+            "server.address",
+            "server.port",
+            "url.full",
+            "url.template",
+            "http.response.status_code",
+            "error.type",
+        ];
+        for name in [
+            a::HTTP_REQUEST_METHOD,
+            a::HTTP_REQUEST_METHOD_ORIGINAL,
+            a::SERVER_ADDRESS,
+            a::SERVER_PORT,
+            a::URL_FULL,
+            a::URL_TEMPLATE,
+            a::HTTP_RESPONSE_STATUS_CODE,
+            a::ERROR_TYPE,
+        ] {
+            assert!(span_fields.contains(&name), "{name} is not a span field");
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!    Context when that span is enabled and has one, else
 //!    `opentelemetry::Context::current()`. Inside a handler traced by
 //!    [`TracingLayer`](crate::server::TracingLayer) that is the server span, with the
-//!    incoming baggage and correlation id;
+//!    incoming baggage and correlation id. When `Context::current()` holds that same
+//!    span (as it does inside the span), it is used, so baggage the caller attached on
+//!    top (`Context::current_with_baggage(..)`) is sent too;
 //! 2. the **client span** (kind Client) is created with every field the sampler reads
 //!    (`otel.name`, `http.request.method`, `server.address`, `server.port`,
 //!    `url.full`) and its parent set to that Context **before** it starts. Its name is
