@@ -11,4 +11,5 @@ pub mod export;
 pub mod sampler;
 pub mod server;
 
+pub use context::{CorrelationId, W3cPropagator};
 pub use error::Error;

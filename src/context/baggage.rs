@@ -184,3 +184,31 @@ fn is_token(key: &[u8]) -> bool {
 fn is_baggage_octet(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_covers_everything_outside_baggage_octet_and_percent() {
+        let mut out = String::new();
+        encode_value(" \",;\\%\u{7f}é=a", &mut out);
+        assert_eq!(out, "%20%22%2C%3B%5C%25%7F%C3%A9=a");
+        for b in 0u8..=0x7f {
+            let mut out = String::new();
+            encode_value(char::from(b).encode_utf8(&mut [0; 4]), &mut out);
+            assert!(out.bytes().all(is_baggage_octet), "{b:#x} -> {out}");
+        }
+    }
+
+    #[test]
+    fn property_grammar() {
+        assert_eq!(parse_property(b" k "), Some((&b"k"[..], None)));
+        assert_eq!(parse_property(b"k = v"), Some((&b"k"[..], Some(&b"v"[..]))));
+        assert_eq!(parse_property(b"k="), Some((&b"k"[..], Some(&b""[..]))));
+        assert_eq!(parse_property(b""), None);
+        assert_eq!(parse_property(b"k v"), None);
+        assert_eq!(parse_property(b"=v"), None);
+        assert_eq!(parse_property(b"k=a,b"), None);
+    }
+}

@@ -152,3 +152,53 @@ pub(crate) fn valid_value(value: &[u8]) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_grammar() {
+        for ok in ["a", "0", "a1_-*/@", "tenant@system", "a@b@c"] {
+            assert!(valid_key(ok.as_bytes()), "{ok}");
+        }
+        let long = "a".repeat(257);
+        for bad in [
+            "",
+            "A",
+            "_a",
+            "-a",
+            "*a",
+            "/a",
+            "@a",
+            "a.b",
+            "a b",
+            "a=b",
+            "é",
+            long.as_str(),
+        ] {
+            assert!(!valid_key(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn value_grammar() {
+        for ok in ["x", " x", "a b", "~", "!"] {
+            assert!(valid_value(ok.as_bytes()), "{ok:?}");
+        }
+        let long = "v".repeat(257);
+        for bad in [
+            "",
+            " ",
+            "x ",
+            "a,b",
+            "a=b",
+            "a\tb",
+            "\x7f",
+            "\x1f",
+            long.as_str(),
+        ] {
+            assert!(!valid_value(bad.as_bytes()), "{bad:?}");
+        }
+    }
+}
