@@ -11,5 +11,4 @@ pub mod export;
 pub mod sampler;
 pub mod server;
 
-pub use context::{CorrelationId, W3cPropagator};
 pub use error::Error;
