@@ -53,7 +53,9 @@ async fn a_valid_debug_token_forces_sampling_at_base_rate_zero() {
     );
     let hmac = debug_token_for(SECRET.as_bytes(), TraceId::from_hex(TRACE_ID).unwrap());
     let oversized = "a".repeat(300);
-    let cases: &[(&str, Vec<(&str, &str)>, bool)] = &[
+    // (case, request headers, expected to be sampled)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, bool);
+    let cases: &[Case] = &[
         ("no header", vec![], false),
         (
             "allow-listed token",
