@@ -9,10 +9,14 @@ pub mod context;
 mod error;
 pub mod export;
 pub mod logging;
+mod macro_support;
 pub mod sampler;
 pub mod server;
 
 pub use error::Error;
+
+#[cfg(feature = "macros")]
+pub use meshtrace_macros::traced;
 
 /// Paths used by macro expansions; not public API.
 #[doc(hidden)]
@@ -20,4 +24,8 @@ pub mod __private {
     pub use opentelemetry;
     pub use tracing;
     pub use tracing_opentelemetry;
+
+    pub use crate::macro_support::{
+        AnyErr, ErrWithDebug, ErrWithDisplay, NotResult, Returned, Unsigned, record_unsigned,
+    };
 }

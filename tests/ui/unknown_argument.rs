@@ -1,0 +1,4 @@
+#[meshtrace::traced(skip_all)]
+fn handler() {}
+
+fn main() {}
