@@ -16,6 +16,7 @@ pub mod server;
 pub use error::Error;
 
 #[cfg(feature = "macros")]
+#[doc = include_str!("traced.md")]
 pub use meshtrace_macros::traced;
 
 /// Paths used by macro expansions; not public API.

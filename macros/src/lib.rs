@@ -12,7 +12,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, ItemFn, LitStr, Pat, ReturnType, Token, Type};
 
-/// Opens a span around a function; see `meshtrace::traced` for the documentation.
+/// (Implementation of `meshtrace::traced`; use it through that re-export.)
 #[proc_macro_attribute]
 pub fn traced(args: TokenStream, item: TokenStream) -> TokenStream {
     match expand(args.into(), item.into()) {

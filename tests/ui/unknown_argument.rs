@@ -1,4 +1,0 @@
-#[meshtrace::traced(skip_all)]
-fn handler() {}
-
-fn main() {}
