@@ -433,3 +433,47 @@ fn unsigned_parameters_are_integers_when_they_fit_in_i64() {
     // OTel integers are signed: a larger value keeps its exact decimal form.
     assert_eq!(attr(&span, "big"), Some(Value::from(u64::MAX.to_string())));
 }
+
+#[derive(Debug)]
+struct BadInput(String);
+
+impl fmt::Display for BadInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bad input: {}", self.0)
+    }
+}
+
+impl From<std::num::ParseIntError> for BadInput {
+    fn from(err: std::num::ParseIntError) -> Self {
+        BadInput(err.to_string())
+    }
+}
+
+#[traced]
+fn sum<T>(inputs: &[&str]) -> Result<T, BadInput>
+where
+    T: std::str::FromStr<Err = std::num::ParseIntError> + std::iter::Sum,
+{
+    let mut values = Vec::new();
+    for input in inputs {
+        // `?` converts through `From` inside the generated closure.
+        values.push(input.parse::<T>()?);
+    }
+    Ok(values.into_iter().sum())
+}
+
+#[test]
+fn generic_sync_fn_with_question_mark() {
+    let h = Harness::new();
+    h.run(LevelFilter::TRACE, || {
+        assert_eq!(sum::<u32>(&["1", "2"]).unwrap(), 3);
+        assert!(sum::<u32>(&["1", "x"]).is_err());
+    });
+    let spans = h.spans();
+    assert_eq!(spans.len(), 2);
+    assert_eq!(spans[0].status, Status::Unset);
+    assert_eq!(
+        spans[1].status,
+        Status::error("bad input: invalid digit found in string")
+    );
+}
