@@ -6,7 +6,7 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
-use quote::{ToTokens, format_ident, quote, quote_spanned};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
@@ -35,7 +35,7 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
             "#[traced] cannot be applied to a `const fn`",
         ));
     }
-    let params = parameters(&function)?;
+    let params = parameters(&function);
     let mut record = Vec::new();
     let mut late = Vec::new();
     for recorded in &args.record {
@@ -92,7 +92,7 @@ enum ErrMode {
 
 struct Args {
     name: Option<LitStr>,
-    level: Option<(Ident, Span)>,
+    level: Option<Ident>,
     fields: Option<TokenStream2>,
     record: Vec<Recorded>,
     err: ErrMode,
@@ -139,7 +139,7 @@ impl Args {
                         ));
                     }
                 };
-                set_once(&mut args.level, (Ident::new(level, span), span), &meta)
+                set_once(&mut args.level, Ident::new(level, span), &meta)
             } else if meta.path.is_ident("fields") {
                 let content;
                 syn::parenthesized!(content in meta.input);
@@ -189,7 +189,7 @@ fn set_once<T>(
 }
 
 /// The function's named parameters (not `self`) and their types.
-fn parameters(function: &ItemFn) -> syn::Result<Vec<(Ident, Type)>> {
+fn parameters(function: &ItemFn) -> Vec<(Ident, Type)> {
     let mut params = Vec::new();
     for input in &function.sig.inputs {
         if let FnArg::Typed(typed) = input
@@ -198,7 +198,7 @@ fn parameters(function: &ItemFn) -> syn::Result<Vec<(Ident, Type)>> {
             params.push((pat.ident.clone(), (*typed.ty).clone()));
         }
     }
-    Ok(params)
+    params
 }
 
 /// The span field for a listed parameter, and for unsigned integers the statement that
@@ -288,9 +288,8 @@ fn generate(
         .unwrap_or_else(|| sig.ident.to_string());
     let level = args
         .level
-        .as_ref()
-        .map(|(ident, _)| ident.clone())
-        .unwrap_or_else(|| format_ident!("INFO"));
+        .clone()
+        .unwrap_or_else(|| Ident::new("INFO", Span::call_site()));
     let mut fields: Vec<TokenStream2> = record;
     if let Some(extra) = &args.fields
         && !extra.is_empty()
