@@ -60,7 +60,25 @@ mod error;
 pub mod export;
 #[cfg(feature = "axum")]
 pub mod extract;
+pub mod logging;
+mod macro_support;
 pub mod sampler;
 pub mod server;
 
 pub use error::Error;
+
+#[cfg(feature = "macros")]
+#[doc = include_str!("traced.md")]
+pub use meshtrace_macros::traced;
+
+/// Paths used by macro expansions; not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use opentelemetry;
+    pub use tracing;
+    pub use tracing_opentelemetry;
+
+    pub use crate::macro_support::{
+        AnyErr, ErrWithDebug, ErrWithDisplay, NotResult, Returned, Unsigned, record_unsigned,
+    };
+}
