@@ -468,7 +468,11 @@ async fn the_client_span_ends_with_the_response_body() {
         client_spans(&telemetry).is_empty(),
         "open until the body is read"
     );
+    // The rebuilt response keeps what reqwest knew about it.
     assert_eq!(response.url().as_str(), backend.url("/echo"));
+    assert_eq!(response.remote_addr(), Some(backend.addr));
+    // "cid=" + a generated UUID (36) + " tenant=-"
+    assert_eq!(response.content_length(), Some(49));
     assert!(response.text().await.unwrap().starts_with("cid="));
     assert_eq!(client_spans(&telemetry).len(), 1);
 
@@ -688,4 +692,21 @@ async fn baggage_the_handler_attaches_is_sent() {
     assert_eq!(body, "cid=order-1234 tenant=beta");
     // Still the client span's child, in A's trace.
     assert_one_trace_through_the_client(&telemetry, &backend);
+}
+
+#[tokio::test]
+async fn a_timeout_is_recorded_as_timeout() {
+    let telemetry = Telemetry::new();
+    let backend = Backend::start().await;
+    let client = reqwest_client(ReqwestTracingMiddleware::new());
+    let error = client
+        .get(backend.url("/slow"))
+        .timeout(std::time::Duration::from_millis(50))
+        .send()
+        .await
+        .expect_err("times out");
+    assert!(error.is_timeout(), "{error}");
+    let span = telemetry.span("GET");
+    assert!(matches!(span.status, Status::Error { .. }));
+    assert_eq!(attr_str(&span, "error.type").as_deref(), Some("timeout"));
 }

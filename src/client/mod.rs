@@ -22,7 +22,10 @@
 //!    validated [`CorrelationId`](crate::context::CorrelationId) in the Context; a value
 //!    the caller set is never overwritten). The [`PropagationPolicy`] decides per host
 //!    what is sent; [`NoPropagation`] turns it off for one request. A value that cannot
-//!    be encoded is skipped, and the request goes on;
+//!    be encoded is skipped, and the request goes on. `traceparent` and `tracestate`
+//!    already on the request are replaced (the client span is the parent now), as is
+//!    `baggage` when the Context has baggage to send; when a header is withheld, one
+//!    the caller set is left alone;
 //! 4. the inner client is called inside the span;
 //! 5. on the response: `http.response.status_code`; 4xx and 5xx mark the span as an
 //!    error with `error.type` = the status code. A transport error (connection refused,

@@ -62,6 +62,13 @@ impl Backend {
             .route("/echo", get(echo))
             .route("/users/{id}", get(echo))
             .route("/status/{code}", get(status))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                    "late"
+                }),
+            )
             .with_state(received.clone())
             .layer(TracingLayer::new());
         Backend {
