@@ -23,6 +23,12 @@ use super::policy::PropagationPolicy;
 /// [`NoPropagation`](super::NoPropagation)) go in with
 /// `RequestBuilder::with_extension`.
 ///
+/// Middleware runs in the order it was added, the first outermost. Add this one
+/// *after* a retry middleware, so that every attempt gets its own client span and
+/// parent-id; added before it, all attempts share one span. Redirects are followed by
+/// reqwest below every middleware: a redirected call is one span, with the `url.full`
+/// first asked for.
+///
 /// The `Response` handed back has its body wrapped so that the client span ends when
 /// the body has been read to its end, fails, or is dropped; everything else about the
 /// response (status, headers, URL, remote address, extensions) is unchanged.
