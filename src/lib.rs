@@ -67,6 +67,11 @@ pub mod server;
 
 pub use error::Error;
 
+// Compiles and runs the README's examples as doctests, so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 #[cfg(feature = "macros")]
 #[doc = include_str!("traced.md")]
 pub use meshtrace_macros::traced;
