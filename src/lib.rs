@@ -8,7 +8,16 @@ pub mod client;
 pub mod context;
 mod error;
 pub mod export;
+pub mod logging;
 pub mod sampler;
 pub mod server;
 
 pub use error::Error;
+
+/// Paths used by macro expansions; not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use opentelemetry;
+    pub use tracing;
+    pub use tracing_opentelemetry;
+}
