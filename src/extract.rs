@@ -1,0 +1,105 @@
+//! axum extractors for the values [`TracingLayer`](crate::server::TracingLayer) stores.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use meshtrace::context::CorrelationId;
+//! use meshtrace::extract::TraceContext;
+//! use meshtrace::server::TracingLayer;
+//!
+//! async fn handler(cid: CorrelationId, trace: TraceContext) -> String {
+//!     format!("{cid} {} sampled={}", trace.trace_id, trace.sampled)
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(handler))
+//!     .layer(TracingLayer::new());
+//! ```
+//!
+//! Without the layer both extractors reject the request with a `500` whose body says
+//! to add `TracingLayer`: a missing layer is a programming error, not a client error.
+
+use axum::extract::FromRequestParts;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::request::Parts;
+use opentelemetry::baggage::{Baggage, BaggageExt};
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
+
+use crate::context::CorrelationId;
+use crate::server::RequestContext;
+
+/// Rejection of [`CorrelationId`] and [`TraceContext`] when `TracingLayer` is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MissingTracingLayer;
+
+impl std::fmt::Display for MissingTracingLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "meshtrace: no trace context on this request; add `.layer(meshtrace::server::TracingLayer::new())` to the Router",
+        )
+    }
+}
+
+impl std::error::Error for MissingTracingLayer {}
+
+impl IntoResponse for MissingTracingLayer {
+    fn into_response(self) -> Response {
+        (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CorrelationId {
+    type Rejection = MissingTracingLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<CorrelationId>()
+            .cloned()
+            .ok_or(MissingTracingLayer)
+    }
+}
+
+/// The request's trace, as an axum extractor: ids, the sampling decision, the baggage
+/// (through [`TraceContext::baggage`]) and the full OpenTelemetry Context (to start child spans or inject by hand).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TraceContext {
+    /// The trace id (also when the span is not sampled).
+    pub trace_id: TraceId,
+    /// The server span's id, or the remote parent's when the server span is disabled.
+    pub span_id: SpanId,
+    /// Whether the server span is sampled (will be exported).
+    pub sampled: bool,
+    /// The full Context.
+    pub context: opentelemetry::Context,
+}
+
+impl TraceContext {
+    /// The W3C baggage received with the request.
+    pub fn baggage(&self) -> &Baggage {
+        self.context.baggage()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TraceContext {
+    type Rejection = MissingTracingLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let cx = parts
+            .extensions
+            .get::<RequestContext>()
+            .ok_or(MissingTracingLayer)?
+            .context()
+            .clone();
+        let span = cx.span();
+        let sc = span.span_context();
+        Ok(TraceContext {
+            trace_id: sc.trace_id(),
+            span_id: sc.span_id(),
+            sampled: sc.is_sampled(),
+            context: cx.clone(),
+        })
+    }
+}

@@ -1,0 +1,344 @@
+//! The server span and the HTTP semantic-convention values recorded on it.
+//!
+//! Field names are the stable OpenTelemetry HTTP semantic conventions; `tracing` needs
+//! them as literal identifiers, so a test checks them against
+//! `opentelemetry-semantic-conventions`.
+
+use std::borrow::Cow;
+
+use http::request::Parts;
+use http::{Method, Version};
+use tracing::Span;
+use tracing::field::Empty;
+
+use super::layer::ServerConfig;
+use crate::context::CorrelationId;
+
+/// Longest `user_agent.original` we record; a client chooses it, so it is bounded.
+const MAX_USER_AGENT_LEN: usize = 256;
+/// Longest `server.address` we record (a DNS name is at most 253 bytes).
+const MAX_HOST_LEN: usize = 253;
+
+/// The method as the semantic conventions want it: known methods as-is, anything else
+/// as `_OTHER` (the original then goes to `http.request.method_original`).
+pub(crate) fn known_method(method: &Method) -> Option<&'static str> {
+    Some(match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return None,
+    })
+}
+
+/// `{method} {route}`, `{method}`, or `HTTP`/`HTTP {route}` for unknown methods; never
+/// the raw path.
+fn span_name(method: Option<&'static str>, route: Option<&str>) -> Cow<'static, str> {
+    match (method, route) {
+        (Some(m), Some(r)) => Cow::Owned(format!("{m} {r}")),
+        (Some(m), None) => Cow::Borrowed(m),
+        (None, Some(r)) => Cow::Owned(format!("HTTP {r}")),
+        (None, None) => Cow::Borrowed("HTTP"),
+    }
+}
+
+fn protocol_version(version: Version) -> Option<&'static str> {
+    Some(match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_11 => "1.1",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => return None,
+    })
+}
+
+/// Replaces the values of sensitive parameters with `REDACTED`. Borrows when nothing
+/// is sensitive, so the common case does not allocate.
+pub(crate) fn redact_query<'a>(query: &'a str, sensitive: &[Box<str>]) -> Cow<'a, str> {
+    let is_sensitive = |pair: &str| {
+        let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+        // Names are compared case-insensitively and also in their decoded form, so
+        // `%74oken=...` or `Token=...` is redacted like `token=...`.
+        let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        sensitive
+            .iter()
+            .any(|s| name.eq_ignore_ascii_case(s) || decoded.eq_ignore_ascii_case(s))
+    };
+    if !query
+        .split('&')
+        .any(|pair| pair.contains('=') && is_sensitive(pair))
+    {
+        return Cow::Borrowed(query);
+    }
+    let mut out = String::with_capacity(query.len());
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((name, _)) if is_sensitive(pair) => {
+                out.push_str(name);
+                out.push_str("=REDACTED");
+            }
+            _ => out.push_str(pair),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `server.address` and `server.port` from the URI authority (HTTP/2 `:authority`) or
+/// the `Host` header (HTTP/1.1). The client chooses the value, so only a well-formed
+/// `host[:port]` (reg-name or IP literal, no userinfo) is recorded. Parsed by hand
+/// because `http::uri::Authority::from_str` copies the value on every request.
+fn server_address(parts: &Parts) -> (Option<&str>, Option<u16>) {
+    let raw = match parts.uri.authority() {
+        Some(a) => a.as_str(),
+        None => match parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+        {
+            Some(h) => h,
+            None => return (None, None),
+        },
+    };
+    parse_host_port(raw).unwrap_or((None, None))
+}
+
+fn parse_host_port(raw: &str) -> Option<(Option<&str>, Option<u16>)> {
+    let (host, port, ipv6) = if let Some(rest) = raw.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        let valid = v6
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        if !valid {
+            return None;
+        }
+        let port = if after.is_empty() {
+            ""
+        } else {
+            after.strip_prefix(':')?
+        };
+        // Without the brackets, as the semantic conventions show IPv6 addresses.
+        (v6, port, true)
+    } else {
+        match raw.rsplit_once(':') {
+            Some((host, port)) => (host, port, false),
+            None => (raw, "", false),
+        }
+    };
+    if host.is_empty() || host.len() > MAX_HOST_LEN {
+        return None;
+    }
+    let reg_name = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_';
+    if !ipv6 && !host.bytes().all(reg_name) {
+        return None;
+    }
+    let port = match port {
+        "" => None,
+        p => Some(p.parse::<u16>().ok()?),
+    };
+    Some((Some(host), port))
+}
+
+fn user_agent(parts: &Parts) -> Option<&str> {
+    let ua = parts.headers.get(http::header::USER_AGENT)?.to_str().ok()?;
+    if ua.len() <= MAX_USER_AGENT_LEN {
+        return Some(ua);
+    }
+    // `to_str` succeeded, so the value is visible ASCII and any index is a boundary.
+    Some(&ua[..MAX_USER_AGENT_LEN])
+}
+
+/// The route template axum matched, when the layer runs after routing.
+pub(crate) fn route(parts: &Parts) -> Option<&str> {
+    #[cfg(feature = "axum")]
+    {
+        parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map(|p| p.as_str())
+    }
+    #[cfg(not(feature = "axum"))]
+    {
+        let _ = parts;
+        None
+    }
+}
+
+/// Creates the server span with every field the sampler reads already set, so that
+/// tracing-opentelemetry hands them to the sampler when the OpenTelemetry span starts.
+pub(crate) fn server_span(
+    parts: &Parts,
+    config: &ServerConfig,
+    correlation: &CorrelationId,
+) -> Span {
+    let method = known_method(&parts.method);
+    let route = route(parts);
+    let name = span_name(method, route);
+    let original_method = match method {
+        Some(_) => None,
+        None => Some(parts.method.as_str()),
+    };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| redact_query(q, &config.sensitive_query_params));
+    let (address, port) = server_address(parts);
+    let scheme = parts.uri.scheme_str().unwrap_or("http");
+
+    tracing::info_span!(
+        target: "meshtrace::server",
+        "http.server.request",
+        otel.name = %name,
+        otel.kind = "server",
+        http.request.method = method.unwrap_or("_OTHER"),
+        http.request.method_original = original_method,
+        http.route = route,
+        url.path = parts.uri.path(),
+        url.scheme = scheme,
+        url.query = query.as_deref(),
+        server.address = address,
+        // tracing-opentelemetry 0.34 has no `record_u64`: unsigned values would become
+        // strings, so integers are recorded as i64.
+        server.port = port.map(i64::from),
+        user_agent.original = user_agent(parts),
+        network.protocol.version = protocol_version(parts.version),
+        correlation.id = correlation.as_str(),
+        http.response.status_code = Empty,
+        error.type = Empty,
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(list: &[&str]) -> Vec<Box<str>> {
+        list.iter().map(|k| Box::from(*k)).collect()
+    }
+
+    #[test]
+    fn redacts_sensitive_query_values() {
+        let sensitive = keys(&["token", "sig", "x-amz-signature"]);
+        let cases: &[(&str, &str)] = &[
+            ("q=rust", "q=rust"),
+            ("q=rust&token=abc", "q=rust&token=REDACTED"),
+            ("Token=abc&page=2", "Token=REDACTED&page=2"),
+            ("%74oken=abc", "%74oken=REDACTED"),
+            (
+                "X-Amz-Signature=deadbeef&X-Amz-Date=1",
+                "X-Amz-Signature=REDACTED&X-Amz-Date=1",
+            ),
+            ("sig=1&sig=2", "sig=REDACTED&sig=REDACTED"),
+            ("token", "token"),
+            ("", ""),
+            ("a=1&&b=2&sig=", "a=1&&b=2&sig=REDACTED"),
+            ("tokenizer=x", "tokenizer=x"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                redact_query(input, &sensitive),
+                *expected,
+                "input {input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unredacted_query_is_borrowed() {
+        let sensitive = keys(&["token"]);
+        assert!(matches!(
+            redact_query("a=1&b=2", &sensitive),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn span_names_never_use_the_raw_path() {
+        assert_eq!(
+            span_name(Some("GET"), Some("/users/{id}")),
+            "GET /users/{id}"
+        );
+        assert_eq!(span_name(Some("POST"), None), "POST");
+        assert_eq!(span_name(None, Some("/x")), "HTTP /x");
+        assert_eq!(span_name(None, None), "HTTP");
+    }
+
+    #[test]
+    fn unknown_methods_are_other() {
+        assert_eq!(known_method(&Method::GET), Some("GET"));
+        assert_eq!(known_method(&Method::from_bytes(b"PURGE").unwrap()), None);
+    }
+
+    #[test]
+    fn server_address_from_host_header() {
+        let parts = |host: &str| {
+            let (parts, _) = http::Request::builder()
+                .uri("/x")
+                .header("host", host)
+                .body(())
+                .unwrap()
+                .into_parts();
+            parts
+        };
+        let p = parts("example.com:8080");
+        assert_eq!(server_address(&p), (Some("example.com"), Some(8080)));
+        let p = parts("example.com");
+        assert_eq!(server_address(&p), (Some("example.com"), None));
+        let p = parts("user@evil.com");
+        assert_eq!(server_address(&p), (None, None));
+        let p = parts("bad host");
+        assert_eq!(server_address(&p), (None, None));
+        let p = parts("[::1]:3000");
+        assert_eq!(server_address(&p), (Some("::1"), Some(3000)));
+        let p = parts("example.com:99999");
+        assert_eq!(server_address(&p), (None, None));
+        let long = "a".repeat(400);
+        let p = parts(&long);
+        assert_eq!(server_address(&p), (None, None));
+    }
+
+    #[test]
+    fn field_names_match_semantic_conventions() {
+        use opentelemetry_semantic_conventions::attribute as a;
+        for name in [
+            a::HTTP_REQUEST_METHOD,
+            a::HTTP_REQUEST_METHOD_ORIGINAL,
+            a::HTTP_ROUTE,
+            a::URL_PATH,
+            a::URL_SCHEME,
+            a::URL_QUERY,
+            a::SERVER_ADDRESS,
+            a::SERVER_PORT,
+            a::USER_AGENT_ORIGINAL,
+            a::NETWORK_PROTOCOL_VERSION,
+            a::HTTP_RESPONSE_STATUS_CODE,
+            a::ERROR_TYPE,
+        ] {
+            let span_fields = [
+                "http.request.method",
+                "http.request.method_original",
+                "http.route",
+                "url.path",
+                "url.scheme",
+                "url.query",
+                "server.address",
+                "server.port",
+                "user_agent.original",
+                "network.protocol.version",
+                "http.response.status_code",
+                "error.type",
+            ];
+            assert!(span_fields.contains(&name), "{name} is not a span field");
+        }
+    }
+}

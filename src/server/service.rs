@@ -1,0 +1,144 @@
+//! [`TracingService`]: `poll_ready` and `call`.
+
+use std::fmt::Display;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use opentelemetry::{Array, StringValue, Value};
+use tower_service::Service;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::RequestContext;
+use super::attributes;
+use super::body::TracedBody;
+use super::future::{ResponseFuture, panic_message};
+use super::layer::ServerConfig;
+use crate::context::{self, CorrelationId};
+
+/// The service built by [`TracingLayer`](super::TracingLayer); see the
+/// [module documentation](crate::server).
+#[derive(Clone)]
+pub struct TracingService<S> {
+    inner: S,
+    config: Arc<ServerConfig>,
+}
+
+impl<S> TracingService<S> {
+    pub(crate) fn new(inner: S, config: Arc<ServerConfig>) -> Self {
+        TracingService { inner, config }
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for TracingService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracingService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TracingService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Display,
+{
+    type Response = Response<TracedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let config = &self.config;
+        let (mut parts, body) = request.into_parts();
+
+        let (correlation, _source) =
+            CorrelationId::from_headers(&parts.headers, &config.correlation_header);
+        let echo = config
+            .echo_correlation
+            .then(|| correlation.header_value().clone());
+
+        if config.skip.as_ref().is_some_and(|skip| skip(&parts)) {
+            parts.extensions.insert(correlation);
+            let future = self.inner.call(Request::from_parts(parts, body));
+            return ResponseFuture::new(future, None, None, echo, config.clone());
+        }
+
+        let parent = sampler_inputs(
+            context::extract(&parts.headers).with_value(correlation.clone()),
+            &parts,
+            config,
+        );
+        let span = attributes::server_span(&parts, config, &correlation);
+        // The parent must be set before anything starts the OpenTelemetry span, or the
+        // sampler would see no parent (tracing-opentelemetry 0.34 starts it lazily).
+        let attach = match span.set_parent(parent.clone()) {
+            Ok(()) => None,
+            // Disabled span or no tracing-opentelemetry layer: keep the trace going for
+            // outgoing calls by attaching the extracted Context ourselves.
+            Err(_) => Some(parent),
+        };
+        let trace_cx = match &attach {
+            None => {
+                record_request_headers(&span, &parts, config);
+                span.context()
+            }
+            Some(parent) => parent.clone(),
+        };
+        parts.extensions.insert(correlation);
+        parts.extensions.insert(RequestContext { cx: trace_cx });
+        let request = Request::from_parts(parts, body);
+
+        let called = {
+            let _entered = span.enter();
+            let _attached = attach.as_ref().map(|cx| cx.clone().attach());
+            if config.catch_panic {
+                catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
+            } else {
+                Ok(self.inner.call(request))
+            }
+        };
+        match called {
+            Ok(future) => ResponseFuture::new(future, Some(span), attach, echo, config.clone()),
+            Err(payload) => ResponseFuture::panicked(
+                panic_message(payload.as_ref()),
+                Some(span),
+                echo,
+                config.clone(),
+            ),
+        }
+    }
+}
+
+/// Adds what the sampler needs beyond the span's fields to the parent Context.
+fn sampler_inputs(
+    cx: opentelemetry::Context,
+    parts: &http::request::Parts,
+    config: &ServerConfig,
+) -> opentelemetry::Context {
+    let _ = (parts, config);
+    cx
+}
+
+fn record_request_headers(
+    span: &tracing::Span,
+    parts: &http::request::Parts,
+    config: &ServerConfig,
+) {
+    for (header, key) in &config.recorded_headers {
+        let values: Vec<StringValue> = parts
+            .headers
+            .get_all(header)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| StringValue::from(v.to_owned()))
+            .collect();
+        if !values.is_empty() {
+            span.set_attribute(key.clone(), Value::Array(Array::String(values)));
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Helpers shared by the integration tests: a real SDK tracer provider exporting into
+//! memory, a per-test `tracing` subscriber bridged by tracing-opentelemetry, and ways
+//! to drive a Router in-process or on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use http::{Request, Response};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{Key, Value};
+use opentelemetry_sdk::trace::{
+    InMemorySpanExporter, Sampler, SdkTracerProvider, ShouldSample, SpanData,
+};
+use tower::ServiceExt;
+use tracing::subscriber::DefaultGuard;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{EnvFilter, Registry};
+
+/// Tracing set up for one test: spans go through the real SDK into memory.
+///
+/// The subscriber is the thread's default (not global), so tests run in parallel
+/// without seeing each other's spans; use `#[tokio::test]` (current-thread runtime) so
+/// every task of the test runs on the thread that has the subscriber.
+pub struct Telemetry {
+    pub provider: SdkTracerProvider,
+    pub exporter: InMemorySpanExporter,
+    _guard: DefaultGuard,
+}
+
+impl Telemetry {
+    /// The SDK's default sampler (parent-based, always on for roots).
+    pub fn new() -> Self {
+        Self::with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+    }
+
+    pub fn with_sampler(sampler: impl ShouldSample + 'static) -> Self {
+        Self::build(sampler, None)
+    }
+
+    /// With an `EnvFilter` directive, e.g. to disable the server span.
+    pub fn with_filter(directive: &str) -> Self {
+        Self::build(
+            Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            Some(EnvFilter::new(directive)),
+        )
+    }
+
+    fn build(sampler: impl ShouldSample + 'static, filter: Option<EnvFilter>) -> Self {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .with_sampler(sampler)
+            .build();
+        let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("meshtrace-tests"));
+        let subscriber = Registry::default().with(otel).with(filter);
+        let guard = tracing::subscriber::set_default(subscriber);
+        Telemetry {
+            provider,
+            exporter,
+            _guard: guard,
+        }
+    }
+
+    /// Every finished span, after flushing the provider.
+    pub fn spans(&self) -> Vec<SpanData> {
+        self.provider.force_flush().expect("flush");
+        self.exporter.get_finished_spans().expect("spans")
+    }
+
+    /// The one finished span with this name; fails the test otherwise.
+    pub fn span(&self, name: &str) -> SpanData {
+        let spans: Vec<SpanData> = self
+            .spans()
+            .into_iter()
+            .filter(|s| s.name == name)
+            .collect();
+        assert_eq!(
+            spans.len(),
+            1,
+            "expected one span named {name:?}, got {:?}",
+            self.spans()
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>()
+        );
+        spans.into_iter().next().expect("one span")
+    }
+}
+
+/// The value of an attribute of a span.
+pub fn attr(span: &SpanData, key: &str) -> Option<Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == Key::from(key.to_owned()))
+        .map(|kv| kv.value.clone())
+}
+
+/// The value of a string attribute.
+pub fn attr_str(span: &SpanData, key: &str) -> Option<String> {
+    attr(span, key).map(|v| v.as_str().into_owned())
+}
+
+/// Sends one request through the Router in-process.
+pub async fn send(app: Router, request: Request<Body>) -> Response<Body> {
+    app.oneshot(request).await.expect("infallible")
+}
+
+/// A GET request with the given headers.
+pub fn get(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::get(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Body::empty()).expect("request")
+}
+
+/// Reads the whole body as text.
+pub async fn text(response: Response<Body>) -> String {
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    String::from_utf8(bytes.to_vec()).expect("utf-8")
+}
+
+/// Serves the Router on 127.0.0.1 at a port the OS picks; returns its address.
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    addr
+}

@@ -1,0 +1,600 @@
+//! TracingLayer driven through real axum Routers (in-process and on 127.0.0.1) with the
+//! real OpenTelemetry SDK exporting into memory.
+
+mod common;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use common::{Telemetry, attr, attr_str, get as request, send, serve, text};
+use http::{Response, StatusCode};
+use meshtrace::context::{ContextExt, CorrelationId};
+use meshtrace::extract::TraceContext;
+use meshtrace::server::TracingLayer;
+use opentelemetry::baggage::BaggageExt;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt};
+use tower::{ServiceBuilder, ServiceExt};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+
+fn users() -> Router {
+    Router::new()
+        .route("/users/{id}", get(|| async { "alice" }))
+        .layer(TracingLayer::new())
+}
+
+#[tokio::test]
+async fn continues_the_incoming_trace_with_a_remote_parent() {
+    let telemetry = Telemetry::new();
+    let response = send(users(), request("/users/42", &[("traceparent", SAMPLED)])).await;
+    assert_eq!(text(response).await, "alice");
+
+    let span = telemetry.span("GET /users/{id}");
+    assert_eq!(span.span_context.trace_id().to_string(), TRACE_ID);
+    assert_eq!(span.parent_span_id.to_string(), PARENT_ID);
+    assert!(span.parent_span_is_remote);
+    assert_eq!(span.span_kind, SpanKind::Server);
+}
+
+#[tokio::test]
+async fn starts_a_new_trace_without_or_with_an_invalid_traceparent() {
+    let telemetry = Telemetry::new();
+    for traceparent in [
+        None,
+        Some("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+        Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+        Some("garbage"),
+        Some(&*"0".repeat(10_000)),
+    ] {
+        let headers: Vec<(&str, &str)> = traceparent
+            .map(|t| ("traceparent", t))
+            .into_iter()
+            .collect();
+        let response = send(users(), request("/users/1", &headers)).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "traceparent {traceparent:?}"
+        );
+    }
+    let spans = telemetry.spans();
+    assert_eq!(spans.len(), 5);
+    for span in spans {
+        assert_ne!(span.span_context.trace_id().to_string(), TRACE_ID);
+        assert!(!span.parent_span_is_remote);
+        assert_eq!(span.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+    }
+}
+
+#[tokio::test]
+async fn unsampled_parent_is_not_exported_but_the_handler_keeps_the_trace() {
+    let telemetry = Telemetry::new();
+    let app =
+        Router::new()
+            .route(
+                "/",
+                get(|trace: TraceContext| async move {
+                    format!("{} {}", trace.trace_id, trace.sampled)
+                }),
+            )
+            .layer(TracingLayer::new());
+    let response = send(app, request("/", &[("traceparent", UNSAMPLED)])).await;
+    assert_eq!(text(response).await, format!("{TRACE_ID} false"));
+    assert!(telemetry.spans().is_empty());
+}
+
+#[tokio::test]
+async fn records_http_semantic_convention_attributes() {
+    let telemetry = Telemetry::new();
+    let response = send(
+        users(),
+        request(
+            "/users/42?q=rust&token=s3cr3t&Signature=abc",
+            &[("host", "api.example.com:8443"), ("user-agent", "curl/8.5")],
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    text(response).await;
+
+    let span = telemetry.span("GET /users/{id}");
+    let expect = [
+        ("http.request.method", "GET"),
+        ("url.path", "/users/42"),
+        ("url.scheme", "http"),
+        ("http.route", "/users/{id}"),
+        ("server.address", "api.example.com"),
+        ("user_agent.original", "curl/8.5"),
+        ("url.query", "q=rust&token=REDACTED&Signature=REDACTED"),
+        ("network.protocol.version", "1.1"),
+    ];
+    for (key, value) in expect {
+        assert_eq!(
+            attr_str(&span, key).as_deref(),
+            Some(value),
+            "attribute {key}"
+        );
+    }
+    assert_eq!(
+        attr(&span, "server.port"),
+        Some(opentelemetry::Value::I64(8443))
+    );
+    assert_eq!(
+        attr(&span, "http.response.status_code"),
+        Some(opentelemetry::Value::I64(200))
+    );
+    assert_eq!(span.status, Status::Unset);
+    assert!(
+        !format!("{:?}", span.attributes).contains("s3cr3t"),
+        "a sensitive query value leaked: {:?}",
+        span.attributes
+    );
+}
+
+#[tokio::test]
+async fn never_records_credentials_even_when_asked() {
+    let telemetry = Telemetry::new();
+    let app = Router::new().route("/", get(|| async { "ok" })).layer(
+        TracingLayer::new()
+            .record_request_header(http::header::AUTHORIZATION)
+            .record_request_header(http::header::COOKIE)
+            .record_request_header(http::HeaderName::from_static("x-tenant")),
+    );
+    send(
+        app,
+        request(
+            "/",
+            &[
+                ("authorization", "Bearer top-secret"),
+                ("cookie", "session=top-secret"),
+                ("x-tenant", "acme"),
+            ],
+        ),
+    )
+    .await;
+    let span = telemetry.span("GET /");
+    assert!(!format!("{:?}", span).contains("top-secret"));
+    match attr(&span, "http.request.header.x-tenant") {
+        Some(opentelemetry::Value::Array(opentelemetry::Array::String(values))) => {
+            assert_eq!(values.len(), 1);
+            assert_eq!(values[0].as_str(), "acme");
+        }
+        other => panic!("x-tenant not recorded as a string array: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn span_name_uses_the_route_template_or_only_the_method() {
+    let telemetry = Telemetry::new();
+    // Wrapping the whole Router (outside routing) there is no MatchedPath yet.
+    let outer = ServiceBuilder::new()
+        .layer(TracingLayer::new())
+        .service(Router::new().route("/users/{id}", get(|| async { "alice" })));
+    let response = outer.oneshot(request("/users/7", &[])).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(response);
+    send(users(), request("/users/7", &[])).await;
+
+    let names: Vec<_> = telemetry.spans().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, vec!["GET", "GET /users/{id}"]);
+    assert!(names.iter().all(|n| !n.contains("/users/7")));
+}
+
+#[tokio::test]
+async fn server_errors_are_errors_client_errors_are_not() {
+    let telemetry = Telemetry::new();
+    let app = Router::new()
+        .route("/fail", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+        .route("/missing", get(|| async { StatusCode::NOT_FOUND }))
+        .layer(TracingLayer::new());
+    assert_eq!(send(app.clone(), request("/fail", &[])).await.status(), 503);
+    assert_eq!(send(app, request("/missing", &[])).await.status(), 404);
+
+    let fail = telemetry.span("GET /fail");
+    assert!(matches!(fail.status, Status::Error { .. }));
+    assert_eq!(attr_str(&fail, "error.type").as_deref(), Some("503"));
+    assert_eq!(
+        attr(&fail, "http.response.status_code"),
+        Some(opentelemetry::Value::I64(503))
+    );
+    let missing = telemetry.span("GET /missing");
+    assert_eq!(missing.status, Status::Unset);
+    assert_eq!(attr(&missing, "error.type"), None);
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_recorded_and_the_span_ends() {
+    let telemetry = Telemetry::new();
+    let app = Router::new()
+        .route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("handler exploded");
+                }
+                "unreachable"
+            }),
+        )
+        .layer(TracingLayer::new());
+    let response = send(app, request("/boom", &[("x-correlation-id", "panic-1")])).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.headers()["x-correlation-id"], "panic-1");
+    text(response).await;
+
+    let span = telemetry.span("GET /boom");
+    assert!(matches!(span.status, Status::Error { .. }));
+    assert_eq!(attr_str(&span, "error.type").as_deref(), Some("panic"));
+    let event = span
+        .events
+        .iter()
+        .find(|e| e.name == "exception")
+        .expect("exception event");
+    assert!(format!("{:?}", event.attributes).contains("handler exploded"));
+}
+
+#[tokio::test]
+async fn inner_service_errors_are_recorded_with_error_type() {
+    let telemetry = Telemetry::new();
+    #[derive(Debug)]
+    struct Refused;
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("upstream refused")
+        }
+    }
+    let service = ServiceBuilder::new()
+        .layer(TracingLayer::new())
+        .service_fn(|_req: http::Request<Body>| async { Err::<Response<Body>, _>(Refused) });
+    let error = service.oneshot(request("/", &[])).await.unwrap_err();
+    assert_eq!(error.to_string(), "upstream refused");
+
+    let span = telemetry.span("GET");
+    assert!(matches!(span.status, Status::Error { .. }));
+    assert!(attr_str(&span, "error.type").unwrap().ends_with("Refused"));
+}
+
+#[tokio::test]
+async fn the_span_ends_when_a_streamed_body_ends() {
+    let telemetry = Telemetry::new();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<&'static str, Infallible>>(4);
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(Some(rx)));
+    let app = Router::new()
+        .route(
+            "/stream",
+            get(move || {
+                let rx = rx.lock().unwrap().take().expect("one request");
+                async move {
+                    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|chunk| (chunk, rx))
+                    });
+                    Body::from_stream(stream)
+                }
+            }),
+        )
+        .layer(TracingLayer::new());
+
+    let response = send(app, request("/stream", &[])).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // Headers are here, the body is not: the span must still be open.
+    assert!(telemetry.spans().is_empty(), "span ended at the headers");
+
+    tx.send(Ok("part 1, ")).await.unwrap();
+    tx.send(Ok("part 2")).await.unwrap();
+    drop(tx);
+    assert_eq!(text(response).await, "part 1, part 2");
+    let span = telemetry.span("GET /stream");
+    assert!(span.end_time >= span.start_time);
+}
+
+#[tokio::test]
+async fn a_dropped_body_ends_the_span() {
+    let telemetry = Telemetry::new();
+    let response = send(users(), request("/users/1", &[])).await;
+    assert!(telemetry.spans().is_empty());
+    drop(response);
+    telemetry.span("GET /users/{id}");
+}
+
+#[tokio::test]
+async fn correlation_id_is_accepted_generated_rejected_and_echoed() {
+    let telemetry = Telemetry::new();
+    let app = || {
+        Router::new()
+            .route(
+                "/",
+                get(|cid: CorrelationId| async move { cid.to_string() }),
+            )
+            .layer(TracingLayer::new())
+    };
+
+    // Accepted: echoed, visible in the handler, recorded on the span.
+    let response = send(
+        app(),
+        request("/", &[("x-correlation-id", "order-42.a:b_c-d")]),
+    )
+    .await;
+    assert_eq!(response.headers()["x-correlation-id"], "order-42.a:b_c-d");
+    assert_eq!(text(response).await, "order-42.a:b_c-d");
+
+    // Fallback header.
+    let response = send(app(), request("/", &[("x-request-id", "req-7")])).await;
+    assert_eq!(response.headers()["x-correlation-id"], "req-7");
+    drop(response);
+
+    // Generated: a UUID v4.
+    let response = send(app(), request("/", &[])).await;
+    let generated = response.headers()["x-correlation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(text(response).await, generated);
+    assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
+
+    // Rejected: replaced, never echoed or recorded raw.
+    for hostile in ["<script>alert(1)</script>", "has space", &"a".repeat(129)] {
+        let response = send(app(), request("/", &[("x-correlation-id", hostile)])).await;
+        let echoed = response.headers()["x-correlation-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_ne!(echoed, hostile);
+        assert!(uuid::Uuid::parse_str(&echoed).is_ok());
+    }
+
+    let spans = telemetry.spans();
+    assert_eq!(spans.len(), 6);
+    assert_eq!(
+        attr_str(&spans[0], "correlation.id").as_deref(),
+        Some("order-42.a:b_c-d")
+    );
+    for span in &spans[3..] {
+        let recorded = attr_str(span, "correlation.id").unwrap();
+        assert!(uuid::Uuid::parse_str(&recorded).is_ok(), "{recorded}");
+    }
+}
+
+#[tokio::test]
+async fn custom_correlation_header() {
+    let _telemetry = Telemetry::new();
+    let app = Router::new().route("/", get(|| async { "ok" })).layer(
+        TracingLayer::new().correlation_header(http::HeaderName::from_static("x-trace-tag")),
+    );
+    let response = send(app, request("/", &[("x-trace-tag", "tag-1")])).await;
+    assert_eq!(response.headers()["x-trace-tag"], "tag-1");
+}
+
+#[tokio::test]
+async fn handler_sees_span_baggage_and_correlation_in_the_current_context() {
+    let telemetry = Telemetry::new();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|trace: TraceContext| async move {
+                let cx = opentelemetry::Context::current();
+                let current_span = tracing::Span::current()
+                    .context()
+                    .span()
+                    .span_context()
+                    .span_id();
+                let cx_span = cx.span().span_context().span_id();
+                let user = cx.baggage().get("userId").map(|v| v.to_string());
+                let cid = cx.correlation_id().map(|c| c.to_string());
+                let extracted_user = trace.baggage().get("userId").map(|v| v.to_string());
+                format!("{current_span} {cx_span} {user:?} {cid:?} {extracted_user:?}")
+            }),
+        )
+        .layer(TracingLayer::new());
+    let response = send(
+        app,
+        request(
+            "/",
+            &[
+                ("traceparent", SAMPLED),
+                ("baggage", "userId=alice,tenant=acme"),
+                ("x-correlation-id", "c-1"),
+            ],
+        ),
+    )
+    .await;
+    let body = text(response).await;
+    let span = telemetry.span("GET /");
+    let id = span.span_context.span_id();
+    assert_eq!(
+        body,
+        format!("{id} {id} Some(\"alice\") Some(\"c-1\") Some(\"alice\")")
+    );
+}
+
+#[tokio::test]
+async fn spawned_work_instrumented_with_the_span_keeps_the_trace() {
+    let telemetry = Telemetry::new();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async {
+                let task = tokio::spawn(
+                    async {
+                        let cx = opentelemetry::Context::current();
+                        let trace_id = cx.span().span_context().trace_id();
+                        let cid = cx.correlation_id().map(|c| c.to_string());
+                        tracing::info_span!("background").in_scope(|| ());
+                        format!("{trace_id} {cid:?}")
+                    }
+                    .instrument(tracing::Span::current()),
+                );
+                task.await.unwrap()
+            }),
+        )
+        .layer(TracingLayer::new());
+    let response = send(
+        app,
+        request(
+            "/",
+            &[("traceparent", SAMPLED), ("x-correlation-id", "c-9")],
+        ),
+    )
+    .await;
+    assert_eq!(text(response).await, format!("{TRACE_ID} Some(\"c-9\")"));
+
+    let server = telemetry.span("GET /");
+    let background = telemetry.span("background");
+    assert_eq!(background.parent_span_id, server.span_context.span_id());
+    assert_eq!(
+        background.span_context.trace_id(),
+        server.span_context.trace_id()
+    );
+}
+
+#[tokio::test]
+async fn skipped_requests_are_not_traced_but_get_a_correlation_id() {
+    let telemetry = Telemetry::new();
+    let app = Router::new()
+        .route(
+            "/health",
+            get(|cid: CorrelationId| async move { cid.to_string() }),
+        )
+        .route("/work", get(|| async { "done" }))
+        .layer(TracingLayer::new().skip_if(|req| req.uri.path() == "/health"));
+    let response = send(
+        app.clone(),
+        request("/health", &[("x-correlation-id", "probe-1")]),
+    )
+    .await;
+    assert_eq!(response.headers()["x-correlation-id"], "probe-1");
+    assert_eq!(text(response).await, "probe-1");
+    send(app, request("/work", &[])).await;
+
+    let names: Vec<_> = telemetry.spans().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, vec!["GET /work"]);
+}
+
+#[tokio::test]
+async fn a_disabled_span_still_carries_the_extracted_context() {
+    // The EnvFilter turns the server span off.
+    let telemetry = Telemetry::with_filter("meshtrace::server=off,info");
+    let app = Router::new()
+        .route(
+            "/",
+            get(|trace: TraceContext| async move {
+                let cx = opentelemetry::Context::current();
+                let span = cx.span();
+                let sc = span.span_context();
+                format!(
+                    "{} {} {} {}",
+                    sc.trace_id(),
+                    sc.span_id(),
+                    cx.baggage()
+                        .get("tenant")
+                        .map(|v| v.to_string())
+                        .unwrap_or_default(),
+                    trace.trace_id
+                )
+            }),
+        )
+        .layer(TracingLayer::new());
+    let response = send(
+        app,
+        request("/", &[("traceparent", SAMPLED), ("baggage", "tenant=acme")]),
+    )
+    .await;
+    assert_eq!(
+        text(response).await,
+        format!("{TRACE_ID} {PARENT_ID} acme {TRACE_ID}")
+    );
+    assert!(telemetry.spans().is_empty());
+}
+
+#[tokio::test]
+async fn extractors_without_the_layer_reject_with_a_helpful_500() {
+    let app = Router::new()
+        .route(
+            "/cid",
+            get(|cid: CorrelationId| async move { cid.to_string() }),
+        )
+        .route(
+            "/trace",
+            get(|t: TraceContext| async move { t.trace_id.to_string() }),
+        );
+    for path in ["/cid", "/trace"] {
+        let response = send(app.clone(), request(path, &[])).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(text(response).await.contains("TracingLayer"));
+    }
+}
+
+#[tokio::test]
+async fn hostile_headers_never_fail_the_request() {
+    let telemetry = Telemetry::new();
+    let huge = "k=v,".repeat(5_000);
+    let many_members = (0..100)
+        .map(|i| format!("k{i}={i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let cases: Vec<Vec<(&str, &str)>> = vec![
+        vec![("traceparent", SAMPLED), ("tracestate", &huge)],
+        vec![("traceparent", SAMPLED), ("tracestate", "=,,=,a=b=c")],
+        vec![("baggage", &huge)],
+        vec![("baggage", "%%%,=,;;;,k=%ZZ")],
+        vec![("traceparent", SAMPLED), ("tracestate", &many_members)],
+        vec![("x-correlation-id", ""), ("x-request-id", "\t")],
+    ];
+    for headers in &cases {
+        let response = send(users(), request("/users/1", headers)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{headers:?}");
+        text(response).await;
+    }
+    assert_eq!(telemetry.spans().len(), cases.len());
+}
+
+#[tokio::test]
+async fn concurrent_requests_on_a_real_server_do_not_share_context() {
+    let _telemetry = Telemetry::new();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async {
+                let before = opentelemetry::Context::current();
+                let cid = before.correlation_id().map(|c| c.to_string());
+                let user = before.baggage().get("user").map(|v| v.to_string());
+                // Let the other requests run in between.
+                for _ in 0..5 {
+                    tokio::task::yield_now().await;
+                }
+                let after = opentelemetry::Context::current();
+                let cid_after = after.correlation_id().map(|c| c.to_string());
+                let user_after = after.baggage().get("user").map(|v| v.to_string());
+                assert_eq!(cid, cid_after);
+                assert_eq!(user, user_after);
+                format!("{} {}", cid.unwrap_or_default(), user.unwrap_or_default())
+            }),
+        )
+        .layer(TracingLayer::new());
+    let addr = serve(app).await;
+    let client = reqwest::Client::new();
+    let calls = (0..20).map(|i| {
+        let client = client.clone();
+        async move {
+            let body = client
+                .get(format!("http://{addr}/"))
+                .header("x-correlation-id", format!("req-{i}"))
+                .header("baggage", format!("user=u{i}"))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert_eq!(body, format!("req-{i} u{i}"));
+        }
+    });
+    futures_util::future::join_all(calls).await;
+}
