@@ -54,16 +54,19 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod config;
 pub mod context;
 mod error;
 pub mod export;
 #[cfg(feature = "axum")]
 pub mod extract;
 pub mod logging;
+pub mod manager;
 pub mod sampler;
 pub mod server;
 
 pub use error::Error;
+pub use manager::{TracingManager, TracingManagerBuilder};
 
 /// Paths used by macro expansions; not public API.
 #[doc(hidden)]
