@@ -612,8 +612,16 @@ fn check_url(field: &str, url: &str) -> Result<(), Error> {
             ));
         }
     }
-    if uri.authority().is_none_or(|a| a.host().is_empty()) {
+    let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
         return Err(Error::config(field, shown_url(url), "the URL has no host"));
+    };
+    // opentelemetry-otlp logs the endpoint it connects to; credentials must not go there.
+    if authority.as_str().contains('@') {
+        return Err(Error::config(
+            field,
+            shown_url(url),
+            "credentials in the URL are not accepted; send them in a header",
+        ));
     }
     Ok(())
 }

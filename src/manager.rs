@@ -188,15 +188,22 @@ impl TracingManager {
             Err(_) => self.provider.shutdown_with_timeout(timeout),
         };
         self.log_stats();
-        result.map_err(|e| match e {
-            OTelSdkError::Timeout(t) => Error::setup(
-                "shutdown",
-                format!(
-                    "timed out after {t:?}; {} spans were still queued",
-                    self.stats().queued
-                ),
-            ),
-            other => Error::setup("shutdown", other),
+        result.map_err(|e| {
+            // opentelemetry_sdk 0.33's provider wraps a processor's `Timeout` into
+            // `InternalFailure("Shutdown errors: [Timeout(..)]")`.
+            let timed_out =
+                matches!(e, OTelSdkError::Timeout(_)) || e.to_string().contains("Timeout(");
+            if timed_out {
+                Error::setup(
+                    "shutdown",
+                    format!(
+                        "timed out after {timeout:?}; {} spans were still queued",
+                        self.stats().queued
+                    ),
+                )
+            } else {
+                Error::setup("shutdown", e)
+            }
         })
     }
 

@@ -204,3 +204,75 @@ impl SpanExporter for CountingExporter {
 pub(crate) fn timeout_error(timeout: Duration) -> OTelSdkError {
     OTelSdkError::Timeout(timeout)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::{
+        Link, SpanKind, TraceId, TraceState, Tracer as _, TracerProvider as _,
+    };
+    use opentelemetry_sdk::trace::{
+        InMemorySpanExporter, SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample,
+    };
+
+    /// Records every span but samples only those whose name starts with `keep`.
+    #[derive(Clone, Debug)]
+    struct RecordOnlyUnlessKeep;
+
+    impl ShouldSample for RecordOnlyUnlessKeep {
+        fn should_sample(
+            &self,
+            _parent: Option<&Context>,
+            _trace_id: TraceId,
+            name: &str,
+            _kind: &SpanKind,
+            _attributes: &[KeyValue],
+            _links: &[Link],
+        ) -> SamplingResult {
+            SamplingResult {
+                decision: if name.starts_with("keep") {
+                    SamplingDecision::RecordAndSample
+                } else {
+                    SamplingDecision::RecordOnly
+                },
+                attributes: Vec::new(),
+                trace_state: TraceState::default(),
+            }
+        }
+    }
+
+    #[test]
+    fn record_only_spans_never_reach_the_exporter() {
+        let memory = InMemorySpanExporter::default();
+        let counters = Arc::new(Counters::default());
+        let batch = ResolvedBatch {
+            max_queue_size: 16,
+            scheduled_delay: Duration::from_secs(60),
+            max_export_batch_size: 16,
+            export_timeout: Duration::from_secs(1),
+        };
+        let exporter = CountingExporter::new(Box::new(memory.clone()), Arc::clone(&counters));
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(RecordOnlyUnlessKeep)
+            .with_span_processor(ExportGate::new(exporter, Arc::clone(&counters), &batch))
+            .build();
+        let tracer = provider.tracer("gate-test");
+        for name in ["keep-1", "record-only-1", "keep-2", "record-only-2"] {
+            tracer.in_span(name, |_| {});
+        }
+        provider.force_flush().unwrap();
+        let mut names: Vec<String> = memory
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name.into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["keep-1", "keep-2"]);
+        let stats = counters.snapshot();
+        assert_eq!(stats.exported, 2);
+        assert_eq!(stats.dropped(), 0);
+        assert_eq!(stats.queued, 0);
+    }
+}
