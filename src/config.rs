@@ -272,7 +272,25 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl TracingConfig {
-    /// Parses a TOML document.
+    /// Parses a TOML document. Values are checked by [`validate`](Self::validate) (and by
+    /// `install()`), so that every error names its field:
+    ///
+    /// ```
+    /// use meshtrace::config::TracingConfig;
+    ///
+    /// let config = TracingConfig::from_toml(
+    ///     r#"
+    ///     service_name = "checkout"
+    ///     [batch]
+    ///     max_queue_size = 0
+    ///     "#,
+    /// )?;
+    /// assert_eq!(
+    ///     config.validate().unwrap_err().to_string(),
+    ///     r#"invalid configuration: batch.max_queue_size = "0": must be between 1 and 1048576"#
+    /// );
+    /// # Ok::<(), meshtrace::Error>(())
+    /// ```
     pub fn from_toml(text: &str) -> Result<Self, Error> {
         toml::from_str(text).map_err(|e| Error::config("config", "<toml>", e.to_string()))
     }

@@ -6,6 +6,9 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`server`] | [`TracingLayer`](server::TracingLayer): the server span for axum / tower |
+//! | [`manager`] | [`TracingManager`]: one-call setup (provider, sampler, exporter, subscriber, propagator) and flushing shutdown |
+//! | [`config`] | [`TracingConfig`](config::TracingConfig): the file / `OTEL_*` / builder configuration and its validation |
+//! | [`export`] | the sampled-only bounded export queue, [`ExportStats`](export::ExportStats), [`StdoutExporter`](export::StdoutExporter) |
 //! | [`context`] | W3C `traceparent` / `tracestate` / `baggage`, [`CorrelationId`](context::CorrelationId), [`W3cPropagator`](context::W3cPropagator) |
 //! | `extract` | axum extractors: `CorrelationId`, `TraceContext` (feature `axum`) |
 //!
