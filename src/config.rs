@@ -113,7 +113,8 @@ pub enum ExporterConfig {
 }
 
 /// OTLP exporter settings; unset fields come from the next source, then the defaults.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// Its `Debug` output shows header names only.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct OtlpConfig {
@@ -209,6 +210,22 @@ impl BatchConfig {
     }
 }
 
+impl std::fmt::Debug for OtlpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpConfig")
+            .field("endpoint", &self.endpoint.as_deref().map(shown_url))
+            .field(
+                "traces_endpoint",
+                &self.traces_endpoint.as_deref().map(shown_url),
+            )
+            .field("protocol", &self.protocol)
+            .field("compression", &self.compression)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
 impl OtlpConfig {
     /// An OTLP config sending to `endpoint` (a base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub fn new(endpoint: impl Into<String>) -> Self {
@@ -292,7 +309,15 @@ impl TracingConfig {
     /// # Ok::<(), meshtrace::Error>(())
     /// ```
     pub fn from_toml(text: &str) -> Result<Self, Error> {
-        toml::from_str(text).map_err(|e| Error::config("config", "<toml>", e.to_string()))
+        toml::from_str(text).map_err(|e| {
+            // `Display` of toml 0.9's error quotes the offending source line, which may hold
+            // a secret (an OTLP header); report the message, the key and the position only.
+            let place = e
+                .span()
+                .map(|span| toml_place(text, span.start))
+                .unwrap_or_default();
+            Error::config("config", "<toml>", format!("{}{place}", e.message().trim()))
+        })
     }
 
     /// Parses a JSON document.
@@ -571,7 +596,13 @@ fn parse_key_values(
             if show_values {
                 truncate(m, 64)
             } else {
-                truncate(m.split('=').next().unwrap_or(""), 64) + "=<redacted>"
+                // Only the leading header-name characters: `x-api-key:secret` must not leak.
+                let name: String = m
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+                    .take(64)
+                    .collect();
+                name + "=<redacted>"
             }
         };
         let Some((key, value)) = member.split_once('=') else {
@@ -594,6 +625,38 @@ fn parse_key_values(
         }
     }
     Ok(out)
+}
+
+/// ` (key `batch.max_queue_size`, line 2, column 18)` for an error at byte `offset`: the key
+/// is the text before `=` on that line, prefixed with the last `[table]` header above it.
+fn toml_place(text: &str, offset: usize) -> String {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_no = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let key = match (table, key) {
+        (Some(table), Some(key)) => {
+            format!("key `{}.{}`, ", truncate(table, 64), truncate(key, 64))
+        }
+        (None, Some(key)) => format!("key `{}`, ", truncate(key, 64)),
+        _ => String::new(),
+    };
+    format!(" ({key}line {line_no}, column {column})")
 }
 
 fn truncate(s: &str, max: usize) -> String {
