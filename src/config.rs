@@ -167,7 +167,7 @@ pub struct BatchConfig {
     pub scheduled_delay_ms: Option<u64>,
     /// Spans per export request at most (<= `max_queue_size`). Default 512.
     pub max_export_batch_size: Option<usize>,
-    /// Milliseconds one export may take. Default 30000.
+    /// Milliseconds one OTLP export may take, retries included. Default 30000.
     pub export_timeout_ms: Option<u64>,
 }
 
@@ -822,6 +822,9 @@ pub(crate) struct ResolvedBatch {
     pub(crate) max_queue_size: usize,
     pub(crate) scheduled_delay: Duration,
     pub(crate) max_export_batch_size: usize,
+    /// Enforced by the OTLP exporters only (the SDK's thread-based batch processor ignores
+    /// it, and a blocking custom exporter cannot be interrupted).
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
     pub(crate) export_timeout: Duration,
 }
 

@@ -59,6 +59,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 /// queued spans within the shutdown timeout and logs the export counts; dropping the manager
 /// does the same (blocking the dropping thread for at most the timeout).
 #[derive(Debug)]
+#[must_use = "dropping the manager shuts tracing down"]
 pub struct TracingManager {
     provider: SdkTracerProvider,
     counters: Arc<Counters>,

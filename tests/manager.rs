@@ -592,6 +592,18 @@ fn otlp_without_the_feature_or_with_it_builds_or_names_the_feature() {
     }
 }
 
+#[cfg(feature = "otlp")]
+#[test]
+fn https_endpoints_are_refused_at_build_time_without_tls() {
+    let (field, value, reason) = build_error(TracingManager::from_env_with(env(&[(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "https://collector.example:4318",
+    )])));
+    assert_eq!(field, "exporter.endpoint");
+    assert_eq!(value, "https://collector.example:4318/v1/traces");
+    assert!(reason.contains("TLS"), "{reason}");
+}
+
 // ---------------------------------------------------------------------------------------
 // export gate, counters, stdout exporter
 

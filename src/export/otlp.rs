@@ -37,6 +37,15 @@ pub(crate) fn build(
     otlp: &ResolvedOtlp,
     export_timeout: Duration,
 ) -> Result<Box<dyn DynSpanExporter>, Error> {
+    // Neither our reqwest (0.13, no default features) nor opentelemetry-otlp's tonic is built
+    // with TLS here; without this check an https endpoint fails on every export instead.
+    if otlp.url.starts_with("https://") {
+        return Err(Error::config(
+            "exporter.endpoint",
+            &otlp.url,
+            "https endpoints are not supported by this build (no TLS); use a local collector or proxy over http",
+        ));
+    }
     let timeout = otlp.timeout.min(export_timeout);
     let build_error = |e: opentelemetry_otlp::ExporterBuildError| Error::setup("OTLP exporter", e);
     match otlp.protocol {
