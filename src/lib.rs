@@ -64,6 +64,7 @@ pub mod export;
 #[cfg(feature = "axum")]
 pub mod extract;
 pub mod logging;
+mod macro_support;
 pub mod manager;
 pub mod sampler;
 pub mod server;
@@ -71,10 +72,18 @@ pub mod server;
 pub use error::Error;
 pub use manager::{TracingManager, TracingManagerBuilder};
 
+#[cfg(feature = "macros")]
+#[doc = include_str!("traced.md")]
+pub use meshtrace_macros::traced;
+
 /// Paths used by macro expansions; not public API.
 #[doc(hidden)]
 pub mod __private {
     pub use opentelemetry;
     pub use tracing;
     pub use tracing_opentelemetry;
+
+    pub use crate::macro_support::{
+        AnyErr, ErrWithDebug, ErrWithDisplay, NotResult, Returned, Unsigned, record_unsigned,
+    };
 }

@@ -24,7 +24,7 @@
 //! appended logfmt-style at the end of the line:
 //!
 //! ```text
-//! 2026-11-24T08:00:00.000000Z  INFO request{correlation.id=req-42}: shop: order placed trace_id=4bf9… span_id=00f0… correlation_id=req-42
+//! 2026-11-24T08:00:00.000000Z  INFO request{correlation.id="req-42"}: shop: order placed trace_id=4bf9… span_id=00f0… correlation_id=req-42
 //! ```
 //!
 //! # Using it
@@ -85,6 +85,22 @@
 //! later `set_parent` fail. Spans without an OpenTelemetry span (no `tracing-opentelemetry`
 //! layer, or a span filtered away from it) and spans whose span context is invalid (no SDK
 //! installed) carry no ids either.
+//!
+//! # Cost
+//!
+//! Per span: the first enter looks up the OpenTelemetry context once and stores 24 bytes of
+//! ids; a span created with `correlation.id` keeps one shared copy of the value. Per event:
+//! a walk up the event's scope to the nearest `correlation.id` (read locks on span
+//! extensions, no allocation), and the fields are streamed into the line the inner
+//! formatter writes, without buffering it.
+//!
+//! # Recording the correlation id
+//!
+//! Record `correlation.id` as a string (`correlation.id = id.as_str()`) or with `%`
+//! (`Display`); a `?` (`Debug`) value is logged as its `Debug` text. A field recorded later
+//! with `Span::record` replaces the earlier value. With `flatten_event(true)`, an event field
+//! named `trace_id`, `span_id` or `correlation_id` would duplicate a key: don't use those
+//! names for event fields.
 //!
 //! # What is never logged
 //!
@@ -552,6 +568,59 @@ mod tests {
         let mut out = String::new();
         correlation.write_text(&mut out).unwrap();
         assert_eq!(out, r#" correlation_id="x trace_id=1\nfake""#);
+    }
+
+    fn spliced(placement: Placement, chunks: &[&str]) -> String {
+        let correlation = Correlation {
+            ids: Some((TraceId::from(1), SpanId::from(2))),
+            correlation_id: Some(Arc::from("c")),
+        };
+        let mut out = String::new();
+        let mut writer = Writer::new(&mut out);
+        let mut splice = Splice {
+            out: &mut writer,
+            correlation: &correlation,
+            placement,
+            state: SpliceState::Start,
+        };
+        for chunk in chunks {
+            fmt::Write::write_str(&mut splice, chunk).unwrap();
+        }
+        splice.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn json_splice_handles_chunking_empty_objects_and_non_objects() {
+        let ids = r#""trace_id":"00000000000000000000000000000001","span_id":"0000000000000002","correlation_id":"c""#;
+        assert_eq!(
+            spliced(Placement::JsonPrefix, &["{", "\"a\":1", "}\n"]),
+            format!("{{{ids},\"a\":1}}\n")
+        );
+        assert_eq!(
+            spliced(Placement::JsonPrefix, &["{\"a\":1}\n"]),
+            format!("{{{ids},\"a\":1}}\n")
+        );
+        assert_eq!(
+            spliced(Placement::JsonPrefix, &["{", "}", "\n"]),
+            format!("{{{ids}}}\n")
+        );
+        assert_eq!(spliced(Placement::JsonPrefix, &["[1]\n"]), "[1]\n");
+    }
+
+    #[test]
+    fn text_splice_appends_before_the_last_newline_only() {
+        let ids =
+            " trace_id=00000000000000000000000000000001 span_id=0000000000000002 correlation_id=c";
+        assert_eq!(
+            spliced(Placement::TextSuffix, &["a", " b", "\n"]),
+            format!("a b{ids}\n")
+        );
+        assert_eq!(
+            spliced(Placement::TextSuffix, &["a\n", "b\n"]),
+            format!("a\nb{ids}\n")
+        );
+        assert_eq!(spliced(Placement::TextSuffix, &["a"]), format!("a{ids}"));
     }
 
     #[test]
