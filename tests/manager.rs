@@ -841,3 +841,57 @@ fn install_fails_with_an_error_when_a_global_subscriber_is_set_or_the_config_is_
     }
     drop(first);
 }
+
+// ---------------------------------------------------------------------------------------
+// the whole pipeline: Router + server_layer + JSON logs + export
+
+#[tokio::test]
+async fn a_handler_log_line_carries_the_ids_of_the_exported_server_span() {
+    use tower::ServiceExt as _;
+
+    let capture = Capture::default();
+    let logs = SharedBuf::default();
+    let (manager, subscriber) = TracingManager::builder()
+        .service_name("orders")
+        .log_format(LogFormat::Json)
+        .log_writer(logs.clone())
+        .span_exporter(capture.clone())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = axum::Router::new()
+        .route(
+            "/orders/{id}",
+            axum::routing::get(|| async {
+                tracing::info!("loading order");
+                "order"
+            }),
+        )
+        .layer(manager.server_layer());
+    let request = http::Request::get("/orders/42")
+        .header("x-correlation-id", "order-42")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
+    manager.force_flush().unwrap();
+
+    let spans = capture.spans();
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert_eq!(spans[0].name, "GET /orders/{id}");
+    let text = logs.text();
+    let line: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["fields"]["message"] == "loading order")
+        .unwrap_or_else(|| panic!("no handler log line in {text}"));
+    assert_eq!(
+        line["trace_id"],
+        spans[0].span_context.trace_id().to_string()
+    );
+    assert_eq!(line["span_id"], spans[0].span_context.span_id().to_string());
+    assert_eq!(line["correlation_id"], "order-42");
+    assert_eq!(manager.stats().exported, 1);
+}
