@@ -74,7 +74,7 @@ pub struct TracingManagerBuilder {
     /// `OTEL_*` layer: the config and the OTLP settings, or the first error reading them.
     env: Option<Result<(TracingConfig, OtlpConfig), Error>>,
     env_sampling: Option<Result<SamplingConfig, Error>>,
-    file: Option<Result<TracingConfig, Error>>,
+    file: Option<TracingConfig>,
     overrides: TracingConfig,
     exporter: Option<Box<dyn DynSpanExporter>>,
     log_writer: Option<BoxMakeWriter>,
@@ -231,12 +231,13 @@ impl Drop for TracingManager {
 }
 
 impl TracingManagerBuilder {
-    /// Layers `config` (a parsed config file) under the builder methods.
+    /// Layers `config` (a parsed config file) under the builder methods and over the
+    /// environment; called twice, the second config wins field by field.
     pub fn config(mut self, config: TracingConfig) -> Self {
-        self.file = Some(Ok(match self.file.take() {
-            Some(Ok(previous)) => previous.merge(config),
-            _ => config,
-        }));
+        self.file = Some(match self.file.take() {
+            Some(previous) => previous.merge(config),
+            None => config,
+        });
         self
     }
 
@@ -329,10 +330,7 @@ impl TracingManagerBuilder {
         if let Some(sampling) = self.env_sampling.take() {
             env.sampling = Some(sampling?);
         }
-        let file = match self.file.take() {
-            Some(result) => result?,
-            None => TracingConfig::default(),
-        };
+        let file = self.file.take().unwrap_or_default();
         let merged = env.merge(file).merge(std::mem::take(&mut self.overrides));
         config::resolve(merged, otlp_env)
     }
