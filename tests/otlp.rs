@@ -404,3 +404,30 @@ async fn failed_exports_are_counted_when_the_collector_refuses_connections() {
     let _ = manager.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[test]
+fn a_file_endpoint_and_an_env_api_key_combine() {
+    let receiver = Receiver::start();
+    let toml = format!(
+        "service_name = \"from-file\"\n[exporter]\nkind = \"otlp\"\nendpoint = \"http://{}\"\ntimeout_ms = 1000\n",
+        receiver.addr
+    );
+    let config = meshtrace::config::TracingConfig::from_toml(&toml).unwrap();
+    let _manager = export_two_spans(
+        TracingManager::from_env_with(env(&[
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=from-env".into()),
+            // The file's endpoint wins over the environment's.
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9".into()),
+            ("OTEL_SERVICE_NAME", "from-env".into()),
+        ]))
+        .config(config),
+    );
+    let received = receiver.take();
+    assert!(!received.is_empty());
+    assert_eq!(received[0].headers["x-api-key"], "from-env");
+    assert_eq!(
+        resource_attr(&received[0].request, "service.name").unwrap(),
+        "from-file"
+    );
+    assert_root_and_child(&received);
+}
