@@ -328,10 +328,21 @@ fn blackhole() -> (TcpListener, SocketAddr) {
 
 #[tokio::test]
 async fn requests_are_unaffected_and_drops_counted_while_the_collector_hangs() {
+    collector_hangs(OtlpProtocol::HttpProtobuf).await;
+}
+
+#[tokio::test]
+async fn requests_are_unaffected_and_drops_counted_while_a_grpc_collector_hangs() {
+    collector_hangs(OtlpProtocol::Grpc).await;
+}
+
+async fn collector_hangs(protocol: OtlpProtocol) {
     let (_listener, addr) = blackhole();
     let (manager, subscriber) = TracingManager::builder()
         .exporter(ExporterConfig::Otlp(
-            OtlpConfig::new(format!("http://{addr}")).timeout(Duration::from_secs(1)),
+            OtlpConfig::new(format!("http://{addr}"))
+                .protocol(protocol)
+                .timeout(Duration::from_secs(1)),
         ))
         .batch(
             BatchConfig::default()
