@@ -7,6 +7,9 @@
 //! |---|---|
 //! | [`server`] | [`TracingLayer`](server::TracingLayer): the server span for axum / tower |
 //! | [`client`] | [`ClientTracingLayer`](client::ClientTracingLayer) (tower / hyper) and `ReqwestTracingMiddleware` (feature `reqwest`): client spans, trace headers out, [`PropagationPolicy`](client::PropagationPolicy) |
+//! | [`manager`] | [`TracingManager`]: one-call setup (provider, sampler, exporter, subscriber, propagator) and flushing shutdown |
+//! | [`config`] | [`TracingConfig`](config::TracingConfig): the file / `OTEL_*` / builder configuration and its validation |
+//! | [`export`] | the sampled-only bounded export queue, [`ExportStats`](export::ExportStats), [`StdoutExporter`](export::StdoutExporter) |
 //! | [`context`] | W3C `traceparent` / `tracestate` / `baggage`, [`CorrelationId`](context::CorrelationId), [`W3cPropagator`](context::W3cPropagator) |
 //! | `extract` | axum extractors: `CorrelationId`, `TraceContext` (feature `axum`) |
 //!
@@ -55,6 +58,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod config;
 pub mod context;
 mod error;
 pub mod export;
@@ -62,10 +66,12 @@ pub mod export;
 pub mod extract;
 pub mod logging;
 mod macro_support;
+pub mod manager;
 pub mod sampler;
 pub mod server;
 
 pub use error::Error;
+pub use manager::{TracingManager, TracingManagerBuilder};
 
 // Compiles and runs the README's examples as doctests, so they cannot drift.
 #[cfg(doctest)]
