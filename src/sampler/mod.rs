@@ -120,7 +120,7 @@ pub use debug::{DebugRequest, debug_token_for};
 use consistent::{Field, OtValue, Threshold, with_threshold};
 use debug::CompiledDebug;
 use rate::{Clock, RateLimiter};
-use rules::{CompiledHighValue, CompiledRule, RouteMatcher, SpanFacts, validate_method};
+use rules::{CompiledHighValue, CompiledRule, Outcome, RouteMatcher, SpanFacts, validate_method};
 
 /// The attribute naming why a span was sampled.
 pub const SAMPLING_REASON: &str = "sampling.reason";
@@ -155,8 +155,8 @@ impl Reason {
 #[derive(Debug)]
 pub(crate) struct Compiled {
     config: Arc<SamplingConfig>,
-    base: Threshold,
-    high_value_rate: Threshold,
+    base: Outcome,
+    high_value_rate: Outcome,
     /// Sorted by priority, highest first; stable, so ties keep list order.
     rules: Vec<CompiledRule>,
     high_value: Vec<CompiledHighValue>,
@@ -236,8 +236,7 @@ impl Compiled {
                         .iter()
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
-                    threshold,
-                    reason: Value::from(format!("rule:{}", rule.name)),
+                    outcome: Outcome::new(threshold, Value::from(format!("rule:{}", rule.name))),
                 },
             ));
         }
@@ -264,37 +263,28 @@ impl Compiled {
         }
         Ok(Compiled {
             config: Arc::new(config.clone()),
-            base,
-            high_value_rate,
+            base: Outcome::new(base, Reason::Base.value()),
+            high_value_rate: Outcome::new(high_value_rate, Reason::HighValue.value()),
             rules: rules.into_iter().map(|(_, r)| r).collect(),
             high_value,
             debug,
         })
     }
 
-    /// Steps 3-5: the threshold and the reason value for a root decision.
+    /// Steps 3-5: the outcome for a root decision.
     #[inline]
-    fn root_decision(
-        &self,
-        kind: &SpanKind,
-        attributes: &[KeyValue],
-    ) -> (Threshold, RootReason<'_>) {
+    fn root_decision(&self, kind: &SpanKind, attributes: &[KeyValue]) -> &Outcome {
         let facts = SpanFacts::read(attributes);
         for rule in &self.rules {
             if rule.matches(kind, &facts, attributes) {
-                return (rule.threshold, RootReason::Rule(&rule.reason));
+                return &rule.outcome;
             }
         }
         if self.high_value.iter().any(|op| op.matches(&facts)) {
-            return (self.high_value_rate, RootReason::Fixed(Reason::HighValue));
+            return &self.high_value_rate;
         }
-        (self.base, RootReason::Fixed(Reason::Base))
+        &self.base
     }
-}
-
-enum RootReason<'a> {
-    Rule(&'a Value),
-    Fixed(Reason),
 }
 
 struct Inner {
@@ -445,13 +435,14 @@ fn root_result(
     attributes: &[KeyValue],
 ) -> SamplingResult {
     let ot = OtValue::parse(state.get(consistent::OT_KEY));
-    let (threshold, reason) = compiled.root_decision(kind, attributes);
-    if threshold.keeps(ot.randomness(trace_id)) {
-        let value = match reason {
-            RootReason::Rule(v) => v.clone(),
-            RootReason::Fixed(r) => r.value(),
+    let outcome = compiled.root_decision(kind, attributes);
+    if outcome.threshold.keeps(ot.randomness(trace_id)) {
+        let trace_state = if *state == TraceState::NONE {
+            outcome.root_state.clone()
+        } else {
+            with_threshold(state, Some(outcome.threshold))
         };
-        sampled(value, with_threshold(state, Some(threshold)))
+        sampled(outcome.reason.clone(), trace_state)
     } else {
         dropped(state, &ot)
     }
