@@ -12,3 +12,4 @@ pub mod sampler;
 pub mod server;
 
 pub use error::Error;
+pub use sampler::{CustomSampler, SamplerHandle, SamplingConfig};

@@ -19,6 +19,45 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData
 use opentelemetry_semantic_conventions::attribute::{HTTP_REQUEST_METHOD, HTTP_ROUTE, URL_PATH};
 
 // ---------------------------------------------------------------------------
+// Allocation counting (this test binary only), to check the drop path.
+
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// thread-local counter is const-initialised, so counting never allocates.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn allocations_in<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let before = ALLOCATIONS.with(|n| n.get());
+    let out = f();
+    (out, ALLOCATIONS.with(|n| n.get()) - before)
+}
+
+// ---------------------------------------------------------------------------
 // Harness
 
 struct Harness {
@@ -485,6 +524,61 @@ fn rule_rates_are_consistent_probabilities() {
         "/q",
     );
     assert!(!dropped.is_sampled());
+}
+
+#[test]
+fn dropping_a_span_allocates_nothing() {
+    use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
+    let sampler = CustomSampler::new(
+        SamplingConfig::default()
+            .base_rate(0.0)
+            .rule(SamplingRule::new("exact", 1.0).route("/health"))
+            .rule(SamplingRule::new("below", 1.0).route("/admin/**"))
+            .rule(SamplingRule::new("glob", 1.0).route("/users/*/posts"))
+            .rule(SamplingRule::new("regex", 1.0).route("/*/orders/[0-9]*"))
+            .rule(SamplingRule::new("alt", 1.0).route("/{v1,v2}/**"))
+            .rule(SamplingRule::new("attr", 1.0).attribute("tenant", "acme"))
+            .rule(SamplingRule::new("kind", 1.0).kind(RuleSpanKind::Client))
+            .high_value("/checkout", "POST")
+            .debug(DebugConfig::default().token("t0k3n")),
+    )
+    .unwrap();
+    let attributes = vec![
+        KeyValue::new(HTTP_REQUEST_METHOD, "GET"),
+        KeyValue::new(HTTP_ROUTE, "/x/orders/{id}"),
+        KeyValue::new(URL_PATH, "/x/orders/42"),
+    ];
+    // The counter sees allocations on this thread.
+    assert_eq!(allocations_in(|| std::hint::black_box(vec![1u8])).1, 1);
+    let root = Context::new();
+    let unsampled_parent = remote_parent(trace_id(9), false, "");
+    let wrong_debug = Context::new().with_value(debug_value("wrong"));
+    for (name, cx) in [
+        ("root", &root),
+        ("unsampled remote parent", &unsampled_parent),
+        ("invalid debug token", &wrong_debug),
+    ] {
+        let decide = || {
+            sampler.should_sample(
+                Some(cx),
+                trace_id(1),
+                "GET /x/orders/{id}",
+                &SpanKind::Server,
+                &attributes,
+                &[],
+            )
+        };
+        // The first call may set up thread-local state (arc-swap debt slots, the
+        // regex cache); only steady-state decisions are measured.
+        assert_eq!(decide().decision, SamplingDecision::Drop, "{name}");
+        let (drops, allocations) = allocations_in(|| {
+            (0..100)
+                .filter(|_| decide().decision == SamplingDecision::Drop)
+                .count()
+        });
+        assert_eq!(drops, 100, "{name}");
+        assert_eq!(allocations, 0, "{name}");
+    }
 }
 
 // ---------------------------------------------------------------------------

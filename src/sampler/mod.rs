@@ -274,6 +274,9 @@ impl Compiled {
     /// Steps 3-5: the outcome for a root decision.
     #[inline]
     fn root_decision(&self, kind: &SpanKind, attributes: &[KeyValue]) -> &Outcome {
+        if self.rules.is_empty() && self.high_value.is_empty() {
+            return &self.base;
+        }
         let facts = SpanFacts::read(attributes);
         for rule in &self.rules {
             if rule.matches(kind, &facts, attributes) {
