@@ -774,7 +774,10 @@ fn validation_errors_name_field_and_value() {
     let cases: Vec<(SamplingConfig, &[&str])> = vec![
         (
             three_rules,
-            &["sampling.rules[2].rate", "1.5", "outside 0.0..=1.0"],
+            &[
+                "sampling.rules[2].rate = \"1.5\": outside 0.0..=1.0",
+                "rule \"c\"",
+            ],
         ),
         (
             SamplingConfig::default().base_rate(f64::NAN),

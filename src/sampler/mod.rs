@@ -100,6 +100,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+
+use crate::Error;
 use opentelemetry::trace::{Link, SpanContext, SpanKind, TraceContextExt, TraceId, TraceState};
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
@@ -163,11 +165,53 @@ pub(crate) struct Compiled {
     debug: CompiledDebug,
 }
 
+/// Compiles rule `i` (its name is already validated).
+fn compile_rule(i: usize, rule: &SamplingRule) -> Result<CompiledRule, Error> {
+    let field = |name: &str| format!("sampling.rules[{i}].{name}");
+    let threshold = rate_threshold(&field("rate"), rule.rate)?;
+    let route = match &rule.route {
+        Some(glob) => Some(RouteMatcher::new(&field("route"), glob)?),
+        None => None,
+    };
+    if let Some(method) = &rule.method {
+        validate_method(&field("method"), method)?;
+    }
+    for key in rule.attributes.keys() {
+        if key.is_empty() {
+            return Err(Error::config(
+                field("attributes"),
+                "\"\"",
+                "empty attribute key",
+            ));
+        }
+    }
+    for (key, value) in &rule.attributes {
+        if let AttributeMatch::Float(f) = value
+            && !f.is_finite()
+        {
+            return Err(Error::config(
+                format!("sampling.rules[{i}].attributes.{key}"),
+                f,
+                "not a finite number",
+            ));
+        }
+    }
+    Ok(CompiledRule {
+        route,
+        method: rule.method.clone(),
+        kind: rule.kind,
+        attributes: rule
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        outcome: Outcome::new(threshold, Value::from(format!("rule:{}", rule.name))),
+    })
+}
+
 fn rate_threshold(field: &str, rate: f64) -> Result<Threshold, Error> {
     Threshold::from_probability(rate).ok_or_else(|| Error::config(field, rate, "outside 0.0..=1.0"))
 }
-
-use crate::Error;
 
 impl Compiled {
     pub(crate) fn new(config: &SamplingConfig) -> Result<Self, Error> {
@@ -197,48 +241,15 @@ impl Compiled {
                     "duplicate rule name",
                 ));
             }
-            let threshold = rate_threshold(&field("rate"), rule.rate)?;
-            let route = match &rule.route {
-                Some(glob) => Some(RouteMatcher::new(&field("route"), glob)?),
-                None => None,
-            };
-            if let Some(method) = &rule.method {
-                validate_method(&field("method"), method)?;
-            }
-            for key in rule.attributes.keys() {
-                if key.is_empty() {
-                    return Err(Error::config(
-                        field("attributes"),
-                        "\"\"",
-                        "empty attribute key",
-                    ));
+            let compiled = compile_rule(i, rule).map_err(|mut e| {
+                // `if let`: Error may grow variants that carry no reason.
+                #[allow(irrefutable_let_patterns)]
+                if let Error::Config { reason, .. } = &mut e {
+                    reason.push_str(&format!(" (rule {:?})", rule.name));
                 }
-            }
-            for (key, value) in &rule.attributes {
-                if let AttributeMatch::Float(f) = value
-                    && !f.is_finite()
-                {
-                    return Err(Error::config(
-                        format!("sampling.rules[{i}].attributes.{key}"),
-                        f,
-                        "not a finite number",
-                    ));
-                }
-            }
-            rules.push((
-                rule.priority,
-                CompiledRule {
-                    route,
-                    method: rule.method.clone(),
-                    kind: rule.kind,
-                    attributes: rule
-                        .attributes
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    outcome: Outcome::new(threshold, Value::from(format!("rule:{}", rule.name))),
-                },
-            ));
+                e
+            })?;
+            rules.push((rule.priority, compiled));
         }
         rules.sort_by_key(|(priority, _)| std::cmp::Reverse(*priority));
         let mut high_value = Vec::with_capacity(config.high_value.len());
