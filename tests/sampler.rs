@@ -1265,3 +1265,58 @@ fn reload_races_with_decisions_without_blocking() {
         }
     });
 }
+
+#[test]
+fn parse_errors_do_not_echo_secrets() {
+    let text = "[debug]\nhmac_secret = \"0123456789abcdef-very-secret\" oops\n";
+    let message = SamplingConfig::from_toml_str(text).unwrap_err().to_string();
+    assert!(!message.contains("very-secret"), "{message}");
+    assert!(message.contains("line 2"), "{message}");
+}
+
+#[tokio::test]
+async fn watched_file_is_loaded_then_reloaded_on_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sampling.toml");
+    std::fs::write(&path, "base_rate = 0.5").unwrap();
+    let handle = CustomSampler::new(SamplingConfig::default())
+        .unwrap()
+        .handle();
+    let _watcher = handle.watch_file(&path, Duration::from_millis(10)).unwrap();
+    // Loaded at once.
+    assert_eq!(handle.config().base_rate, 0.5);
+    std::fs::write(&path, "base_rate = 0.25").unwrap();
+    // Wait for the watcher task (polls every 10 ms), bounded so a broken watcher fails.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while handle.config().base_rate != 0.25 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "watcher never reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn watch_file_needs_a_runtime_and_a_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    std::fs::write(&path, "{}").unwrap();
+    let handle = CustomSampler::new(SamplingConfig::default())
+        .unwrap()
+        .handle();
+    let message = handle
+        .watch_file(&path, Duration::from_secs(1))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("tokio runtime"), "{message}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        std::fs::write(&path, "{\"base_rate\": 2}").unwrap();
+        assert!(handle.watch_file(&path, Duration::from_secs(1)).is_err());
+        assert!(handle.watch_file(&path, Duration::ZERO).is_err());
+    });
+}

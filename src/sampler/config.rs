@@ -170,8 +170,19 @@ impl SamplingConfig {
 
     /// Parses and validates a TOML document.
     pub fn from_toml_str(text: &str) -> Result<Self, Error> {
-        let config: SamplingConfig = toml::from_str(text)
-            .map_err(|e| Error::config("sampling", "<toml>", format!("invalid TOML: {e}")))?;
+        // toml's Display quotes the offending source line, which may hold a debug
+        // token or the HMAC secret: report the message and the line number only.
+        let config: SamplingConfig = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let at = line.map(|l| format!(" at line {l}")).unwrap_or_default();
+            Error::config(
+                "sampling",
+                "<toml>",
+                format!("invalid TOML{at}: {}", e.message().trim()),
+            )
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -196,8 +207,13 @@ impl SamplingConfig {
     /// (`.toml`, `.json`, `.yaml`/`.yml`). Files over 1 MiB are rejected.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
+        let text = read_config_file(path)?;
+        Self::parse_for_path(path, &text)
+    }
+
+    /// Parses `text` in the format `path`'s extension names.
+    pub(crate) fn parse_for_path(path: &Path, text: &str) -> Result<Self, Error> {
         let shown = path.display();
-        let field = "sampling.file";
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
@@ -208,29 +224,20 @@ impl SamplingConfig {
             Some("yaml" | "yml") => Self::from_yaml_str,
             _ => {
                 return Err(Error::config(
-                    field,
+                    FILE_FIELD,
                     shown,
                     "unknown extension (expected .toml, .json, .yaml or .yml)",
                 ));
             }
         };
-        let meta = std::fs::metadata(path)
-            .map_err(|e| Error::config(field, &shown, format!("cannot read: {e}")))?;
-        if meta.len() > MAX_CONFIG_FILE_BYTES {
-            return Err(Error::config(
-                field,
-                &shown,
-                format!("larger than {MAX_CONFIG_FILE_BYTES} bytes"),
-            ));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config(field, &shown, format!("cannot read: {e}")))?;
-        parse(&text).map_err(|e| match e {
+        parse(text).map_err(|e| match e {
             Error::Config {
                 field: f,
                 value,
                 reason,
-            } if f == "sampling" => Error::config(field, &shown, format!("{reason} ({value})")),
+            } if f == "sampling" => {
+                Error::config(FILE_FIELD, &shown, format!("{reason} ({value})"))
+            }
             other => other,
         })
     }
@@ -333,6 +340,28 @@ impl SamplingConfig {
         config.validate()?;
         Ok(config)
     }
+}
+
+const FILE_FIELD: &str = "sampling.file";
+
+/// Reads a configuration file, refusing more than [`MAX_CONFIG_FILE_BYTES`].
+pub(crate) fn read_config_file(path: &Path) -> Result<String, Error> {
+    use std::io::Read;
+    let shown = path.display();
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::config(FILE_FIELD, &shown, format!("cannot read: {e}")))?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::config(FILE_FIELD, &shown, format!("cannot read: {e}")))?;
+    if text.len() as u64 > MAX_CONFIG_FILE_BYTES {
+        return Err(Error::config(
+            FILE_FIELD,
+            &shown,
+            format!("larger than {MAX_CONFIG_FILE_BYTES} bytes"),
+        ));
+    }
+    Ok(text)
 }
 
 fn parse_rate(name: &str, value: &str) -> Result<f64, Error> {

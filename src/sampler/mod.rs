@@ -499,6 +499,42 @@ impl ShouldSample for CustomSampler {
     }
 }
 
+/// What the file watcher remembers between polls.
+struct WatchState {
+    path: std::path::PathBuf,
+    last: String,
+    handle: SamplerHandle,
+}
+
+impl WatchState {
+    /// Reloads when the content changed; `Ok(true)` when a new configuration is in force.
+    fn poll(&mut self) -> Result<bool, Error> {
+        // A config file is small and bounded (1 MiB), so a blocking read on the
+        // runtime thread every interval costs less than a blocking-pool hop.
+        let text = config::read_config_file(&self.path)?;
+        if text == self.last {
+            return Ok(false);
+        }
+        let result = SamplingConfig::parse_for_path(&self.path, &text)
+            .and_then(|config| self.handle.reload(config));
+        // Remember invalid content too, so it is reported once, not on every tick.
+        self.last = text;
+        result.map(|()| true)
+    }
+}
+
+/// Stops the file watcher started by [`SamplerHandle::watch_file`] when dropped.
+#[derive(Debug)]
+pub struct FileWatcher {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FileWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Swaps the sampler's configuration at runtime; every clone of the sampler sees
 /// the new configuration on its next decision. Decisions never wait for a reload.
 #[derive(Clone)]
@@ -528,6 +564,52 @@ impl SamplerHandle {
         self.reload(SamplingConfig::from_file(path)?)
     }
 
+    /// Loads `path` now (an invalid file is an error here), then polls it every
+    /// `interval` on the current tokio runtime and reloads it when its content
+    /// changes. A later invalid version is logged (`tracing` warning) and the
+    /// configuration in force stays. The task stops when the returned
+    /// [`FileWatcher`] is dropped. Errors when called outside a tokio runtime.
+    pub fn watch_file(
+        &self,
+        path: impl AsRef<Path>,
+        interval: Duration,
+    ) -> Result<FileWatcher, Error> {
+        let path = path.as_ref().to_path_buf();
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::config(
+                "sampling.file",
+                path.display(),
+                "watch_file needs a tokio runtime",
+            )
+        })?;
+        if interval.is_zero() {
+            return Err(Error::config(
+                "sampling.watch_interval",
+                format_args!("{interval:?}"),
+                "must be greater than zero",
+            ));
+        }
+        let last = config::read_config_file(&path)?;
+        self.reload(SamplingConfig::parse_for_path(&path, &last)?)?;
+        let mut state = WatchState {
+            path,
+            last,
+            handle: self.clone(),
+        };
+        let task = runtime.spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await; // the first tick completes at once
+            loop {
+                ticker.tick().await;
+                if let Err(error) = state.poll() {
+                    tracing::warn!(%error, "sampling config file not applied; keeping the current configuration");
+                }
+            }
+        });
+        Ok(FileWatcher { task })
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> Arc<SamplingConfig> {
         Arc::clone(&self.inner.compiled.load().config)
@@ -536,5 +618,40 @@ impl SamplerHandle {
     /// The debug header name in force (for the server layer).
     pub fn debug_header(&self) -> http::HeaderName {
         self.inner.compiled.load().debug.header.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_poll_reloads_changes_and_keeps_config_on_bad_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "base_rate = 0.5").unwrap();
+        let handle = CustomSampler::new(SamplingConfig::default())
+            .unwrap()
+            .handle();
+        let mut state = WatchState {
+            last: config::read_config_file(&path).unwrap(),
+            path: path.clone(),
+            handle: handle.clone(),
+        };
+        assert!(!state.poll().unwrap(), "unchanged content");
+        std::fs::write(&path, "base_rate = 0.25").unwrap();
+        assert!(state.poll().unwrap());
+        assert_eq!(handle.config().base_rate, 0.25);
+        std::fs::write(&path, "base_rate = 4.0").unwrap();
+        let message = state.poll().unwrap_err().to_string();
+        assert!(message.contains("sampling.base_rate"), "{message}");
+        assert_eq!(handle.config().base_rate, 0.25);
+        assert!(!state.poll().unwrap(), "bad content is reported once");
+        std::fs::remove_file(&path).unwrap();
+        assert!(state.poll().is_err());
+        assert_eq!(handle.config().base_rate, 0.25);
+        std::fs::write(&path, "base_rate = 0.125").unwrap();
+        assert!(state.poll().unwrap());
+        assert_eq!(handle.config().base_rate, 0.125);
     }
 }
