@@ -841,11 +841,6 @@ fn validation_errors_name_field_and_value() {
             SamplingConfig::default().debug(DebugConfig::default().max_per_second(2_000_000)),
             &["sampling.debug.max_per_second", "2000000"],
         ),
-        (
-            SamplingConfig::default()
-                .span_limits(SpanLimitsConfig::default().max_attribute_value_length(Some(0))),
-            &["sampling.span_limits.max_attribute_value_length"],
-        ),
     ];
     for (config, needles) in cases {
         let message = config_error(config);
@@ -921,7 +916,7 @@ fn expected_file_config() -> SamplingConfig {
         .span_limits(
             SpanLimitsConfig::default()
                 .max_attributes_per_span(64)
-                .max_attribute_value_length(Some(100)),
+                .max_attribute_value_length(100),
         )
 }
 
@@ -1110,7 +1105,7 @@ fn environment_variables() {
         ),
         (10, 11, 12)
     );
-    assert_eq!(c.span_limits.max_attribute_value_length, Some(13));
+    assert_eq!(c.span_limits.max_attribute_value_length, 13);
 
     for (vars, needle) in [
         (
@@ -1154,7 +1149,7 @@ fn span_limits_map_to_the_sdk_and_truncate_values() {
         .max_links_per_span(4)
         .max_attributes_per_event(5)
         .max_attributes_per_link(6)
-        .max_attribute_value_length(Some(4));
+        .max_attribute_value_length(4);
     let sdk = limits.to_sdk();
     assert_eq!(
         (
@@ -1191,7 +1186,7 @@ fn span_limits_map_to_the_sdk_and_truncate_values() {
             StringValue::from("ab")
         ]))
     );
-    let unlimited = limits.max_attribute_value_length(None);
+    let unlimited = limits.max_attribute_value_length(0);
     assert_eq!(
         unlimited.truncate_value(Value::from("abcdefg")),
         Value::from("abcdefg")

@@ -335,7 +335,7 @@ impl SamplingConfig {
         }
         if let Some(v) = get(ENV_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT) {
             limits.max_attribute_value_length =
-                Some(parse_u32(ENV_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT, &v)?);
+                parse_u32(ENV_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT, &v)?;
         }
         config.validate()?;
         Ok(config)
@@ -391,7 +391,8 @@ pub struct SamplingRule {
     /// Name, reported as `sampling.reason = "rule:<name>"` (1-64 of `A-Za-z0-9_.-`).
     pub name: String,
     /// Glob over the route template (`http.route`), e.g. `/orders/{id}` or `/api/**`.
-    /// `*` stays within one path segment, `**` crosses segments; a brace group
+    /// `*` stays within one path segment, `**` crosses segments (`/api/**` also
+    /// matches `/api` itself); a brace group
     /// without a comma (`{id}`, `{*rest}`) is a literal route parameter, with commas
     /// (`{a,b}`) it is an alternation. Spans without `http.route` never match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -600,7 +601,8 @@ pub struct DebugConfig {
     pub header: String,
     /// Allow-listed tokens (1-256 visible ASCII characters each).
     pub tokens: Vec<String>,
-    /// Secret for HMAC-SHA256 tokens (at least 16 bytes).
+    /// Secret for HMAC-SHA256 tokens (at least 16 bytes). Serializing the
+    /// configuration writes it out, as it does the tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hmac_secret: Option<String>,
     /// Forced traces per second per instance (default 10; 0 disables debug).
@@ -677,10 +679,10 @@ pub struct SpanLimitsConfig {
     pub max_attributes_per_event: u32,
     /// Attributes per link (default 128).
     pub max_attributes_per_link: u32,
-    /// Longest string attribute value in bytes (default 4096; `None` = unlimited).
+    /// Longest string attribute value in bytes (default 4096; 0 = unlimited).
     /// The SDK's `SpanLimits` has no such field: apply it with
     /// [`SpanLimitsConfig::truncate_value`].
-    pub max_attribute_value_length: Option<u32>,
+    pub max_attribute_value_length: u32,
 }
 
 impl Default for SpanLimitsConfig {
@@ -691,7 +693,7 @@ impl Default for SpanLimitsConfig {
             max_links_per_span: DEFAULT_SPAN_LIMIT,
             max_attributes_per_event: DEFAULT_SPAN_LIMIT,
             max_attributes_per_link: DEFAULT_SPAN_LIMIT,
-            max_attribute_value_length: Some(DEFAULT_ATTRIBUTE_VALUE_LENGTH),
+            max_attribute_value_length: DEFAULT_ATTRIBUTE_VALUE_LENGTH,
         }
     }
 }
@@ -732,9 +734,9 @@ impl SpanLimitsConfig {
         self
     }
 
-    /// Sets the longest attribute value (`None` = unlimited).
+    /// Sets the longest attribute value (0 = unlimited).
     #[must_use]
-    pub fn max_attribute_value_length(mut self, n: Option<u32>) -> Self {
+    pub fn max_attribute_value_length(mut self, n: u32) -> Self {
         self.max_attribute_value_length = n;
         self
     }
@@ -754,9 +756,10 @@ impl SpanLimitsConfig {
     /// `max_attribute_value_length` bytes on a char boundary.
     pub fn truncate_value(&self, value: opentelemetry::Value) -> opentelemetry::Value {
         use opentelemetry::{Array, StringValue, Value};
-        let Some(max) = self.max_attribute_value_length else {
+        let max = self.max_attribute_value_length;
+        if max == 0 {
             return value;
-        };
+        }
         let max = max as usize;
         let cut = |s: StringValue| -> StringValue {
             let text = s.as_str();

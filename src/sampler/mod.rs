@@ -264,14 +264,6 @@ impl Compiled {
             });
         }
         let debug = CompiledDebug::new(&config.debug)?;
-        let limits = &config.span_limits;
-        if limits.max_attribute_value_length == Some(0) {
-            return Err(Error::config(
-                "sampling.span_limits.max_attribute_value_length",
-                0,
-                "must be at least 1 (omit it for no limit)",
-            ));
-        }
         Ok(Compiled {
             config: Arc::new(config.clone()),
             base: Outcome::new(base, Reason::Base.value()),
