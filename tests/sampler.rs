@@ -1315,3 +1315,88 @@ fn watch_file_needs_a_runtime_and_a_valid_file() {
         assert!(handle.watch_file(&path, Duration::ZERO).is_err());
     });
 }
+
+// ---------------------------------------------------------------------------
+// Hostile tracestate and debug values
+
+mod hostile {
+    use super::*;
+    use opentelemetry_sdk::trace::ShouldSample;
+    use proptest::prelude::*;
+
+    fn ot_member() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "th:[0-9a-fA-F]{0,16}",
+            "rv:[0-9a-fA-F]{0,16}",
+            "[a-z]{1,3}:[!-+--~&&[^;=,]]{0,20}",
+            "[!-+--~&&[^=,]]{0,12}",
+        ]
+    }
+
+    fn ot_value() -> impl Strategy<Value = String> {
+        prop::collection::vec(ot_member(), 0..30)
+            .prop_map(|members| members.join(";"))
+            .prop_filter("tracestate value limit", |v| {
+                v.len() <= 256 && !v.is_empty()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_ot_value_gives_a_bounded_consistent_tracestate(
+            ot in ot_value(),
+            sampled in any::<bool>(),
+            untrusted in any::<bool>(),
+            low in 0u64..(1 << 56),
+            rate in 0.0f64..=1.0,
+        ) {
+            let sampler = CustomSampler::new(SamplingConfig::default().base_rate(rate)).unwrap();
+            let state = TraceState::from_key_value([("ot", ot.as_str()), ("v", "1")]).unwrap();
+            let flags = if sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
+            let mut cx = Context::new().with_remote_span_context(SpanContext::new(
+                trace_id(low), SpanId::from(1), flags, true, state,
+            ));
+            if untrusted {
+                cx = cx.with_value(UntrustedEdge);
+            }
+            let result = sampler.should_sample(
+                Some(&cx), trace_id(low), "GET", &SpanKind::Server, &[], &[],
+            );
+            let out = result.trace_state;
+            prop_assert_eq!(out.get("v"), Some("1"));
+            let out_ot = out.get("ot").unwrap_or("");
+            prop_assert!(out_ot.len() <= 256);
+            // A valid incoming rv is never lost or changed.
+            let rv_in: Vec<&str> = ot.split(';').filter(|m| m.starts_with("rv:")).collect();
+            if rv_in.len() == 1 && Randomness::parse_rv(&rv_in[0][3..]).is_some() {
+                prop_assert!(out_ot.split(';').any(|m| m == rv_in[0]), "{} -> {}", ot, out_ot);
+            }
+            // Any th written out is valid, single, and consistent with the decision.
+            let th_out: Vec<&str> = out_ot.split(';').filter(|m| m.starts_with("th:")).collect();
+            prop_assert!(th_out.len() <= 1);
+            if let Some(th) = th_out.first() {
+                prop_assert!(Threshold::parse(&th[3..]).is_some(), "{}", th);
+                prop_assert_eq!(&result.decision, &opentelemetry_sdk::trace::SamplingDecision::RecordAndSample);
+            }
+        }
+
+        #[test]
+        fn debug_request_accepts_only_bounded_visible_ascii(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(value) = http::HeaderValue::from_bytes(&bytes) {
+                let accepted = DebugRequest::from_header_value(&value).is_some();
+                let expected = !bytes.is_empty()
+                    && bytes.len() <= 256
+                    && bytes.iter().all(|b| (0x21..=0x7e).contains(b));
+                prop_assert_eq!(accepted, expected);
+            }
+        }
+
+        #[test]
+        fn th_and_rv_parsers_never_panic(s in "\\PC{0,20}") {
+            let _ = Threshold::parse(&s);
+            let _ = Randomness::parse_rv(&s);
+        }
+    }
+}
