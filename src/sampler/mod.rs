@@ -25,7 +25,24 @@
 //! is the `rv` sub-key of the `ot` tracestate entry when valid, else the low 56
 //! bits of the trace id; the span is kept iff `R >= 2^56 - round(p * 2^56)`, and
 //! a kept span carries `ot=th:<threshold>`. Services that sample the same trace
-//! at `p_a <= p_b` therefore keep nested sets. Debug decisions remove `th`.
+//! at `p_a <= p_b` therefore keep nested sets. Debug decisions remove `th`;
+//! `th` is never written on a dropped span; `rv` and other vendors' entries are
+//! never changed. Rates of 1.0 are probabilistic decisions too (`th:0`).
+//!
+//! # What the sampler reads
+//!
+//! Rules see only what exists when the span starts: the span kind and the
+//! attributes `http.route` (the route template, never the raw path) and
+//! `http.request.method`, plus any attribute a rule names. The server layer
+//! therefore creates its span with those attributes and puts [`DebugRequest`]
+//! (the bounded raw header value; the sampler validates it) and, for requests
+//! from outside the mesh, [`UntrustedEdge`] into the parent `Context` before the
+//! span starts. The decision path takes no lock (one `arc-swap` load) and
+//! allocates nothing when a span is dropped without parent tracestate.
+//!
+//! The SDK (0.33) builds a new root's trace flags from the parent's, so a
+//! sampler cannot set the W3C random flag (0x02); the id generator and the
+//! propagator own that bit.
 //!
 //! ```
 //! use meshtrace::sampler::{CustomSampler, DebugConfig, SamplingConfig, SamplingRule};
