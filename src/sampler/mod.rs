@@ -222,7 +222,14 @@ fn compile_rule(i: usize, rule: &SamplingRule) -> Result<CompiledRule, Error> {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        outcome: Outcome::new(threshold, Value::from(format!("rule:{}", rule.name))),
+        // Arc-backed, so attaching it to each sampled span is a reference-count bump.
+        outcome: Outcome::new(
+            threshold,
+            Value::String(opentelemetry::StringValue::from(Arc::<str>::from(format!(
+                "rule:{}",
+                rule.name
+            )))),
+        ),
     })
 }
 
@@ -457,7 +464,12 @@ fn root_result(
     kind: &SpanKind,
     attributes: &[KeyValue],
 ) -> SamplingResult {
-    let ot = OtValue::parse(state.get(consistent::OT_KEY));
+    // Roots without parent tracestate (the common case) skip the tracestate scan.
+    let ot = if *state == TraceState::NONE {
+        OtValue::EMPTY
+    } else {
+        OtValue::parse(state.get(consistent::OT_KEY))
+    };
     let outcome = compiled.root_decision(kind, attributes);
     if outcome.threshold.keeps(ot.randomness(trace_id)) {
         let trace_state = if *state == TraceState::NONE {
