@@ -72,6 +72,7 @@ pub mod server;
 
 pub use error::Error;
 pub use manager::{TracingManager, TracingManagerBuilder};
+pub use sampler::{CustomSampler, SamplerHandle, SamplingConfig};
 
 // Compiles and runs the README's examples as doctests, so they cannot drift.
 #[cfg(doctest)]
