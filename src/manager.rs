@@ -428,6 +428,7 @@ impl TracingManagerBuilder {
                 exporter,
                 Arc::clone(&counters),
                 &resolved.batch,
+                resolved.sampling.span_limits,
             ));
         }
         let provider = builder.build();
