@@ -91,6 +91,7 @@ pub mod __private {
     pub use tracing_opentelemetry;
 
     pub use crate::macro_support::{
-        AnyErr, ErrWithDebug, ErrWithDisplay, NotResult, Returned, Unsigned, record_unsigned,
+        AnyErr, ErrWithDebug, ErrWithDisplay, NotResult, Returned, Unsigned, mark_root,
+        record_unsigned,
     };
 }
