@@ -67,6 +67,7 @@ pub mod extract;
 pub mod logging;
 mod macro_support;
 pub mod manager;
+mod outcome;
 pub mod sampler;
 pub mod server;
 
