@@ -319,7 +319,7 @@ impl Correlation {
     {
         let mut found = Self::default();
         let Some(scope) = ctx.event_scope() else {
-            return found;
+            return Self::of_current_context();
         };
         for (depth, span) in scope.enumerate() {
             let extensions = span.extensions();
@@ -332,6 +332,26 @@ impl Correlation {
             }
         }
         found
+    }
+
+    /// For an event outside any `tracing` span: the current OpenTelemetry Context. A
+    /// request that `TracingLayer` decided to drop before building a span runs with its
+    /// Context attached (trace id, its own span id, the validated correlation id), so its
+    /// log lines stay correlated; outside a request the Context is empty and nothing is
+    /// added.
+    fn of_current_context() -> Self {
+        use opentelemetry::trace::TraceContextExt as _;
+
+        opentelemetry::Context::map_current(|cx| {
+            let span = cx.span();
+            let sc = span.span_context();
+            Correlation {
+                ids: sc.is_valid().then(|| (sc.trace_id(), sc.span_id())),
+                correlation_id: cx
+                    .get::<crate::context::CorrelationId>()
+                    .map(|id| Arc::from(id.as_str())),
+            }
+        })
     }
 
     fn is_empty(&self) -> bool {

@@ -177,3 +177,35 @@ async fn an_unsampled_request_still_logs_its_trace_id() {
     assert_eq!(lines[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(lines[0]["span_id"].as_str().map(str::len), Some(16));
 }
+
+#[tokio::test]
+async fn an_event_outside_any_span_takes_the_ids_from_the_current_context() {
+    // What a request dropped before any span is built runs with: the extracted Context,
+    // attached, holding the caller's trace and the validated correlation id.
+    let setup = setup(LogFormat::Json);
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "traceparent",
+        http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+    );
+    let cx = meshtrace::context::extract(&headers)
+        .with_value(meshtrace::context::CorrelationId::parse(b"req-5").unwrap());
+    {
+        let _attached = cx.attach();
+        tracing::info!("inside the dropped request");
+    }
+    tracing::info!("outside any request");
+
+    let lines = setup.logs.json();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(lines[0]["span_id"], "00f067aa0ba902b7");
+    assert_eq!(lines[0]["correlation_id"], "req-5");
+    for key in ["trace_id", "span_id", "correlation_id"] {
+        assert!(
+            lines[1].get(key).is_none(),
+            "{key} outside a request: {}",
+            lines[1]
+        );
+    }
+}
