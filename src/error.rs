@@ -19,6 +19,7 @@ pub enum Error {
 
 impl Error {
     /// Builds an [`Error::Config`].
+    #[allow(dead_code)] // used by the sampler and manager configuration, being merged
     pub(crate) fn config(
         field: impl Into<String>,
         value: impl std::fmt::Display,

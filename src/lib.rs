@@ -1,6 +1,55 @@
-//! meshtrace: distributed tracing for axum, tower, hyper and reqwest services.
+//! meshtrace: distributed tracing for axum, tower, hyper and reqwest services that is
+//! correct (W3C Trace Context Level 2, W3C Baggage, OpenTelemetry HTTP semantic
+//! conventions), cheap when a request is not sampled, and safe by default (bad headers
+//! never fail a request, credentials and client-chosen values never leak).
 //!
-//! See the README for a quickstart. This file holds crate docs and re-exports only.
+//! | module | what it holds |
+//! |---|---|
+//! | [`server`] | [`TracingLayer`](server::TracingLayer): the server span for axum / tower |
+//! | [`context`] | W3C `traceparent` / `tracestate` / `baggage`, [`CorrelationId`](context::CorrelationId), [`W3cPropagator`](context::W3cPropagator) |
+//! | `extract` | axum extractors: `CorrelationId`, `TraceContext` (feature `axum`) |
+//!
+//! A traced axum service, its spans exported by the real OpenTelemetry SDK:
+//!
+//! ```
+//! use axum::{Router, body::Body, routing::get};
+//! use meshtrace::context::CorrelationId;
+//! use meshtrace::server::TracingLayer;
+//! use opentelemetry::trace::TracerProvider as _;
+//! use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+//! use tower::ServiceExt;
+//! use tracing_subscriber::layer::SubscriberExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let exporter = InMemorySpanExporter::default();
+//! let provider = SdkTracerProvider::builder()
+//!     .with_simple_exporter(exporter.clone())
+//!     .build();
+//! let subscriber = tracing_subscriber::registry()
+//!     .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("docs")));
+//! let _guard = tracing::subscriber::set_default(subscriber);
+//!
+//! let app = Router::new()
+//!     .route("/orders/{id}", get(|cid: CorrelationId| async move { cid.to_string() }))
+//!     .layer(TracingLayer::new());
+//!
+//! let request = http::Request::get("/orders/42")
+//!     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+//!     .header("x-correlation-id", "order-42")
+//!     .body(Body::empty())
+//!     .unwrap();
+//! let response = app.oneshot(request).await.unwrap();
+//! assert_eq!(response.headers()["x-correlation-id"], "order-42");
+//! drop(response); // the span ends with the response body
+//!
+//! let spans = exporter.get_finished_spans().unwrap();
+//! assert_eq!(spans[0].name, "GET /orders/{id}");
+//! assert_eq!(spans[0].span_context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+//! # }
+//! ```
+//!
+//! This file holds crate docs and re-exports only.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
