@@ -1,1 +1,535 @@
-//! sampler (being written).
+//! Priority-based, consistent head sampling.
+//!
+//! [`CustomSampler`] implements the SDK's [`ShouldSample`]. For every span the
+//! first step that applies decides, and a sampled span gets the attribute
+//! `sampling.reason`:
+//!
+//! 1. **Debug** (`debug`): only at the service entry (no valid parent, or a
+//!    remote parent), when the parent `Context` holds a [`DebugRequest`] whose
+//!    token is allow-listed or is the HMAC-SHA256 of the trace id, and the
+//!    per-instance limit (`debug.max_per_second`, default 10) has room. An
+//!    invalid or excess token has no effect. Local child spans never consume the
+//!    limit; they follow their parent (step 2).
+//! 2. **Parent** (`parent`): a sampled parent keeps the span, an unsampled
+//!    parent drops it, for remote and local parents, like the specification's
+//!    ParentThreshold: the parent's `th` is kept, a parent without `th` gives
+//!    none, an inconsistent parent (`rv` < `th`) is kept but its `th` removed.
+//!    When the parent `Context` holds [`UntrustedEdge`] and the parent is remote,
+//!    the remote sampled flag is ignored and steps 3-5 decide (same trace id).
+//! 3. **Rules** (`rule:<name>`): the matching rule with the highest priority
+//!    (ties: list order).
+//! 4. **High-value operations** (`high_value`) at `high_value_rate` (default 1.0).
+//! 5. **Base rate** (`base`, default 1.0).
+//!
+//! Steps 3-5 use OpenTelemetry consistent probability sampling: randomness `R`
+//! is the `rv` sub-key of the `ot` tracestate entry when valid, else the low 56
+//! bits of the trace id; the span is kept iff `R >= 2^56 - round(p * 2^56)`, and
+//! a kept span carries `ot=th:<threshold>`. Services that sample the same trace
+//! at `p_a <= p_b` therefore keep nested sets. Debug decisions remove `th`.
+//!
+//! ```
+//! use meshtrace::sampler::{CustomSampler, DebugConfig, SamplingConfig, SamplingRule};
+//! use opentelemetry::trace::{Tracer, TracerProvider};
+//! use opentelemetry_sdk::trace::SdkTracerProvider;
+//!
+//! let sampler = CustomSampler::new(
+//!     SamplingConfig::default()
+//!         .base_rate(0.1)
+//!         .rule(SamplingRule::new("health", 0.0).route("/health*"))
+//!         .high_value("/checkout", "POST")
+//!         .debug(DebugConfig::default().token("let-me-debug")),
+//! )?;
+//! let handle = sampler.handle(); // keep it to change rates at runtime
+//! let provider = SdkTracerProvider::builder().with_sampler(sampler).build();
+//! let _span = provider.tracer("doc").start("work");
+//!
+//! handle.reload(SamplingConfig::default().base_rate(0.5))?;
+//! assert_eq!(handle.config().base_rate, 0.5);
+//! # Ok::<(), meshtrace::Error>(())
+//! ```
+//!
+//! The same configuration as a TOML file (also JSON or YAML, chosen by the
+//! extension, see [`SamplingConfig::from_file`] and [`SamplerHandle::reload_from_file`]):
+//!
+//! ```
+//! # let text = r#"
+//! base_rate = 0.1
+//! high_value_rate = 1.0
+//!
+//! [[high_value]]
+//! route = "/checkout"
+//! method = "POST"
+//!
+//! [[rules]]
+//! name = "health"
+//! route = "/health*"
+//! rate = 0.0
+//! priority = 10
+//!
+//! [[rules]]
+//! name = "order-reads"
+//! route = "/orders/{id}"
+//! method = "GET"
+//! kind = "server"
+//! rate = 0.5
+//! attributes = { tenant = "acme" }
+//!
+//! [debug]
+//! header = "x-debug-trace"
+//! tokens = ["let-me-debug"]
+//! max_per_second = 10
+//!
+//! [span_limits]
+//! max_attributes_per_span = 64
+//! max_attribute_value_length = 2048
+//! # "#;
+//! # let config = meshtrace::sampler::SamplingConfig::from_toml_str(text)?;
+//! # assert_eq!(config.rules.len(), 2);
+//! # Ok::<(), meshtrace::Error>(())
+//! ```
+
+mod config;
+pub mod consistent;
+mod debug;
+mod rate;
+mod rules;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use opentelemetry::trace::{Link, SpanContext, SpanKind, TraceContextExt, TraceId, TraceState};
+use opentelemetry::{Context, KeyValue, Value};
+use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
+
+pub use config::{
+    AttributeMatch, DebugConfig, HighValueOperation, RuleSpanKind, SamplingConfig, SamplingRule,
+    SpanLimitsConfig,
+};
+pub use config::{
+    DEFAULT_DEBUG_HEADER, DEFAULT_DEBUG_MAX_PER_SECOND, ENV_BASE_RATE, ENV_CONFIG_FILE,
+    ENV_DEBUG_HEADER, ENV_DEBUG_HMAC_SECRET, ENV_DEBUG_MAX_PER_SECOND, ENV_DEBUG_TOKENS,
+    ENV_EVENT_ATTRIBUTE_COUNT_LIMIT, ENV_HIGH_VALUE_RATE, ENV_LINK_ATTRIBUTE_COUNT_LIMIT,
+    ENV_OTEL_SAMPLER, ENV_OTEL_SAMPLER_ARG, ENV_SPAN_ATTRIBUTE_COUNT_LIMIT,
+    ENV_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT, ENV_SPAN_EVENT_COUNT_LIMIT, ENV_SPAN_LINK_COUNT_LIMIT,
+};
+pub use debug::{DebugRequest, debug_token_for};
+
+use consistent::{Field, OtValue, Threshold, with_threshold};
+use debug::CompiledDebug;
+use rate::{Clock, RateLimiter};
+use rules::{CompiledHighValue, CompiledRule, RouteMatcher, SpanFacts, validate_method};
+
+/// The attribute naming why a span was sampled.
+pub const SAMPLING_REASON: &str = "sampling.reason";
+
+/// Marker the server layer puts into the parent `Context` for requests from
+/// outside the mesh: the remote parent's sampled flag is ignored and the root
+/// decision (rules, high-value, base) is made again, keeping the trace id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UntrustedEdge;
+
+/// Why a span was sampled (the value of `sampling.reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    Debug,
+    Parent,
+    HighValue,
+    Base,
+}
+
+impl Reason {
+    fn value(self) -> Value {
+        Value::from(match self {
+            Reason::Debug => "debug",
+            Reason::Parent => "parent",
+            Reason::HighValue => "high_value",
+            Reason::Base => "base",
+        })
+    }
+}
+
+/// A validated configuration in the form the decision path reads.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    config: Arc<SamplingConfig>,
+    base: Threshold,
+    high_value_rate: Threshold,
+    /// Sorted by priority, highest first; stable, so ties keep list order.
+    rules: Vec<CompiledRule>,
+    high_value: Vec<CompiledHighValue>,
+    debug: CompiledDebug,
+}
+
+fn rate_threshold(field: &str, rate: f64) -> Result<Threshold, Error> {
+    Threshold::from_probability(rate).ok_or_else(|| Error::config(field, rate, "outside 0.0..=1.0"))
+}
+
+use crate::Error;
+
+impl Compiled {
+    pub(crate) fn new(config: &SamplingConfig) -> Result<Self, Error> {
+        let base = rate_threshold("sampling.base_rate", config.base_rate)?;
+        let high_value_rate = rate_threshold("sampling.high_value_rate", config.high_value_rate)?;
+        let mut rules = Vec::with_capacity(config.rules.len());
+        let mut names = std::collections::HashSet::new();
+        for (i, rule) in config.rules.iter().enumerate() {
+            let field = |name: &str| format!("sampling.rules[{i}].{name}");
+            let name_ok = !rule.name.is_empty()
+                && rule.name.len() <= config::MAX_RULE_NAME_LEN
+                && rule
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            if !name_ok {
+                return Err(Error::config(
+                    field("name"),
+                    &rule.name,
+                    "must be 1-64 characters of A-Z a-z 0-9 _ . -",
+                ));
+            }
+            if !names.insert(rule.name.as_str()) {
+                return Err(Error::config(
+                    field("name"),
+                    &rule.name,
+                    "duplicate rule name",
+                ));
+            }
+            let threshold = rate_threshold(&field("rate"), rule.rate)?;
+            let route = match &rule.route {
+                Some(glob) => Some(RouteMatcher::new(&field("route"), glob)?),
+                None => None,
+            };
+            if let Some(method) = &rule.method {
+                validate_method(&field("method"), method)?;
+            }
+            for key in rule.attributes.keys() {
+                if key.is_empty() {
+                    return Err(Error::config(
+                        field("attributes"),
+                        "\"\"",
+                        "empty attribute key",
+                    ));
+                }
+            }
+            for (key, value) in &rule.attributes {
+                if let AttributeMatch::Float(f) = value
+                    && !f.is_finite()
+                {
+                    return Err(Error::config(
+                        format!("sampling.rules[{i}].attributes.{key}"),
+                        f,
+                        "not a finite number",
+                    ));
+                }
+            }
+            rules.push((
+                rule.priority,
+                CompiledRule {
+                    route,
+                    method: rule.method.clone(),
+                    kind: rule.kind,
+                    attributes: rule
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    threshold,
+                    reason: Value::from(format!("rule:{}", rule.name)),
+                },
+            ));
+        }
+        rules.sort_by_key(|(priority, _)| std::cmp::Reverse(*priority));
+        let mut high_value = Vec::with_capacity(config.high_value.len());
+        for (i, op) in config.high_value.iter().enumerate() {
+            let route = RouteMatcher::new(&format!("sampling.high_value[{i}].route"), &op.route)?;
+            if let Some(method) = &op.method {
+                validate_method(&format!("sampling.high_value[{i}].method"), method)?;
+            }
+            high_value.push(CompiledHighValue {
+                route,
+                method: op.method.clone(),
+            });
+        }
+        let debug = CompiledDebug::new(&config.debug)?;
+        let limits = &config.span_limits;
+        if limits.max_attribute_value_length == Some(0) {
+            return Err(Error::config(
+                "sampling.span_limits.max_attribute_value_length",
+                0,
+                "must be at least 1 (omit it for no limit)",
+            ));
+        }
+        Ok(Compiled {
+            config: Arc::new(config.clone()),
+            base,
+            high_value_rate,
+            rules: rules.into_iter().map(|(_, r)| r).collect(),
+            high_value,
+            debug,
+        })
+    }
+
+    /// Steps 3-5: the threshold and the reason value for a root decision.
+    #[inline]
+    fn root_decision(
+        &self,
+        kind: &SpanKind,
+        attributes: &[KeyValue],
+    ) -> (Threshold, RootReason<'_>) {
+        let facts = SpanFacts::read(attributes);
+        for rule in &self.rules {
+            if rule.matches(kind, &facts, attributes) {
+                return (rule.threshold, RootReason::Rule(&rule.reason));
+            }
+        }
+        if self.high_value.iter().any(|op| op.matches(&facts)) {
+            return (self.high_value_rate, RootReason::Fixed(Reason::HighValue));
+        }
+        (self.base, RootReason::Fixed(Reason::Base))
+    }
+}
+
+enum RootReason<'a> {
+    Rule(&'a Value),
+    Fixed(Reason),
+}
+
+struct Inner {
+    compiled: ArcSwap<Compiled>,
+    limiter: RateLimiter,
+    clock: Clock,
+}
+
+/// The sampler: see the [module docs](self) for the decision order.
+///
+/// Cloning is cheap and clones share configuration and the debug rate limit.
+#[derive(Clone)]
+pub struct CustomSampler {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for CustomSampler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CustomSampler")
+            .field("config", &self.inner.compiled.load().config)
+            .finish()
+    }
+}
+
+impl CustomSampler {
+    /// Validates `config` and builds the sampler.
+    pub fn new(config: SamplingConfig) -> Result<Self, Error> {
+        Self::build(config, Clock::System(Instant::now()))
+    }
+
+    /// Like [`CustomSampler::new`] with the time source of the debug rate limit
+    /// replaced: `clock` returns a monotonic duration since any fixed origin.
+    /// For tests and simulations.
+    pub fn with_clock(
+        config: SamplingConfig,
+        clock: impl Fn() -> Duration + Send + Sync + 'static,
+    ) -> Result<Self, Error> {
+        Self::build(config, Clock::Custom(Arc::new(clock)))
+    }
+
+    fn build(config: SamplingConfig, clock: Clock) -> Result<Self, Error> {
+        let compiled = Compiled::new(&config)?;
+        Ok(CustomSampler {
+            inner: Arc::new(Inner {
+                compiled: ArcSwap::from_pointee(compiled),
+                limiter: RateLimiter::default(),
+                clock,
+            }),
+        })
+    }
+
+    /// A handle that swaps the configuration at runtime.
+    pub fn handle(&self) -> SamplerHandle {
+        SamplerHandle {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    fn decide(
+        &self,
+        parent_cx: Option<&Context>,
+        trace_id: TraceId,
+        kind: &SpanKind,
+        attributes: &[KeyValue],
+    ) -> SamplingResult {
+        let compiled = self.inner.compiled.load();
+        // The SDK always passes `Some(parent)`; "no parent" is an invalid span context.
+        let Some(cx) = parent_cx else {
+            return root_result(&compiled, &TraceState::NONE, trace_id, kind, attributes);
+        };
+        let span = cx.span();
+        let sc = span.span_context();
+        if sc.is_valid() {
+            self.decide_with_parent(&compiled, cx, sc, trace_id, kind, attributes)
+        } else {
+            if let Some(result) = self.debug_decision(&compiled, cx, &TraceState::NONE, trace_id) {
+                return result;
+            }
+            root_result(&compiled, &TraceState::NONE, trace_id, kind, attributes)
+        }
+    }
+
+    fn decide_with_parent(
+        &self,
+        compiled: &Compiled,
+        cx: &Context,
+        sc: &SpanContext,
+        trace_id: TraceId,
+        kind: &SpanKind,
+        attributes: &[KeyValue],
+    ) -> SamplingResult {
+        let state = sc.trace_state();
+        if sc.is_remote() {
+            if let Some(result) = self.debug_decision(compiled, cx, state, trace_id) {
+                return result;
+            }
+            if cx.get::<UntrustedEdge>().is_some() {
+                return root_result(compiled, state, trace_id, kind, attributes);
+            }
+        }
+        let ot = OtValue::parse(state.get(consistent::OT_KEY));
+        if sc.is_sampled() {
+            let keep_th = match ot.th {
+                Field::Absent => true,
+                Field::Valid(th) => th.keeps(ot.randomness(trace_id)),
+                Field::Invalid => false,
+            };
+            let state = if keep_th {
+                state.clone()
+            } else {
+                with_threshold(state, None)
+            };
+            sampled(Reason::Parent.value(), state)
+        } else {
+            dropped(state, &ot)
+        }
+    }
+
+    /// Step 1, only called at the service entry.
+    fn debug_decision(
+        &self,
+        compiled: &Compiled,
+        cx: &Context,
+        state: &TraceState,
+        trace_id: TraceId,
+    ) -> Option<SamplingResult> {
+        let request = cx.get::<DebugRequest>()?;
+        if !compiled.debug.accepts(request.as_bytes(), trace_id) {
+            return None;
+        }
+        let now = self.inner.clock.now_nanos();
+        if !self
+            .inner
+            .limiter
+            .try_acquire(now, compiled.debug.max_per_second)
+        {
+            return None;
+        }
+        Some(sampled(Reason::Debug.value(), with_threshold(state, None)))
+    }
+}
+
+fn root_result(
+    compiled: &Compiled,
+    state: &TraceState,
+    trace_id: TraceId,
+    kind: &SpanKind,
+    attributes: &[KeyValue],
+) -> SamplingResult {
+    let ot = OtValue::parse(state.get(consistent::OT_KEY));
+    let (threshold, reason) = compiled.root_decision(kind, attributes);
+    if threshold.keeps(ot.randomness(trace_id)) {
+        let value = match reason {
+            RootReason::Rule(v) => v.clone(),
+            RootReason::Fixed(r) => r.value(),
+        };
+        sampled(value, with_threshold(state, Some(threshold)))
+    } else {
+        dropped(state, &ot)
+    }
+}
+
+fn sampled(reason: Value, trace_state: TraceState) -> SamplingResult {
+    SamplingResult {
+        decision: SamplingDecision::RecordAndSample,
+        attributes: vec![KeyValue::new(SAMPLING_REASON, reason)],
+        trace_state,
+    }
+}
+
+/// A dropped span keeps the parent's tracestate (it still propagates) minus `th`,
+/// which only describes sampled spans.
+fn dropped(state: &TraceState, ot: &OtValue) -> SamplingResult {
+    let trace_state = if ot.th == Field::Absent {
+        state.clone()
+    } else {
+        with_threshold(state, None)
+    };
+    SamplingResult {
+        decision: SamplingDecision::Drop,
+        attributes: Vec::new(),
+        trace_state,
+    }
+}
+
+impl ShouldSample for CustomSampler {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: TraceId,
+        _name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        _links: &[Link],
+    ) -> SamplingResult {
+        self.decide(parent_context, trace_id, span_kind, attributes)
+    }
+}
+
+/// Swaps the sampler's configuration at runtime; every clone of the sampler sees
+/// the new configuration on its next decision. Decisions never wait for a reload.
+#[derive(Clone)]
+pub struct SamplerHandle {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for SamplerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SamplerHandle")
+            .field("config", &self.inner.compiled.load().config)
+            .finish()
+    }
+}
+
+impl SamplerHandle {
+    /// Validates `config`, then swaps it in atomically. On error the current
+    /// configuration stays in place.
+    pub fn reload(&self, config: SamplingConfig) -> Result<(), Error> {
+        let compiled = Compiled::new(&config)?;
+        self.inner.compiled.store(Arc::new(compiled));
+        Ok(())
+    }
+
+    /// Reads a TOML/JSON/YAML file (by extension) and [`reload`](Self::reload)s it.
+    pub fn reload_from_file(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        self.reload(SamplingConfig::from_file(path)?)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<SamplingConfig> {
+        Arc::clone(&self.inner.compiled.load().config)
+    }
+
+    /// The debug header name in force (for the server layer).
+    pub fn debug_header(&self) -> http::HeaderName {
+        self.inner.compiled.load().debug.header.clone()
+    }
+}
