@@ -190,7 +190,7 @@ fn server(c: &mut Criterion) {
         let sampler = CustomSampler::new(config).expect("sampler");
         let (provider, spans) = provider(sampler.clone());
         let dispatch = otel_dispatch(&provider);
-        let app = routes().layer(TracingLayer::new());
+        let app = routes().layer(TracingLayer::new().sampler(sampler.clone()));
         let case = Case {
             rt: &rt,
             dispatch: Some(&dispatch),

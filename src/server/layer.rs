@@ -9,6 +9,7 @@ use tower_layer::Layer;
 
 use super::service::TracingService;
 use crate::context::DEFAULT_CORRELATION_HEADER;
+use crate::sampler::CustomSampler;
 
 /// Query parameters whose values are replaced by `REDACTED` in `url.query` by default
 /// (matched case-insensitively). The OpenTelemetry HTTP semantic conventions name
@@ -62,6 +63,9 @@ pub(crate) struct ServerConfig {
     pub(crate) untrusted: Option<RequestPredicate>,
     pub(crate) debug_header: HeaderName,
     pub(crate) catch_panic: bool,
+    /// The provider's sampler, when the user shares it with the layer: lets the layer
+    /// drop a request before building a span that the sampler would drop anyway.
+    pub(crate) sampler: Option<CustomSampler>,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +82,7 @@ impl Default for ServerConfig {
             untrusted: None,
             debug_header: HeaderName::from_static(DEFAULT_DEBUG_HEADER),
             catch_panic: true,
+            sampler: None,
         }
     }
 }
@@ -110,6 +115,7 @@ impl fmt::Debug for TracingLayer {
             .field("untrusted", &self.config.untrusted.is_some())
             .field("debug_header", &self.config.debug_header)
             .field("catch_panic", &self.config.catch_panic)
+            .field("sampler", &self.config.sampler.is_some())
             .finish()
     }
 }
@@ -192,6 +198,24 @@ impl TracingLayer {
     /// forwards a bounded, printable value to the sampler, which checks the token.
     pub fn debug_header(self, header: HeaderName) -> Self {
         self.update(|c| c.debug_header = header)
+    }
+
+    /// Shares the tracer provider's sampler with the layer (pass a clone of the
+    /// [`CustomSampler`] installed with `SdkTracerProvider::builder().with_sampler(..)`).
+    ///
+    /// The layer then asks it, before building any span, about requests whose remote
+    /// parent is not sampled (and that carry no debug request and are not from an
+    /// untrusted edge: those decisions depend on more than the parent). When the
+    /// sampler drops the request, as its parent-based rule does, no `tracing` span and
+    /// no OpenTelemetry span are built: the request runs with the extracted Context,
+    /// holding a non-recording span context (the parent's trace id, a new span id, the
+    /// sampler's tracestate), the baggage and the correlation id, attached as the
+    /// current OpenTelemetry Context while the inner service runs. Outgoing calls and
+    /// child spans therefore continue the trace exactly as with a dropped span.
+    ///
+    /// Without it every request builds a span and the SDK's sampler decides, as before.
+    pub fn sampler(self, sampler: CustomSampler) -> Self {
+        self.update(|c| c.sampler = Some(sampler))
     }
 
     /// Whether a panic in the inner service is caught, recorded on the span and turned

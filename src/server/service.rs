@@ -10,12 +10,16 @@ use opentelemetry::{Array, StringValue, Value};
 use tower_service::Service;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags};
+use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
+
 use super::RequestContext;
 use super::attributes;
 use super::body::TracedBody;
 use super::future::{ResponseFuture, panic_message};
 use super::layer::ServerConfig;
 use crate::context::{self, CorrelationId};
+use crate::sampler::{DebugRequest, UntrustedEdge};
 
 /// The service built by [`TracingLayer`](super::TracingLayer); see the
 /// [module documentation](crate::server).
@@ -73,6 +77,12 @@ where
             &parts,
             config,
         );
+        if let Some(cx) = dropped_early(&parent, config) {
+            parts.extensions.insert(correlation);
+            parts.extensions.insert(RequestContext { cx: cx.clone() });
+            let request = Request::from_parts(parts, body);
+            return self.call_inner(request, None, Some(cx), echo);
+        }
         let span = attributes::server_span(&parts, config, &correlation);
         // The parent must be set before anything starts the OpenTelemetry span, or the
         // sampler would see no parent (tracing-opentelemetry 0.34 starts it lazily).
@@ -92,9 +102,25 @@ where
         parts.extensions.insert(correlation);
         parts.extensions.insert(RequestContext { cx: trace_cx });
         let request = Request::from_parts(parts, body);
+        self.call_inner(request, Some(span), attach, echo)
+    }
+}
 
+impl<S> TracingService<S> {
+    /// Calls the inner service inside `span` and with `attach` as the current Context.
+    fn call_inner<ReqBody, ResBody>(
+        &mut self,
+        request: Request<ReqBody>,
+        span: Option<tracing::Span>,
+        attach: Option<opentelemetry::Context>,
+        echo: Option<http::HeaderValue>,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    {
+        let config = &self.config;
         let called = {
-            let _entered = span.enter();
+            let _entered = span.as_ref().map(tracing::Span::enter);
             let _attached = attach.as_ref().map(|cx| cx.clone().attach());
             if config.catch_panic {
                 catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
@@ -103,15 +129,57 @@ where
             }
         };
         match called {
-            Ok(future) => ResponseFuture::new(future, Some(span), attach, echo, config.clone()),
+            Ok(future) => ResponseFuture::new(future, span, attach, echo, config.clone()),
             Err(payload) => ResponseFuture::panicked(
                 panic_message(payload.as_ref()),
-                Some(span),
+                span,
                 echo,
                 config.clone(),
             ),
         }
     }
+}
+
+/// The Context of a request that the sampler drops before any span is built (see
+/// [`TracingLayer::sampler`](super::TracingLayer::sampler)), or `None` to build the span.
+///
+/// Only a trusted, unsampled remote parent without a debug request is decided here: for
+/// it the sampler's decision depends on the parent alone, so the result is exactly what
+/// the SDK would get, and no stateful part of the sampler (the debug rate limit) is
+/// touched. The Context mirrors what the SDK gives a dropped span: the parent's trace
+/// id, a new span id, no flags, the sampler's tracestate, not remote.
+fn dropped_early(
+    parent: &opentelemetry::Context,
+    config: &ServerConfig,
+) -> Option<opentelemetry::Context> {
+    let sampler = config.sampler.as_ref()?;
+    let span = parent.span();
+    let sc = span.span_context();
+    if !sc.is_valid() || !sc.is_remote() || sc.is_sampled() {
+        return None;
+    }
+    if parent.get::<DebugRequest>().is_some() || parent.get::<UntrustedEdge>().is_some() {
+        return None;
+    }
+    let result =
+        sampler.should_sample(Some(parent), sc.trace_id(), "", &SpanKind::Server, &[], &[]);
+    if result.decision != SamplingDecision::Drop {
+        return None;
+    }
+    let span_id = loop {
+        let id = rand::random::<u64>();
+        if id != 0 {
+            break SpanId::from(id);
+        }
+    };
+    let local = SpanContext::new(
+        sc.trace_id(),
+        span_id,
+        TraceFlags::default(),
+        false,
+        result.trace_state,
+    );
+    Some(parent.with_remote_span_context(local))
 }
 
 /// Adds what the sampler needs beyond the span's fields to the parent Context.
