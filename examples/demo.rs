@@ -1,26 +1,87 @@
-//! `cargo run --example demo`: a service on 127.0.0.1 traced with meshtrace, sent a few
-//! requests, with every exported span printed as a tree. Exits 0; no network beyond
-//! loopback.
+//! `cargo run --example demo`: two services on 127.0.0.1, a gateway calling a backend,
+//! both traced with meshtrace; a few requests go through, and every exported span is
+//! printed as a tree, one tree per trace across both services. Exits 0; no network
+//! beyond loopback.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use axum::Router;
+use axum::extract::{Path, State};
 use axum::routing::get;
+use http::StatusCode;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use meshtrace::client::{ClientTracingLayer, UrlTemplate};
 use meshtrace::context::CorrelationId;
 use meshtrace::extract::TraceContext;
 use meshtrace::server::TracingLayer;
 use opentelemetry::trace::{SpanId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tower::{ServiceBuilder, ServiceExt};
 use tracing_subscriber::layer::SubscriberExt;
 
-async fn user(cid: CorrelationId, trace: TraceContext) -> String {
+/// The backend: `/users/{id}`, a child span for the lookup, 503 for user 0.
+async fn user(Path(id): Path<u64>, trace: TraceContext) -> (StatusCode, String) {
     let tenant = trace
         .baggage()
         .get("tenant")
         .map(|v| v.to_string())
         .unwrap_or_else(|| "-".into());
+    if id == 0 {
+        return (StatusCode::SERVICE_UNAVAILABLE, "user store down".into());
+    }
     tracing::info_span!("load_user").in_scope(|| ());
-    format!("user for tenant {tenant} (correlation {cid})\n")
+    (StatusCode::OK, format!("user {id} of tenant {tenant}"))
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<bytes::Bytes>>;
+
+#[derive(Clone)]
+struct Gateway {
+    backend: SocketAddr,
+    client: HttpClient,
+}
+
+/// The gateway: `/orders/{id}` asks the backend for the order's user.
+async fn order(
+    State(gateway): State<Gateway>,
+    Path(id): Path<u64>,
+    cid: CorrelationId,
+) -> (StatusCode, String) {
+    // One layer on the client: a client span per call, and traceparent, tracestate,
+    // baggage and the correlation id go to the backend.
+    let client = ServiceBuilder::new()
+        .layer(ClientTracingLayer::new())
+        .service(gateway.client.clone());
+    let mut request = http::Request::get(format!("http://{}/users/{}", gateway.backend, id % 10))
+        .body(Empty::new())
+        .expect("a valid request");
+    request.extensions_mut().insert(UrlTemplate("/users/{id}"));
+    match client.oneshot(request).await {
+        Ok(response) => {
+            let status = response.status();
+            let body = match response.into_body().collect().await {
+                Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+                Err(error) => error.to_string(),
+            };
+            let status = if status.is_success() {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            (status, format!("order {id}: {body} (correlation {cid})"))
+        }
+        Err(error) => (StatusCode::BAD_GATEWAY, error.to_string()),
+    }
+}
+
+async fn serve(app: Router) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -39,24 +100,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let subscriber = tracing_subscriber::registry().with(otel);
     tracing::subscriber::set_global_default(subscriber)?;
 
-    let app = Router::new()
-        .route("/users/{id}", get(user))
-        .route("/health", get(|| async { "ok" }))
-        .route(
-            "/fail",
-            get(|| async { (http::StatusCode::SERVICE_UNAVAILABLE, "down\n") }),
-        )
-        .layer(TracingLayer::new().skip_if(|req| req.uri.path() == "/health"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    println!("service listening on http://{addr}\n");
+    let backend = serve(
+        Router::new()
+            .route("/users/{id}", get(user))
+            .layer(TracingLayer::new()),
+    )
+    .await?;
+    let gateway = serve(
+        Router::new()
+            .route("/orders/{id}", get(order))
+            .route("/health", get(|| async { "ok" }))
+            .with_state(Gateway {
+                backend,
+                client: Client::builder(TokioExecutor::new()).build_http(),
+            })
+            .layer(TracingLayer::new().skip_if(|req| req.uri.path() == "/health")),
+    )
+    .await?;
+    println!("gateway on http://{gateway}, backend on http://{backend}\n");
 
     let client = reqwest::Client::new();
     let requests: &[(&str, &[(&str, &str)])] = &[
-        ("/users/42", &[]),
+        ("/orders/42", &[]),
         (
-            "/users/7?token=secret&page=2",
+            "/orders/7?token=secret&page=2",
             &[
                 (
                     "traceparent",
@@ -66,12 +133,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ("x-correlation-id", "order-1234"),
             ],
         ),
-        ("/users/9", &[("x-correlation-id", "<script>")]),
-        ("/fail", &[]),
+        ("/orders/9", &[("x-correlation-id", "<script>")]),
+        ("/orders/10", &[]),
         ("/health", &[]),
     ];
     for (path, headers) in requests {
-        let mut request = client.get(format!("http://{addr}{path}"));
+        let mut request = client.get(format!("http://{gateway}{path}"));
         for (name, value) in *headers {
             request = request.header(*name, *value);
         }
@@ -85,7 +152,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .to_owned();
         let body = response.text().await?;
         println!(
-            "GET {path:<32} -> {status}  x-correlation-id: {correlation}  body: {}",
+            "GET {path:<30} -> {status}  x-correlation-id: {correlation}\n    {}",
             body.trim()
         );
     }

@@ -15,6 +15,14 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
+    /// Setting up or shutting down the telemetry pipeline failed; names the component.
+    #[error("{component}: {reason}")]
+    Setup {
+        /// What failed, e.g. `global subscriber` or `OTLP exporter`.
+        component: String,
+        /// Why, as reported by the component.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -29,6 +37,14 @@ impl Error {
             field: field.into(),
             value: value.to_string(),
             reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::Setup`].
+    pub(crate) fn setup(component: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Error::Setup {
+            component: component.into(),
+            reason: reason.to_string(),
         }
     }
 }

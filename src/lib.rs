@@ -6,6 +6,10 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`server`] | [`TracingLayer`](server::TracingLayer): the server span for axum / tower |
+//! | [`client`] | [`ClientTracingLayer`](client::ClientTracingLayer) (tower / hyper) and `ReqwestTracingMiddleware` (feature `reqwest`): client spans, trace headers out, [`PropagationPolicy`](client::PropagationPolicy) |
+//! | [`manager`] | [`TracingManager`]: one-call setup (provider, sampler, exporter, subscriber, propagator) and flushing shutdown |
+//! | [`config`] | [`TracingConfig`](config::TracingConfig): the file / `OTEL_*` / builder configuration and its validation |
+//! | [`export`] | the sampled-only bounded export queue, [`ExportStats`](export::ExportStats), [`StdoutExporter`](export::StdoutExporter) |
 //! | [`context`] | W3C `traceparent` / `tracestate` / `baggage`, [`CorrelationId`](context::CorrelationId), [`W3cPropagator`](context::W3cPropagator) |
 //! | `extract` | axum extractors: `CorrelationId`, `TraceContext` (feature `axum`) |
 //!
@@ -54,12 +58,38 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod config;
 pub mod context;
 mod error;
 pub mod export;
 #[cfg(feature = "axum")]
 pub mod extract;
+pub mod logging;
+mod macro_support;
+pub mod manager;
 pub mod sampler;
 pub mod server;
 
 pub use error::Error;
+pub use manager::{TracingManager, TracingManagerBuilder};
+
+// Compiles and runs the README's examples as doctests, so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(feature = "macros")]
+#[doc = include_str!("traced.md")]
+pub use meshtrace_macros::traced;
+
+/// Paths used by macro expansions; not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use opentelemetry;
+    pub use tracing;
+    pub use tracing_opentelemetry;
+
+    pub use crate::macro_support::{
+        AnyErr, ErrWithDebug, ErrWithDisplay, NotResult, Returned, Unsigned, record_unsigned,
+    };
+}

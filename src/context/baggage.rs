@@ -1,32 +1,4 @@
 //! The W3C `baggage` header.
-//!
-//! ```text
-//! baggage-string = list-member 0*179( OWS "," OWS list-member )
-//! list-member    = key OWS "=" OWS value *( OWS ";" OWS property )
-//! property       = key OWS "=" OWS value / key OWS
-//! key            = token                      ; RFC 9110
-//! value          = *baggage-octet             ; percent-encoded UTF-8
-//! baggage-octet  = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E
-//! ```
-//!
-//! Receiving: repeated headers are combined in order; each list-member is parsed on its own
-//! and a malformed one is skipped without affecting the others; keys, values and properties
-//! are trimmed of OWS; values are percent-decoded (invalid UTF-8 becomes U+FFFD, as the spec
-//! requires); properties are kept verbatim (OWS removed) as [`BaggageMetadata`]. When a key
-//! repeats, the last value wins.
-//!
-//! Limits (the spec's minimums, 64 list-members and 8192 bytes), and who enforces them:
-//! * this parser looks at no more than the first [`MAX_BAGGAGE_BYTES`] bytes of the combined
-//!   header; the list-member that crosses that line and everything after it are dropped
-//!   (never a partial member), so a hostile header costs at most 8 KiB of work;
-//! * `opentelemetry` 0.33's [`Baggage`] itself refuses a 65th key and any insert that would make
-//!   key + value + metadata bytes exceed 8192 (it drops that member silently).
-//!
-//! Sending ([`format_baggage`]): keys in sorted order (a `Baggage` is a hash map, and a stable
-//! order makes headers comparable), values percent-encoded, invalid properties left out, and
-//! whole members dropped once 64 members or 8192 bytes would be exceeded.
-//!
-//! [`BaggageMetadata`]: opentelemetry::baggage::BaggageMetadata
 
 use super::traceparent::trim_ows;
 use opentelemetry::baggage::Baggage;
@@ -38,6 +10,30 @@ pub const MAX_BAGGAGE_BYTES: usize = 8192;
 pub const MAX_BAGGAGE_MEMBERS: usize = 64;
 
 /// Parses (possibly repeated) `baggage` header values, skipping invalid list-members.
+///
+/// ```text
+/// baggage-string = list-member 0*179( OWS "," OWS list-member )
+/// list-member    = key OWS "=" OWS value *( OWS ";" OWS property )
+/// property       = key OWS "=" OWS value / key OWS
+/// key            = token                      ; RFC 9110
+/// value          = *baggage-octet             ; percent-encoded UTF-8
+/// baggage-octet  = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E
+/// ```
+///
+/// Receiving: repeated headers are combined in order; each list-member is parsed on its own
+/// and a malformed one is skipped without affecting the others; keys, values and properties
+/// are trimmed of OWS; values are percent-decoded (invalid UTF-8 becomes U+FFFD, as the spec
+/// requires); properties are kept verbatim (OWS removed) as [`BaggageMetadata`]. When a key
+/// repeats, the last value wins.
+///
+/// Limits (the spec's minimums, 64 list-members and 8192 bytes), and who enforces them:
+/// * this parser looks at no more than the first [`MAX_BAGGAGE_BYTES`] bytes of the combined
+///   header; the list-member that crosses that line and everything after it are dropped
+///   (never a partial member), so a hostile header costs at most 8 KiB of work;
+/// * `opentelemetry` 0.33's `Baggage` itself refuses a 65th key and any insert that would make
+///   key + value + metadata bytes exceed 8192 (it drops that member silently).
+///
+/// [`BaggageMetadata`]: opentelemetry::baggage::BaggageMetadata
 pub fn parse_baggage<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Baggage {
     let mut baggage = Baggage::new();
     // Offset in the combined header (values joined by one `,`).
@@ -58,6 +54,11 @@ pub fn parse_baggage<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Baggage 
 }
 
 /// Formats baggage for sending; `None` when there is nothing to send.
+///
+/// Keys come in sorted order (a `Baggage` is a hash map, and a stable order makes headers
+/// comparable); values are percent-encoded (everything outside `baggage-octet`, and `%`);
+/// properties that do not follow the grammar are left out; whole members are dropped once 64
+/// members or 8192 bytes would be exceeded. The output parses back to the same baggage.
 pub fn format_baggage(baggage: &Baggage) -> Option<String> {
     let mut entries: Vec<_> = baggage.iter().collect();
     entries.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
@@ -183,4 +184,32 @@ fn is_token(key: &[u8]) -> bool {
 /// `baggage-octet`: printable ASCII without DQUOTE, comma, semicolon and backslash.
 fn is_baggage_octet(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_covers_everything_outside_baggage_octet_and_percent() {
+        let mut out = String::new();
+        encode_value(" \",;\\%\u{7f}é=a", &mut out);
+        assert_eq!(out, "%20%22%2C%3B%5C%25%7F%C3%A9=a");
+        for b in 0u8..=0x7f {
+            let mut out = String::new();
+            encode_value(char::from(b).encode_utf8(&mut [0; 4]), &mut out);
+            assert!(out.bytes().all(is_baggage_octet), "{b:#x} -> {out}");
+        }
+    }
+
+    #[test]
+    fn property_grammar() {
+        assert_eq!(parse_property(b" k "), Some((&b"k"[..], None)));
+        assert_eq!(parse_property(b"k = v"), Some((&b"k"[..], Some(&b"v"[..]))));
+        assert_eq!(parse_property(b"k="), Some((&b"k"[..], Some(&b""[..]))));
+        assert_eq!(parse_property(b""), None);
+        assert_eq!(parse_property(b"k v"), None);
+        assert_eq!(parse_property(b"=v"), None);
+        assert_eq!(parse_property(b"k=a,b"), None);
+    }
 }

@@ -1,16 +1,5 @@
 //! The correlation id: a caller-supplied or generated request identifier that is echoed in the
 //! response, recorded on the server span and forwarded on outgoing calls.
-//!
-//! Rules of [`CorrelationId::from_headers`]:
-//! 1. If the configured header is present, it alone decides: one valid value is used
-//!    ([`CorrelationSource::Header`]); an invalid value, or the header repeated (even with equal
-//!    values — which one the caller meant is unknowable, and a proxy may have appended one),
-//!    gives a fresh id ([`CorrelationSource::Rejected`]).
-//! 2. Otherwise the same rule applies to [`FALLBACK_CORRELATION_HEADER`] (`x-request-id`),
-//!    giving [`CorrelationSource::FallbackHeader`] or [`CorrelationSource::Rejected`].
-//! 3. Otherwise a UUID v4 is generated ([`CorrelationSource::Generated`]).
-//!
-//! A rejected value is never kept anywhere: only validated bytes can become a `CorrelationId`.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::fmt;
@@ -95,7 +84,16 @@ impl CorrelationId {
 
     /// Reads the id from `header`, else [`FALLBACK_CORRELATION_HEADER`], else generates one.
     ///
-    /// See the module docs for the exact rules, including repeated headers.
+    /// Rules:
+    /// 1. If the configured header is present, it alone decides: one valid value is used
+    ///    ([`CorrelationSource::Header`]); an invalid value, or the header repeated (even with equal
+    ///    values — which one the caller meant is unknowable, and a proxy may have appended one),
+    ///    gives a fresh id ([`CorrelationSource::Rejected`]).
+    /// 2. Otherwise the same rule applies to [`FALLBACK_CORRELATION_HEADER`] (`x-request-id`),
+    ///    giving [`CorrelationSource::FallbackHeader`] or [`CorrelationSource::Rejected`].
+    /// 3. Otherwise a UUID v4 is generated ([`CorrelationSource::Generated`]).
+    ///
+    /// A rejected value is never kept anywhere: only validated bytes can become a `CorrelationId`.
     pub fn from_headers(
         headers: &HeaderMap,
         header: &HeaderName,

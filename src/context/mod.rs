@@ -113,16 +113,16 @@ pub fn extract(headers: &HeaderMap) -> Context {
 pub fn inject(cx: &Context, headers: &mut HeaderMap) {
     inject_parts(cx, |name, value| {
         let name = HeaderName::from_static(name);
-        match value.map(HeaderValue::try_from) {
-            Some(Ok(value)) => {
+        match value.and_then(|v| HeaderValue::try_from(v).ok()) {
+            Some(value) => {
                 headers.insert(name, value);
             }
-            // Only `tracestate` is ever `None` while a span is present; dropping the stale one
+            // Only `tracestate` can be absent while a span is present; removing the stale one
             // keeps it from being paired with our new `traceparent`.
             None if name == TRACESTATE => {
                 headers.remove(name);
             }
-            _ => {}
+            None => {}
         }
     });
 }

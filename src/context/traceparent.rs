@@ -156,3 +156,25 @@ fn hex_lc(digits: &[u8]) -> Option<u128> {
         Some((acc << 4) | u128::from(d))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_ows_strips_only_space_and_tab() {
+        assert_eq!(trim_ows(b" \t a b \t "), b"a b");
+        assert_eq!(trim_ows(b"\r\na\n"), b"\r\na\n");
+        assert_eq!(trim_ows(b"   "), b"");
+        assert_eq!(trim_ows(b""), b"");
+    }
+
+    #[test]
+    fn hex_lc_accepts_lowercase_hex_only() {
+        assert_eq!(hex_lc(b"00ff"), Some(0xff));
+        assert_eq!(hex_lc(b"ffffffffffffffffffffffffffffffff"), Some(u128::MAX));
+        assert_eq!(hex_lc(b"0F"), None);
+        assert_eq!(hex_lc(b"+1"), None);
+        assert_eq!(hex_lc(b""), Some(0));
+    }
+}

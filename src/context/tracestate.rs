@@ -1,28 +1,4 @@
 //! The W3C `tracestate` header (Trace Context Level 2).
-//!
-//! ```text
-//! list        = list-member 0*31( OWS "," OWS list-member )
-//! list-member = (key "=" value) / OWS
-//! key         = ( lcalpha / DIGIT ) 0*255( keychar )
-//! keychar     = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"
-//! value       = 0*255(chr) nblk-chr
-//! nblk-chr    = %x21-2B / %x2D-3C / %x3E-7E
-//! chr         = %x20 / nblk-chr
-//! ```
-//!
-//! The Level 2 key rule admits both simple keys (`congo`) and multi-tenant keys
-//! (`tenant@system`). Receiving rules:
-//!
-//! * Repeated headers are combined in order, as if joined with `,` (RFC 9110 field order).
-//! * Empty and whitespace-only list-members are skipped and do not count towards the 32.
-//! * More than 32 list-members, a duplicate key, or any malformed list-member discards the
-//!   whole tracestate (`None`); the trace itself continues.
-//! * Combined input longer than [`MAX_TRACESTATE_INPUT`] bytes is discarded before it is
-//!   looked at, so a hostile header costs no allocation.
-//! * A spec-valid key that `opentelemetry` 0.33's `TraceState` refuses to hold (its validator
-//!   still follows the Level 1 `tenant@system` split: at most one `@`, at most 13 characters
-//!   after it, and the first of those must be a letter or digit) is dropped on its own; deleting
-//!   a list-member is a mutation the spec allows.
 
 use super::traceparent::trim_ows;
 use opentelemetry::trace::TraceState;
@@ -42,8 +18,33 @@ const LONG_ENTRY: usize = 128;
 
 /// Parses (possibly repeated) `tracestate` header values, combined in order.
 ///
-/// Returns `None` when the whole tracestate must be discarded (see the module docs); an empty
-/// or whitespace-only input gives an empty `TraceState`.
+/// Returns `None` when the whole tracestate must be discarded; an empty or whitespace-only
+/// input gives an empty `TraceState`.
+///
+/// ```text
+/// list        = list-member 0*31( OWS "," OWS list-member )
+/// list-member = (key "=" value) / OWS
+/// key         = ( lcalpha / DIGIT ) 0*255( keychar )
+/// keychar     = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"
+/// value       = 0*255(chr) nblk-chr
+/// nblk-chr    = %x21-2B / %x2D-3C / %x3E-7E
+/// chr         = %x20 / nblk-chr
+/// ```
+///
+/// This is the key rule of the published Level 2 text, which allows `@` anywhere after the
+/// first character; it accepts every Level 1 simple key (`congo`) and multi-tenant key
+/// (`tenant@system`). Receiving rules:
+///
+/// * Repeated headers are combined in order, as if joined with `,` (RFC 9110 field order).
+/// * Empty and whitespace-only list-members are skipped and do not count towards the 32.
+/// * More than 32 list-members, a duplicate key, or any malformed list-member discards the
+///   whole tracestate (`None`); the trace itself continues.
+/// * Combined input longer than [`MAX_TRACESTATE_INPUT`] bytes is discarded before it is
+///   looked at, so a hostile header costs no allocation.
+/// * A spec-valid key that `opentelemetry` 0.33's `TraceState` refuses to hold (its validator
+///   still follows the Level 1 `tenant@system` split: at most one `@`, at most 13 characters
+///   after it, and the first of those must be a letter or digit) is dropped on its own; deleting
+///   a list-member is a mutation the spec allows.
 pub fn parse_tracestate<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<TraceState> {
     let mut total = 0usize;
     let mut members: Vec<(&'a [u8], &'a [u8])> = Vec::new();
@@ -150,5 +151,55 @@ pub(crate) fn valid_value(value: &[u8]) -> bool {
                     .all(|&b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_grammar() {
+        for ok in ["a", "0", "a1_-*/@", "tenant@system", "a@b@c"] {
+            assert!(valid_key(ok.as_bytes()), "{ok}");
+        }
+        let long = "a".repeat(257);
+        for bad in [
+            "",
+            "A",
+            "_a",
+            "-a",
+            "*a",
+            "/a",
+            "@a",
+            "a.b",
+            "a b",
+            "a=b",
+            "é",
+            long.as_str(),
+        ] {
+            assert!(!valid_key(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn value_grammar() {
+        for ok in ["x", " x", "a b", "~", "!"] {
+            assert!(valid_value(ok.as_bytes()), "{ok:?}");
+        }
+        let long = "v".repeat(257);
+        for bad in [
+            "",
+            " ",
+            "x ",
+            "a,b",
+            "a=b",
+            "a\tb",
+            "\x7f",
+            "\x1f",
+            long.as_str(),
+        ] {
+            assert!(!valid_value(bad.as_bytes()), "{bad:?}");
+        }
     }
 }

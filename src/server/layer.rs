@@ -9,7 +9,7 @@ use tower_layer::Layer;
 
 use super::service::TracingService;
 use crate::context::DEFAULT_CORRELATION_HEADER;
-use crate::sampler::CustomSampler;
+use crate::sampler::{CustomSampler, DEFAULT_DEBUG_HEADER};
 
 /// Query parameters whose values are replaced by `REDACTED` in `url.query` by default
 /// (matched case-insensitively). The OpenTelemetry HTTP semantic conventions name
@@ -44,9 +44,6 @@ pub(crate) const NEVER_RECORDED_HEADERS: &[&str] = &[
     "cookie",
     "set-cookie",
 ];
-
-/// Default name of the header that asks for a debug trace.
-pub(crate) const DEFAULT_DEBUG_HEADER: &str = "x-debug-trace";
 
 pub(crate) type RequestPredicate = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 

@@ -37,7 +37,7 @@
 //!     .layer(TracingLayer::new().skip_if(|req| req.uri.path() == "/health"));
 //! ```
 
-mod attributes;
+pub(crate) mod attributes;
 mod body;
 mod future;
 mod layer;

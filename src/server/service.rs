@@ -182,13 +182,28 @@ fn dropped_early(
     Some(parent.with_remote_span_context(local))
 }
 
-/// Adds what the sampler needs beyond the span's fields to the parent Context.
+/// Adds what the sampler needs beyond the span's fields to the parent Context: the
+/// debug token (only a bounded, printable value; the sampler checks it) and the
+/// untrusted-edge marker.
 fn sampler_inputs(
-    cx: opentelemetry::Context,
+    mut cx: opentelemetry::Context,
     parts: &http::request::Parts,
     config: &ServerConfig,
 ) -> opentelemetry::Context {
-    let _ = (parts, config);
+    if let Some(debug) = parts
+        .headers
+        .get(&config.debug_header)
+        .and_then(DebugRequest::from_header_value)
+    {
+        cx = cx.with_value(debug);
+    }
+    if config
+        .untrusted
+        .as_ref()
+        .is_some_and(|untrusted| untrusted(parts))
+    {
+        cx = cx.with_value(UntrustedEdge);
+    }
     cx
 }
 

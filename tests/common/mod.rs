@@ -3,6 +3,9 @@
 //! to drive a Router in-process or on 127.0.0.1.
 #![allow(dead_code)]
 
+#[cfg(feature = "reqwest")]
+pub mod client;
+
 use std::net::SocketAddr;
 
 use axum::Router;

@@ -1,0 +1,541 @@
+//! What both clients share: the current Context, the client span, the headers it sends,
+//! and how the outcome is recorded.
+
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::fmt::{Display, Write as _};
+
+use http::{Extensions, HeaderMap, Method, StatusCode, Uri};
+use opentelemetry::baggage::BaggageExt;
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::{Context, KeyValue};
+use tracing::Span;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::layer::ClientConfig;
+use super::policy::Propagation;
+use super::{NoPropagation, UrlTemplate};
+use crate::context::{self, ContextExt, TraceRandom};
+use crate::server::attributes::{known_method, redact_query};
+
+/// Longest `url.full` recorded; longer URLs are cut (after redaction).
+const MAX_URL_LEN: usize = 2048;
+/// Longest host recorded or matched (a DNS name is at most 253 bytes).
+const MAX_HOST_LEN: usize = 253;
+/// Longest error message recorded on a span.
+const MAX_MESSAGE_LEN: usize = 512;
+/// Deepest error `source()` chain followed (chains are finite in practice; this bounds a
+/// pathological one).
+const MAX_ERROR_CHAIN: usize = 16;
+
+/// The destination of a request, borrowed from its URI (or `url::Url`).
+#[derive(Debug, Default)]
+pub(crate) struct Target<'a> {
+    pub(crate) scheme: Option<&'a str>,
+    /// As written in a URL: IPv6 addresses keep their brackets.
+    pub(crate) host: Option<&'a str>,
+    /// The port written in the URL, if any.
+    pub(crate) port: Option<u16>,
+    pub(crate) path: &'a str,
+    pub(crate) query: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    /// From an absolute URI (what hyper-util's client requires), else from the `Host`
+    /// header of a relative one. Userinfo is never part of a `Target`.
+    pub(crate) fn from_uri(uri: &'a Uri, headers: &'a HeaderMap) -> Self {
+        let (host, port) = match uri.authority() {
+            Some(a) => (Some(a.host()), a.port_u16()),
+            None => headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(split_host_port)
+                .map_or((None, None), |(h, p)| (Some(h), p)),
+        };
+        Target {
+            scheme: uri.scheme_str(),
+            host: host.filter(|h| valid_host(h)),
+            port,
+            path: uri.path(),
+            query: uri.query(),
+        }
+    }
+
+    /// From a reqwest URL (userinfo and fragment are left out).
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn from_url(url: &'a reqwest::Url) -> Self {
+        Target {
+            scheme: Some(url.scheme()),
+            host: url.host_str().filter(|h| valid_host(h)),
+            port: url.port(),
+            path: url.path(),
+            query: url.query(),
+        }
+    }
+
+    /// `server.address`: the host without IPv6 brackets.
+    pub(crate) fn address(&self) -> Option<&'a str> {
+        self.host.map(|h| {
+            h.strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(h)
+        })
+    }
+
+    /// `server.port`: the explicit port, else the scheme's default.
+    fn server_port(&self) -> Option<u16> {
+        self.port.or(match self.scheme {
+            Some(s) if s.eq_ignore_ascii_case("http") => Some(80),
+            Some(s) if s.eq_ignore_ascii_case("https") => Some(443),
+            _ => None,
+        })
+    }
+
+    /// `scheme://host[:port]/path[?query]`, sensitive query values `REDACTED`, no
+    /// userinfo, at most [`MAX_URL_LEN`] bytes. `None` without a scheme and a host.
+    pub(crate) fn url_full(&self, sensitive: &[Box<str>]) -> Option<String> {
+        let (scheme, host) = (self.scheme?, self.host?);
+        let mut url = String::with_capacity(
+            scheme.len() + host.len() + self.path.len() + self.query.map_or(0, str::len) + 16,
+        );
+        url.push_str(scheme);
+        url.push_str("://");
+        url.push_str(host);
+        if let Some(port) = self.port {
+            let _ = write!(url, ":{port}");
+        }
+        if !self.path.starts_with('/') {
+            url.push('/');
+        }
+        url.push_str(self.path);
+        if let Some(query) = self.query {
+            url.push('?');
+            url.push_str(&redact_query(query, sensitive));
+        }
+        truncate_owned(&mut url, MAX_URL_LEN);
+        Some(url)
+    }
+}
+
+/// `host[:port]` of a `Host` header; `None` unless well formed.
+fn split_host_port(raw: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if raw.starts_with('[') {
+        let end = raw.find(']')?;
+        (&raw[..=end], &raw[end + 1..])
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, _)) => (h, &raw[h.len()..]),
+            None => (raw, ""),
+        }
+    };
+    let port = match port {
+        "" => None,
+        p => Some(p.strip_prefix(':')?.parse::<u16>().ok()?),
+    };
+    Some((host, port))
+}
+
+/// A host we are willing to record and match: bounded, reg-name or IP-literal characters.
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= MAX_HOST_LEN + 2
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+        })
+}
+
+fn truncate_owned(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+/// The Context outgoing calls continue: the current `tracing` span's OpenTelemetry
+/// Context when that span is enabled and has one, else `Context::current()`.
+///
+/// When `Context::current()` holds that same span, it is used instead: it is what
+/// tracing-opentelemetry attached when the span was entered, plus anything the caller
+/// layered on top since (`Context::current_with_baggage(..).attach()`).
+pub(crate) fn current_context() -> Context {
+    let span = Span::current();
+    if !span.is_disabled() {
+        let span_cx = span.context();
+        if span_cx.has_active_span() {
+            let current = Context::current();
+            let same_span = {
+                let (a, b) = (current.span(), span_cx.span());
+                let (a, b) = (a.span_context(), b.span_context());
+                a.span_id() == b.span_id() && a.trace_id() == b.trace_id()
+            };
+            return if same_span { current } else { span_cx };
+        }
+    }
+    Context::current()
+}
+
+/// One outgoing call: its span, and what goes into the request headers.
+pub(crate) struct OutgoingCall {
+    pub(crate) span: Span,
+    propagation: Propagation,
+    /// The client span's Context (or the current one when the span has none).
+    inject_cx: Context,
+    correlation_header: http::HeaderName,
+}
+
+impl OutgoingCall {
+    /// Starts the client span as a child of the current Context. Nothing is sent yet:
+    /// call [`inject`](Self::inject) with the request's headers.
+    pub(crate) fn start(
+        config: &ClientConfig,
+        method: &Method,
+        target: &Target<'_>,
+        extensions: &Extensions,
+    ) -> Self {
+        let current = current_context();
+        // A root: the SDK (0.33) gives it `TraceFlags::default()`, so the marker is what
+        // tells `inject` that the new trace id is random (W3C Level 2 flag 0x02).
+        let parent = if current.span().span_context().is_valid() {
+            current
+        } else {
+            current.with_value(TraceRandom)
+        };
+        let span = client_span(config, method, target, extensions.get::<UrlTemplate>());
+        // Before anything starts the OpenTelemetry span (tracing-opentelemetry 0.34
+        // starts it lazily), or the sampler would not see the parent.
+        let inject_cx = match span.set_parent(parent.clone()) {
+            Ok(()) => span.context(),
+            // Disabled span or no tracing-opentelemetry layer: hand on the current
+            // Context as it is.
+            Err(_) => parent,
+        };
+        let propagation = if extensions.get::<NoPropagation>().is_some() {
+            Propagation::None
+        } else {
+            config.policy.decide(target.address())
+        };
+        OutgoingCall {
+            span,
+            propagation,
+            inject_cx,
+            correlation_header: config.correlation_header.clone(),
+        }
+    }
+
+    /// Writes `traceparent`, `tracestate`, `baggage` and the correlation id header as the
+    /// policy allows. A correlation header the caller set is kept; a value that cannot
+    /// be encoded is skipped.
+    pub(crate) fn inject(&self, headers: &mut HeaderMap) {
+        match self.propagation {
+            Propagation::None => {}
+            Propagation::TraceContext => {
+                context::inject(&self.inject_cx.with_cleared_baggage(), headers);
+            }
+            Propagation::All => {
+                context::inject(&self.inject_cx, headers);
+                if let Some(id) = self.inject_cx.correlation_id()
+                    && !headers.contains_key(&self.correlation_header)
+                {
+                    headers.insert(self.correlation_header.clone(), id.header_value().clone());
+                }
+            }
+        }
+    }
+}
+
+fn client_span(
+    config: &ClientConfig,
+    method: &Method,
+    target: &Target<'_>,
+    template: Option<&UrlTemplate>,
+) -> Span {
+    let known = known_method(method);
+    let template = template.map(|t| t.0);
+    let name: Cow<'static, str> = match (known, template) {
+        (Some(m), Some(t)) => Cow::Owned(format!("{m} {t}")),
+        (Some(m), None) => Cow::Borrowed(m),
+        (None, Some(t)) => Cow::Owned(format!("HTTP {t}")),
+        (None, None) => Cow::Borrowed("HTTP"),
+    };
+    let original_method = match known {
+        Some(_) => None,
+        None => Some(method.as_str()),
+    };
+    let url_full = target.url_full(&config.sensitive_query_params);
+    tracing::info_span!(
+        target: "meshtrace::client",
+        "http.client.request",
+        otel.name = %name,
+        otel.kind = "client",
+        http.request.method = known.unwrap_or("_OTHER"),
+        http.request.method_original = original_method,
+        server.address = target.address(),
+        // tracing-opentelemetry 0.34 has no `record_u64`: unsigned values would become
+        // strings, so integers are recorded as i64.
+        server.port = target.server_port().map(i64::from),
+        url.full = url_full.as_deref(),
+        url.template = template,
+        http.response.status_code = Empty,
+        error.type = Empty,
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+    )
+}
+
+/// Records the response status; client spans are errors on 4xx and 5xx.
+pub(crate) fn record_status(span: &Span, status: StatusCode) {
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_client_error() || status.is_server_error() {
+        span.record("error.type", status.as_str());
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// Marks the span as failed with `error_type` and an `exception` event.
+pub(crate) fn record_error(span: &Span, error_type: &str, message: &str) {
+    let message = truncate(message, MAX_MESSAGE_LEN);
+    span.record("error.type", error_type);
+    span.record("otel.status_code", "error");
+    span.record("otel.status_description", message);
+    span.add_event(
+        "exception",
+        vec![
+            KeyValue::new("exception.type", error_type.to_owned()),
+            KeyValue::new("exception.message", message.to_owned()),
+        ],
+    );
+}
+
+fn truncate(message: &str, max: usize) -> &str {
+    if message.len() <= max {
+        return message;
+    }
+    let mut end = max;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
+/// `error`'s message followed by its sources, `a: b: c`, bounded.
+pub(crate) fn error_message(
+    error: &dyn Display,
+    source: Option<&(dyn StdError + 'static)>,
+) -> String {
+    let mut message = error.to_string();
+    let mut next = source;
+    for _ in 0..MAX_ERROR_CHAIN {
+        let Some(e) = next else { break };
+        if message.len() >= MAX_MESSAGE_LEN {
+            break;
+        }
+        let _ = write!(message, ": {e}");
+        next = e.source();
+    }
+    truncate_owned(&mut message, MAX_MESSAGE_LEN);
+    message
+}
+
+/// `timeout` or `connect` when an error in the chain says so.
+pub(crate) fn classify_chain(error: &(dyn StdError + 'static)) -> Option<&'static str> {
+    let mut next = Some(error);
+    for _ in 0..MAX_ERROR_CHAIN {
+        let e = next?;
+        if e.is::<tokio::time::error::Elapsed>() {
+            return Some("timeout");
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::TimedOut => return Some("timeout"),
+                std::io::ErrorKind::ConnectionRefused => return Some("connect"),
+                _ => {}
+            }
+        }
+        next = e.source();
+    }
+    None
+}
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// `error.type` and the message for an error of any tower client.
+///
+/// The service's error type is only known to be `Display`, so its `source()` chain can
+/// be followed only when it is a `BoxError` (what tower's own middleware returns) or an
+/// `io::Error`; other errors are typed by their Rust type name, as the semantic
+/// conventions ask for exceptions.
+pub(crate) fn describe_error<E: Display + 'static>(error: &E) -> (&'static str, String) {
+    let any: &dyn std::any::Any = error;
+    if let Some(boxed) = any.downcast_ref::<BoxError>() {
+        let dyn_error: &(dyn StdError + 'static) = boxed.as_ref();
+        let kind = classify_chain(dyn_error).unwrap_or("_OTHER");
+        return (kind, error_message(error, dyn_error.source()));
+    }
+    if let Some(io) = any.downcast_ref::<std::io::Error>() {
+        let kind = classify_chain(io).unwrap_or("std::io::Error");
+        return (kind, error_message(error, io.source()));
+    }
+    (std::any::type_name::<E>(), error_message(error, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn sensitive() -> Vec<Box<str>> {
+        crate::server::DEFAULT_SENSITIVE_QUERY_PARAMS
+            .iter()
+            .map(|p| Box::from(*p))
+            .collect()
+    }
+
+    #[test]
+    fn url_full_strips_userinfo_and_redacts() {
+        let headers = HeaderMap::new();
+        // (uri, url.full, server.address, server.port)
+        type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<i64>);
+        let cases: &[Case] = &[
+            (
+                "http://user:pass@api.internal:8080/a/b?token=t&q=1",
+                Some("http://api.internal:8080/a/b?token=REDACTED&q=1"),
+                Some("api.internal"),
+                Some(8080),
+            ),
+            (
+                "https://example.com",
+                Some("https://example.com/"),
+                Some("example.com"),
+                Some(443),
+            ),
+            (
+                "http://[::1]:3000/x",
+                Some("http://[::1]:3000/x"),
+                Some("::1"),
+                Some(3000),
+            ),
+            ("/relative?sig=abc", None, None, None),
+        ];
+        for (uri, full, address, port) in cases {
+            let uri: Uri = uri.parse().unwrap();
+            let target = Target::from_uri(&uri, &headers);
+            assert_eq!(target.url_full(&sensitive()).as_deref(), *full, "{uri}");
+            assert_eq!(target.address(), *address, "{uri}");
+            assert_eq!(target.server_port().map(i64::from), *port, "{uri}");
+        }
+    }
+
+    #[test]
+    fn host_header_of_relative_uri() {
+        let uri: Uri = "/x".parse().unwrap();
+        let cases: &[(&str, Option<&str>, Option<u16>)] = &[
+            ("svc.internal:81", Some("svc.internal"), Some(81)),
+            ("svc.internal", Some("svc.internal"), None),
+            ("[::1]:9", Some("::1"), Some(9)),
+            ("svc.internal:99999", None, None),
+            ("bad host", None, None),
+            ("user@evil", None, None),
+            ("[::1", None, None),
+            ("", None, None),
+        ];
+        for (host, address, port) in cases {
+            let mut headers = HeaderMap::new();
+            headers.insert("host", HeaderValue::from_str(host).unwrap());
+            let target = Target::from_uri(&uri, &headers);
+            assert_eq!(target.address(), *address, "{host:?}");
+            if address.is_some() {
+                assert_eq!(target.port, *port, "{host:?}");
+            }
+        }
+        let long = "a".repeat(400);
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_str(&long).unwrap());
+        assert_eq!(Target::from_uri(&uri, &headers).address(), None);
+    }
+
+    #[test]
+    fn long_urls_are_bounded() {
+        let uri: Uri = format!("http://a.b/{}", "x".repeat(10_000))
+            .parse()
+            .unwrap();
+        let headers = HeaderMap::new();
+        let target = Target::from_uri(&uri, &headers);
+        assert_eq!(target.url_full(&sensitive()).unwrap().len(), MAX_URL_LEN);
+    }
+
+    #[test]
+    fn hostile_baggage_values_are_encoded_never_panic() {
+        use opentelemetry::baggage::BaggageExt as _;
+        let cx = context::extract(&HeaderMap::new())
+            .with_baggage([
+                KeyValue::new("note", "line\r\nbreak, é; \u{0}"),
+                KeyValue::new("ok", "1"),
+            ])
+            .with_value(crate::context::CorrelationId::parse(b"job-7").unwrap());
+        let _attached = cx.attach();
+        let uri: Uri = "http://svc.internal/x".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        // No subscriber: no client span, the attached Context goes out as it is.
+        let call = OutgoingCall::start(
+            &ClientConfig::default(),
+            &Method::GET,
+            &Target::from_uri(&uri, &headers),
+            &Extensions::new(),
+        );
+        call.inject(&mut headers);
+        let baggage = headers["baggage"].to_str().unwrap();
+        assert!(baggage.contains("ok=1"), "{baggage}");
+        assert!(
+            !baggage.contains('\n') && !baggage.contains('é'),
+            "{baggage}"
+        );
+        assert_eq!(headers["x-correlation-id"], "job-7");
+        // A root Context has no span to send.
+        assert!(!headers.contains_key("traceparent"));
+    }
+
+    #[test]
+    fn field_names_match_semantic_conventions() {
+        use opentelemetry_semantic_conventions::attribute as a;
+        let span_fields = [
+            "http.request.method",
+            "http.request.method_original",
+            "server.address",
+            "server.port",
+            "url.full",
+            "url.template",
+            "http.response.status_code",
+            "error.type",
+        ];
+        for name in [
+            a::HTTP_REQUEST_METHOD,
+            a::HTTP_REQUEST_METHOD_ORIGINAL,
+            a::SERVER_ADDRESS,
+            a::SERVER_PORT,
+            a::URL_FULL,
+            a::URL_TEMPLATE,
+            a::HTTP_RESPONSE_STATUS_CODE,
+            a::ERROR_TYPE,
+        ] {
+            assert!(span_fields.contains(&name), "{name} is not a span field");
+        }
+    }
+
+    #[test]
+    fn errors_are_typed() {
+        let refused: BoxError =
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(describe_error(&refused).0, "connect");
+        let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert_eq!(describe_error(&timed_out).0, "timeout");
+        let other: BoxError = "boom".into();
+        assert_eq!(describe_error(&other), ("_OTHER", "boom".to_owned()));
+        let (kind, message) = describe_error(&"x".repeat(2000));
+        assert_eq!(kind, "alloc::string::String");
+        assert_eq!(message.len(), MAX_MESSAGE_LEN);
+    }
+}

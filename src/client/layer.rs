@@ -1,0 +1,101 @@
+//! [`ClientTracingLayer`]: the client-side tower `Layer` and its builder methods.
+
+use std::sync::Arc;
+
+use http::HeaderName;
+use tower_layer::Layer;
+
+use super::policy::PropagationPolicy;
+use super::service::ClientTracingService;
+use crate::context::DEFAULT_CORRELATION_HEADER;
+use crate::server::DEFAULT_SENSITIVE_QUERY_PARAMS;
+
+/// Everything a client needs, shared by every clone of the layer, the service and the
+/// reqwest middleware.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientConfig {
+    pub(crate) correlation_header: HeaderName,
+    pub(crate) policy: PropagationPolicy,
+    /// Lower-case parameter names.
+    pub(crate) sensitive_query_params: Vec<Box<str>>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            correlation_header: DEFAULT_CORRELATION_HEADER,
+            policy: PropagationPolicy::default(),
+            sensitive_query_params: DEFAULT_SENSITIVE_QUERY_PARAMS
+                .iter()
+                .map(|p| Box::from(*p))
+                .collect(),
+        }
+    }
+}
+
+impl ClientConfig {
+    pub(crate) fn set_sensitive_query_params<I, S>(&mut self, params: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.sensitive_query_params = params
+            .into_iter()
+            .map(|p| Box::from(p.as_ref().to_ascii_lowercase()))
+            .collect();
+    }
+}
+
+/// A tower [`Layer`] that traces every request sent through the client it wraps
+/// (hyper-util's `Client`, any tower service of `http::Request<B>` returning
+/// `http::Response<B>`). See the [module documentation](crate::client).
+///
+/// All settings have safe defaults; cloning the layer is cheap.
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct ClientTracingLayer {
+    pub(crate) config: Arc<ClientConfig>,
+}
+
+impl ClientTracingLayer {
+    /// A layer with the default settings: everything propagated everywhere, the
+    /// correlation id in `x-correlation-id`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn update(mut self, f: impl FnOnce(&mut ClientConfig)) -> Self {
+        // Builders run before the layer is shared, so this clones nothing in practice.
+        f(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// The header the correlation id is sent in (default `x-correlation-id`).
+    pub fn correlation_header(self, header: HeaderName) -> Self {
+        self.update(|c| c.correlation_header = header)
+    }
+
+    /// Which hosts receive which trace headers (default: everything everywhere).
+    pub fn propagation_policy(self, policy: PropagationPolicy) -> Self {
+        self.update(|c| c.policy = policy)
+    }
+
+    /// Replaces the list of query parameters whose values are recorded as `REDACTED`
+    /// in `url.full` (matched case-insensitively). Defaults to
+    /// [`DEFAULT_SENSITIVE_QUERY_PARAMS`].
+    pub fn sensitive_query_params<I, S>(self, params: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.update(|c| c.set_sensitive_query_params(params))
+    }
+}
+
+impl<S> Layer<S> for ClientTracingLayer {
+    type Service = ClientTracingService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientTracingService::new(inner, self.config.clone())
+    }
+}

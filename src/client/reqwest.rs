@@ -1,0 +1,191 @@
+//! [`ReqwestTracingMiddleware`]: the client span and trace headers for
+//! [reqwest-middleware](https://docs.rs/reqwest-middleware/0.5) clients.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::{Extensions, HeaderName};
+use reqwest::{Request, Response, ResponseBuilderExt as _};
+use reqwest_middleware::{Middleware, Next};
+use tracing::{Instrument as _, Span};
+
+use super::body::ResponseBody;
+use super::call::{OutgoingCall, Target, error_message, record_error, record_status};
+use super::layer::ClientConfig;
+use super::policy::PropagationPolicy;
+
+/// Traces every request of a `reqwest_middleware::ClientWithMiddleware` and hands the
+/// trace on (feature `reqwest`). See the [module documentation](crate::client) for
+/// what is sent and recorded.
+///
+/// Per-request settings ([`UrlTemplate`](super::UrlTemplate),
+/// [`NoPropagation`](super::NoPropagation)) go in with
+/// `RequestBuilder::with_extension`.
+///
+/// Middleware runs in the order it was added, the first outermost. Add this one
+/// *after* a retry middleware, so that every attempt gets its own client span and
+/// parent-id; added before it, all attempts share one span. Redirects are followed by
+/// reqwest below every middleware: a redirected call is one span, with the `url.full`
+/// first asked for.
+///
+/// The `Response` handed back has its body wrapped so that the client span ends when
+/// the body has been read to its end, fails, or is dropped; everything else about the
+/// response (status, headers, URL, remote address, extensions) is unchanged.
+///
+/// ```
+/// use meshtrace::client::{PropagationPolicy, ReqwestTracingMiddleware};
+///
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(ReqwestTracingMiddleware::new().propagation_policy(
+///         PropagationPolicy::internal_only(["*.svc.cluster.local"])?,
+///     ))
+///     .build();
+/// # drop(client);
+/// # Ok::<(), meshtrace::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct ReqwestTracingMiddleware {
+    config: Arc<ClientConfig>,
+}
+
+impl ReqwestTracingMiddleware {
+    /// A middleware with the default settings: everything propagated everywhere, the
+    /// correlation id in `x-correlation-id`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn update(mut self, f: impl FnOnce(&mut ClientConfig)) -> Self {
+        f(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// The header the correlation id is sent in (default `x-correlation-id`).
+    pub fn correlation_header(self, header: HeaderName) -> Self {
+        self.update(|c| c.correlation_header = header)
+    }
+
+    /// Which hosts receive which trace headers (default: everything everywhere).
+    pub fn propagation_policy(self, policy: PropagationPolicy) -> Self {
+        self.update(|c| c.policy = policy)
+    }
+
+    /// Replaces the list of query parameters whose values are recorded as `REDACTED`
+    /// in `url.full` (matched case-insensitively). Defaults to
+    /// [`DEFAULT_SENSITIVE_QUERY_PARAMS`](crate::server::DEFAULT_SENSITIVE_QUERY_PARAMS).
+    pub fn sensitive_query_params<I, S>(self, params: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.update(|c| c.set_sensitive_query_params(params))
+    }
+
+    async fn traced(
+        &self,
+        mut request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let call = OutgoingCall::start(
+            &self.config,
+            request.method(),
+            &Target::from_url(request.url()),
+            extensions,
+        );
+        call.inject(request.headers_mut());
+        let span = call.span;
+        match next.run(request, extensions).instrument(span.clone()).await {
+            Ok(response) => {
+                record_status(&span, response.status());
+                Ok(end_with_body(response, span))
+            }
+            Err(error) => Err(record_failure(error, &span)),
+        }
+    }
+}
+
+/// Records a failed call. The message is taken with the URL removed: reqwest 0.13 puts
+/// the full URL (query and userinfo included) in its error messages.
+fn record_failure(error: reqwest_middleware::Error, span: &Span) -> reqwest_middleware::Error {
+    match error {
+        reqwest_middleware::Error::Reqwest(e) => {
+            let kind = if e.is_timeout() {
+                "timeout"
+            } else if e.is_connect() {
+                "connect"
+            } else if e.is_redirect() {
+                "redirect"
+            } else if e.is_body() {
+                "body"
+            } else if e.is_decode() {
+                "decode"
+            } else if e.is_builder() {
+                "builder"
+            } else if e.is_request() {
+                "request"
+            } else {
+                "reqwest::Error"
+            };
+            let url = e.url().cloned();
+            let e = e.without_url();
+            record_error(
+                span,
+                kind,
+                &error_message(&e, std::error::Error::source(&e)),
+            );
+            let e = match url {
+                Some(url) => e.with_url(url),
+                None => e,
+            };
+            reqwest_middleware::Error::Reqwest(e)
+        }
+        reqwest_middleware::Error::Middleware(e) => {
+            record_error(span, "middleware", &error_message(&e, e.source()));
+            reqwest_middleware::Error::Middleware(e)
+        }
+    }
+}
+
+/// Moves the span into the response body, so that it ends with the body.
+///
+/// reqwest 0.13 can only rebuild a `Response` from an `http::Response`; the request URL
+/// survives the round trip through its `ResponseBuilderExt::url` extension. If that ever
+/// fails, the span ends here, at the headers.
+fn end_with_body(response: Response, span: Span) -> Response {
+    let Ok(url) = http::Response::builder()
+        .url(response.url().clone())
+        .body(())
+    else {
+        return response;
+    };
+    let mut response: http::Response<reqwest::Body> = response.into();
+    response
+        .extensions_mut()
+        .extend(url.into_parts().0.extensions);
+    Response::from(response.map(|body| reqwest::Body::wrap(ResponseBody::new(body, Some(span)))))
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+// Written out instead of through `#[async_trait]` (what reqwest-middleware 0.5 uses to
+// declare the trait) so that the crate does not depend on async-trait; this is the
+// signature that macro expands to.
+impl Middleware for ReqwestTracingMiddleware {
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        req: Request,
+        extensions: &'life1 mut Extensions,
+        next: Next<'life2>,
+    ) -> BoxFuture<'async_trait, reqwest_middleware::Result<Response>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.traced(req, extensions, next))
+    }
+}

@@ -1,0 +1,897 @@
+//! TracingManager: precedence of builder / config file / environment, validation errors,
+//! the export gate and its counters, the stdout exporter, shutdown, install.
+//!
+//! Environment variables are passed through `from_env_with` maps, never set on the process,
+//! so the tests run in parallel without racing each other.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use meshtrace::config::{BatchConfig, ExporterConfig, OtlpConfig, TracingConfig};
+use meshtrace::export::StdoutExporter;
+use meshtrace::logging::LogFormat;
+use meshtrace::sampler::SamplingConfig;
+use meshtrace::{Error, TracingManager, TracingManagerBuilder};
+use opentelemetry::Key;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use tracing_subscriber::fmt::MakeWriter;
+
+// ---------------------------------------------------------------------------------------
+// helpers
+
+/// An exporter that keeps the spans and the resource it was given.
+#[derive(Clone, Debug, Default)]
+struct Capture {
+    spans: Arc<Mutex<Vec<SpanData>>>,
+    resource: Arc<Mutex<Option<Resource>>>,
+}
+
+impl Capture {
+    fn spans(&self) -> Vec<SpanData> {
+        self.spans.lock().unwrap().clone()
+    }
+    fn resource(&self, key: &'static str) -> Option<String> {
+        let resource = self.resource.lock().unwrap();
+        resource
+            .as_ref()
+            .expect("the provider sets the resource on its exporter")
+            .get(&Key::from_static_str(key))
+            .map(|v| v.to_string())
+    }
+}
+
+impl SpanExporter for Capture {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.spans.lock().unwrap().extend(batch);
+        Ok(())
+    }
+    fn set_resource(&mut self, resource: &Resource) {
+        *self.resource.lock().unwrap() = Some(resource.clone());
+    }
+}
+
+/// A writer shared between the code under test and the test.
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuf {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for SharedBuf {
+    type Writer = SharedBuf;
+    fn make_writer(&'a self) -> SharedBuf {
+        self.clone()
+    }
+}
+
+fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+/// Builds `builder` with `capture` as exporter, records a root span with one child, flushes.
+fn run(builder: TracingManagerBuilder, capture: &Capture) -> TracingManager {
+    let (manager, subscriber) = builder
+        .span_exporter(capture.clone())
+        .log_writer(std::io::sink)
+        .build()
+        .expect("valid configuration");
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info_span!("root").in_scope(|| {
+            tracing::info_span!("child").in_scope(|| {});
+        });
+    });
+    manager.force_flush().unwrap();
+    manager
+}
+
+fn config_error(result: Result<impl std::fmt::Debug, Error>) -> (String, String, String) {
+    match result {
+        Err(Error::Config {
+            field,
+            value,
+            reason,
+        }) => (field, value, reason),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}
+
+fn build_error(builder: TracingManagerBuilder) -> (String, String, String) {
+    config_error(
+        builder
+            .log_writer(std::io::sink)
+            .build()
+            .map(|(manager, _)| manager),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// precedence
+
+#[test]
+fn service_name_precedence_is_builder_file_otel_service_name_resource_attributes_default() {
+    let ra = ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs");
+    let sn = ("OTEL_SERVICE_NAME", "from-env-name");
+    let mut file = TracingConfig::default();
+    file.service_name = Some("from-file".into());
+
+    let cases: Vec<(&str, TracingManagerBuilder, String)> = vec![
+        (
+            "defaults",
+            TracingManager::from_env_with(env(&[])),
+            "unknown_service:".into(),
+        ),
+        (
+            "resource attributes",
+            TracingManager::from_env_with(env(&[ra])),
+            "from-attrs".into(),
+        ),
+        (
+            "OTEL_SERVICE_NAME over resource attributes",
+            TracingManager::from_env_with(env(&[ra, sn])),
+            "from-env-name".into(),
+        ),
+        (
+            "file over env",
+            TracingManager::from_env_with(env(&[ra, sn])).config(file.clone()),
+            "from-file".into(),
+        ),
+        (
+            "builder over file",
+            TracingManager::from_env_with(env(&[ra, sn]))
+                .config(file.clone())
+                .service_name("from-code"),
+            "from-code".into(),
+        ),
+    ];
+    for (name, builder, expected) in cases {
+        let capture = Capture::default();
+        let _manager = run(builder, &capture);
+        let got = capture.resource("service.name").unwrap();
+        assert!(got.starts_with(&expected), "{name}: got {got}");
+    }
+}
+
+#[test]
+fn resource_attributes_come_from_env_and_are_percent_decoded() {
+    let capture = Capture::default();
+    let _manager = run(
+        TracingManager::from_env_with(env(&[
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.version=1.2.3, deployment.environment.name=staging,team=pay%20ments,,",
+            ),
+            ("OTEL_SERVICE_NAME", "checkout"),
+        ])),
+        &capture,
+    );
+    assert_eq!(capture.resource("service.name").unwrap(), "checkout");
+    assert_eq!(capture.resource("service.version").unwrap(), "1.2.3");
+    assert_eq!(
+        capture.resource("deployment.environment.name").unwrap(),
+        "staging"
+    );
+    assert_eq!(capture.resource("team").unwrap(), "pay ments");
+    assert_eq!(
+        capture.resource("process.pid").unwrap(),
+        std::process::id().to_string()
+    );
+    if cfg!(target_os = "linux") {
+        assert!(!capture.resource("host.name").unwrap().is_empty());
+    }
+}
+
+#[test]
+fn builder_values_win_over_file_values_field_by_field() {
+    let mut file = TracingConfig::default();
+    file.service_name = Some("file-name".into());
+    file.service_version = Some("9.9.9".into());
+    file.environment = Some("file-env".into());
+    file.resource.insert("team".into(), "file-team".into());
+    let capture = Capture::default();
+    let _manager = run(
+        TracingManager::from_env_with(env(&[(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "team=env-team,region=eu",
+        )]))
+        .config(file)
+        .environment("prod")
+        .resource_attribute("tier", "gold"),
+        &capture,
+    );
+    assert_eq!(capture.resource("service.name").unwrap(), "file-name");
+    assert_eq!(capture.resource("service.version").unwrap(), "9.9.9");
+    assert_eq!(
+        capture.resource("deployment.environment.name").unwrap(),
+        "prod"
+    );
+    assert_eq!(capture.resource("team").unwrap(), "file-team");
+    assert_eq!(capture.resource("region").unwrap(), "eu");
+    assert_eq!(capture.resource("tier").unwrap(), "gold");
+}
+
+#[test]
+fn rust_log_from_env_filters_spans_and_the_builder_filter_wins() {
+    let quiet = Capture::default();
+    let _m = run(
+        TracingManager::from_env_with(env(&[("RUST_LOG", "warn")])),
+        &quiet,
+    );
+    assert!(quiet.spans().is_empty(), "info spans are filtered out");
+
+    let loud = Capture::default();
+    let _m = run(
+        TracingManager::from_env_with(env(&[("RUST_LOG", "warn")])).env_filter("info"),
+        &loud,
+    );
+    assert_eq!(loud.spans().len(), 2);
+}
+
+#[test]
+fn sampling_comes_from_env_unless_configured() {
+    let none = Capture::default();
+    let _m = run(
+        TracingManager::from_env_with(env(&[("OTEL_TRACES_SAMPLER", "always_off")])),
+        &none,
+    );
+    assert!(none.spans().is_empty());
+
+    let all = Capture::default();
+    let _m = run(
+        TracingManager::from_env_with(env(&[("OTEL_TRACES_SAMPLER", "always_off")]))
+            .sampling(SamplingConfig::default().base_rate(1.0)),
+        &all,
+    );
+    assert_eq!(all.spans().len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// environment validation
+
+#[test]
+fn invalid_env_values_are_errors_naming_the_variable_and_value() {
+    let cases: &[(&str, &str)] = &[
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "abc"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "99999999999"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "-5"),
+        ("OTEL_BSP_EXPORT_TIMEOUT", "10s"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1.5"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://collector"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "0"),
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
+        ("OTEL_SDK_DISABLED", "maybe"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "team"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "=value"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "team=%FF"),
+        ("RUST_LOG", "info,[[["),
+    ];
+    for (var, value) in cases {
+        let (field, shown, reason) =
+            build_error(TracingManager::from_env_with(env(&[(var, value)])));
+        assert_eq!(&field, var, "{var}={value}: {reason}");
+        assert!(
+            value.contains(shown.trim_end_matches("...")) || shown.contains(value),
+            "{var}={value}: the error shows {shown:?}"
+        );
+    }
+}
+
+#[test]
+fn otlp_header_values_never_appear_in_errors() {
+    let secret = "s3cr3t-token";
+    let cases = [
+        format!("x-api-key={secret},broken"),
+        format!("x-api-key={secret}%0Ainjected"),
+        format!("bad name={secret}"),
+        format!("x-api-key:{secret}"),
+        format!("x-api-key={secret}"),
+    ];
+    for headers in cases {
+        let builder = TracingManager::from_env_with(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", &headers),
+            // Makes the valid case fail after the headers were read.
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+        ]));
+        let debug = format!("{builder:?}");
+        assert!(!debug.contains(secret), "{debug}");
+        let result = builder.log_writer(std::io::sink).build().map(|(m, _)| m);
+        let message = result.expect_err(&headers).to_string();
+        assert!(!message.contains(secret), "{headers}: {message}");
+        assert!(
+            message.contains("header") || message.contains("HEADERS") || message.contains("QUEUE"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn oversized_env_values_are_rejected() {
+    let huge = format!("team={}", "x".repeat(20_000));
+    let (field, _, reason) = build_error(TracingManager::from_env_with(env(&[(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        &huge,
+    )])));
+    assert_eq!(field, "OTEL_RESOURCE_ATTRIBUTES");
+    assert!(reason.contains("bytes"), "{reason}");
+
+    let many: Vec<String> = (0..200).map(|i| format!("k{i}=v")).collect();
+    let (field, _, reason) = build_error(TracingManager::from_env_with(env(&[(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        &many.join(","),
+    )])));
+    assert_eq!(field, "OTEL_RESOURCE_ATTRIBUTES");
+    assert!(reason.contains("at most"), "{reason}");
+
+    let many: Vec<String> = (0..100).map(|i| format!("h{i}=v")).collect();
+    let (field, _, _) = build_error(TracingManager::from_env_with(env(&[(
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        &many.join(","),
+    )])));
+    assert_eq!(field, "OTEL_EXPORTER_OTLP_HEADERS");
+}
+
+#[test]
+fn empty_env_values_count_as_unset() {
+    let capture = Capture::default();
+    let _m = run(
+        TracingManager::from_env_with(env(&[
+            ("OTEL_SERVICE_NAME", "  "),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", ""),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+        ])),
+        &capture,
+    );
+    assert!(
+        capture
+            .resource("service.name")
+            .unwrap()
+            .starts_with("unknown_service")
+    );
+    assert_eq!(capture.spans().len(), 2);
+}
+
+#[test]
+fn env_batch_sizes_are_checked_against_each_other() {
+    let (field, value, reason) = build_error(TracingManager::from_env_with(env(&[
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "20"),
+    ])));
+    assert_eq!(field, "batch.max_export_batch_size");
+    assert_eq!(value, "20");
+    assert!(reason.contains("max_queue_size (10)"), "{reason}");
+}
+
+// ---------------------------------------------------------------------------------------
+// config file
+
+const FULL_TOML: &str = r#"
+service_name = "checkout"
+service_version = "1.4.2"
+environment = "prod"
+env_filter = "info,hyper=warn"
+log_format = "json"
+shutdown_timeout_ms = 1000
+
+[resource]
+team = "payments"
+
+[exporter]
+kind = "otlp"
+endpoint = "http://127.0.0.1:4318"
+protocol = "http/protobuf"
+compression = "gzip"
+timeout_ms = 1000
+headers = { "x-api-key" = "secret" }
+
+[sampling]
+base_rate = 1.0
+
+[batch]
+max_queue_size = 100
+scheduled_delay_ms = 50
+max_export_batch_size = 10
+export_timeout_ms = 1000
+"#;
+
+#[test]
+fn config_file_toml_parses_and_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tracing.toml");
+    std::fs::write(&path, FULL_TOML).unwrap();
+    let config = TracingConfig::from_file(&path).unwrap();
+    assert_eq!(config.service_name.as_deref(), Some("checkout"));
+    assert_eq!(config.log_format, Some(LogFormat::Json));
+    assert_eq!(config.batch.max_queue_size, Some(100));
+    let Some(ExporterConfig::Otlp(otlp)) = &config.exporter else {
+        panic!("otlp exporter expected: {:?}", config.exporter);
+    };
+    assert_eq!(otlp.endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+    assert_eq!(otlp.headers["x-api-key"], "secret");
+    config.validate().unwrap();
+
+    let capture = Capture::default();
+    let _m = run(
+        TracingManager::from_env_with(env(&[("OTEL_SERVICE_NAME", "from-env")]))
+            .config(TracingConfig::from_file(&path).unwrap()),
+        &capture,
+    );
+    assert_eq!(capture.resource("service.name").unwrap(), "checkout");
+    assert_eq!(capture.resource("team").unwrap(), "payments");
+    assert_eq!(capture.spans().len(), 2);
+}
+
+#[test]
+fn config_file_json_is_chosen_by_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tracing.json");
+    std::fs::write(
+        &path,
+        r#"{"service_name": "json-svc", "exporter": {"kind": "none"}, "batch": {"max_queue_size": 8}}"#,
+    )
+    .unwrap();
+    let config = TracingConfig::from_file(&path).unwrap();
+    assert_eq!(config.service_name.as_deref(), Some("json-svc"));
+    assert_eq!(config.exporter, Some(ExporterConfig::None));
+    assert!(TracingManager::from_file(&path).is_ok());
+}
+
+#[test]
+fn config_file_errors_name_the_field_and_value() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("[batch]\nmax_queue_size = 0", "batch.max_queue_size", "0"),
+        (
+            "[batch]\nmax_queue_size = 10\nmax_export_batch_size = 11",
+            "batch.max_export_batch_size",
+            "11",
+        ),
+        (
+            "[batch]\nscheduled_delay_ms = 0",
+            "batch.scheduled_delay_ms",
+            "0",
+        ),
+        ("shutdown_timeout_ms = 0", "shutdown_timeout_ms", "0"),
+        ("service_name = \"\"", "service_name", ""),
+        ("service_name = \"a\\nb\"", "service_name", "a\nb"),
+        ("environment = \"   \"", "environment", "   "),
+        ("env_filter = \"info,[[[\"", "env_filter", "info,[[["),
+        (
+            "[exporter]\nkind = \"otlp\"\nendpoint = \"ftp://collector\"",
+            "exporter.endpoint",
+            "ftp://collector",
+        ),
+        (
+            "[exporter]\nkind = \"otlp\"\ntraces_endpoint = \"not a url\"",
+            "exporter.traces_endpoint",
+            "not a url",
+        ),
+        (
+            "[exporter]\nkind = \"otlp\"\nendpoint = \"http://user:pw@collector\"",
+            "exporter.endpoint",
+            "<redacted: contains credentials>",
+        ),
+        (
+            "[exporter]\nkind = \"otlp\"\ntimeout_ms = 0",
+            "exporter.timeout_ms",
+            "0",
+        ),
+        (
+            "[exporter]\nkind = \"otlp\"\nheaders = { \"bad name\" = \"x\" }",
+            "exporter.headers",
+            "bad name",
+        ),
+        (
+            "[exporter]\nkind = \"otlp\"\nheaders = { \"x-key\" = \"line\\nbreak\" }",
+            "exporter.headers.x-key",
+            "<redacted>",
+        ),
+    ];
+    for (toml, field, value) in cases {
+        let config = TracingConfig::from_toml(toml).unwrap_or_else(|e| panic!("{toml}: {e}"));
+        let (got_field, got_value, reason) = config_error(
+            config
+                .validate()
+                .map_err(|e| {
+                    eprintln!("{toml}: {e}");
+                    e
+                })
+                .map(|()| toml),
+        );
+        assert_eq!(&got_field, field, "{toml}: {reason}");
+        assert_eq!(&got_value, value, "{toml}: {reason}");
+        // The same error surfaces from the builder.
+        let (builder_field, _, _) = build_error(TracingManager::builder().config(config));
+        assert_eq!(&builder_field, field);
+    }
+}
+
+#[test]
+fn sampling_errors_in_the_file_name_the_sampling_field() {
+    let config = TracingConfig::from_toml("[sampling]\nbase_rate = 1.5").unwrap();
+    let (field, value, _) = config_error(config.validate());
+    assert!(field.starts_with("sampling"), "{field}");
+    assert!(value.contains("1.5"), "{value}");
+}
+
+#[test]
+fn config_parse_errors_name_the_problem() {
+    let cases: &[(&str, &str)] = &[
+        ("servce_name = \"typo\"", "servce_name"),
+        ("[exporter]\nkind = \"zipkin\"", "zipkin"),
+        ("[exporter]\nkind = \"otlp\"\nendpont = \"x\"", "endpont"),
+        (
+            "[exporter]\nkind = \"otlp\"\nprotocol = \"http/json\"",
+            "http/json",
+        ),
+        ("[batch]\nmax_queue_size = -1", "max_queue_size"),
+        ("log_format = \"xml\"", "xml"),
+        ("service_name = ", "service_name"),
+    ];
+    for (toml, needle) in cases {
+        let message = TracingConfig::from_toml(toml).expect_err(toml).to_string();
+        assert!(message.contains(needle), "{toml}: {message}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let message = TracingManager::from_file(&missing)
+        .expect_err("missing file")
+        .to_string();
+    assert!(message.contains("missing.toml"), "{message}");
+
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "service_name = [").unwrap();
+    let message = TracingManager::from_file(&broken)
+        .expect_err("broken file")
+        .to_string();
+    assert!(message.contains("broken.toml"), "{message}");
+}
+
+#[test]
+fn otlp_without_the_feature_or_with_it_builds_or_names_the_feature() {
+    let result = TracingManager::builder()
+        .exporter(ExporterConfig::Otlp(
+            OtlpConfig::new("http://127.0.0.1:9").timeout(Duration::from_millis(200)),
+        ))
+        .shutdown_timeout(Duration::from_millis(200))
+        .log_writer(std::io::sink)
+        .build()
+        .map(|(m, _)| m);
+    if cfg!(feature = "otlp") {
+        assert!(result.is_ok(), "{result:?}");
+    } else {
+        let (field, value, reason) = config_error(result);
+        assert_eq!((field.as_str(), value.as_str()), ("exporter", "otlp"));
+        assert!(reason.contains("otlp"));
+    }
+}
+
+#[cfg(feature = "otlp")]
+#[test]
+fn https_endpoints_are_refused_at_build_time_without_tls() {
+    let (field, value, reason) = build_error(TracingManager::from_env_with(env(&[(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "https://collector.example:4318",
+    )])));
+    assert_eq!(field, "exporter.endpoint");
+    assert_eq!(value, "https://collector.example:4318/v1/traces");
+    assert!(reason.contains("TLS"), "{reason}");
+}
+
+// ---------------------------------------------------------------------------------------
+// export gate, counters, stdout exporter
+
+#[test]
+fn unsampled_spans_are_never_exported() {
+    let capture = Capture::default();
+    let manager = run(
+        TracingManager::builder().sampling(SamplingConfig::default().base_rate(0.0)),
+        &capture,
+    );
+    assert!(capture.spans().is_empty());
+    assert_eq!(manager.stats().exported, 0);
+    assert_eq!(manager.stats().dropped(), 0);
+}
+
+/// An exporter whose exports wait until the test opens it.
+#[derive(Clone, Debug, Default)]
+struct Blocked {
+    open: Arc<(Mutex<bool>, Condvar)>,
+    exported: Arc<Mutex<usize>>,
+}
+
+impl Blocked {
+    fn open(&self) {
+        *self.open.0.lock().unwrap() = true;
+        self.open.1.notify_all();
+    }
+}
+
+impl SpanExporter for Blocked {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let (lock, cvar) = &*self.open;
+        let _open = cvar
+            .wait_while(lock.lock().unwrap(), |open| !*open)
+            .unwrap();
+        *self.exported.lock().unwrap() += batch.len();
+        Ok(())
+    }
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_spans_without_blocking() {
+    let exporter = Blocked::default();
+    let (manager, subscriber) = TracingManager::from_env_with(env(&[
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "4"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1"),
+    ]))
+    .span_exporter(exporter.clone())
+    .log_writer(std::io::sink)
+    .build()
+    .unwrap();
+
+    let started = Instant::now();
+    tracing::subscriber::with_default(subscriber, || {
+        for i in 0..20 {
+            tracing::info_span!("work", i).in_scope(|| {});
+        }
+    });
+    // The exporter is stuck, yet creating spans did not wait for it.
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let stats = manager.stats();
+    // The bound counts the batch being exported: 4 spans accepted, 16 dropped, exactly.
+    assert_eq!(stats.dropped_queue_full, 16, "{stats:?}");
+    assert_eq!(stats.queued, 4, "{stats:?}");
+    assert_eq!(stats.exported, 0, "{stats:?}");
+
+    exporter.open();
+    manager.force_flush().unwrap();
+    let stats = manager.stats();
+    assert_eq!(stats.exported, 4, "{stats:?}");
+    assert_eq!(stats.queued, 0, "{stats:?}");
+    assert_eq!(stats.dropped(), 16, "{stats:?}");
+    assert_eq!(*exporter.exported.lock().unwrap(), 4);
+}
+
+/// An exporter that always fails.
+#[derive(Clone, Debug, Default)]
+struct Failing;
+
+impl SpanExporter for Failing {
+    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+        Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+            "collector said no".into(),
+        ))
+    }
+}
+
+#[test]
+fn failed_exports_are_counted_as_dropped() {
+    let (manager, subscriber) = TracingManager::builder()
+        .span_exporter(Failing)
+        .log_writer(std::io::sink)
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        for _ in 0..3 {
+            tracing::info_span!("work").in_scope(|| {});
+        }
+    });
+    let _ = manager.force_flush();
+    let stats = manager.stats();
+    assert_eq!(stats.dropped_export_failed, 3, "{stats:?}");
+    assert_eq!(stats.exported, 0);
+    assert_eq!(stats.dropped(), 3);
+}
+
+#[test]
+fn stdout_exporter_prints_one_escaped_line_per_span() {
+    let out = SharedBuf::default();
+    let (manager, subscriber) = TracingManager::builder()
+        .span_exporter(StdoutExporter::with_writer(out.clone()))
+        .log_writer(std::io::sink)
+        .build()
+        .unwrap();
+    let (trace_id, root_id) = tracing::subscriber::with_default(subscriber, || {
+        use opentelemetry::trace::TraceContextExt as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let root = tracing::info_span!("root", user.note = "evil\nspan line=1");
+        let cx = root.context();
+        let ids = (
+            cx.span().span_context().trace_id().to_string(),
+            cx.span().span_context().span_id().to_string(),
+        );
+        root.in_scope(|| {
+            tracing::info_span!("child", otel.kind = "client", attempt = 2_i64).in_scope(|| {})
+        });
+        ids
+    });
+    manager.force_flush().unwrap();
+    let text = out.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let child = lines
+        .iter()
+        .find(|l| l.starts_with("span \"child\""))
+        .unwrap();
+    let root = lines
+        .iter()
+        .find(|l| l.starts_with("span \"root\""))
+        .unwrap();
+    assert!(child.contains(&format!("trace_id={trace_id}")), "{child}");
+    assert!(child.contains(&format!("parent_id={root_id}")), "{child}");
+    assert!(child.contains("kind=client"), "{child}");
+    assert!(child.contains("attempt=2"), "{child}");
+    assert!(child.contains("status=unset"), "{child}");
+    assert!(child.contains("duration="), "{child}");
+    assert!(root.contains(&format!("span_id={root_id}")), "{root}");
+    assert!(root.contains("parent_id=-"), "{root}");
+    assert!(root.contains(r#"user.note="evil\nspan line=1""#), "{root}");
+}
+
+#[test]
+fn exporter_none_sends_nothing_and_counts_nothing() {
+    let (manager, subscriber) =
+        TracingManager::from_env_with(env(&[("OTEL_SDK_DISABLED", "true")]))
+            .log_writer(std::io::sink)
+            .build()
+            .unwrap();
+    tracing::subscriber::with_default(subscriber, || tracing::info_span!("work").in_scope(|| {}));
+    manager.force_flush().unwrap();
+    assert_eq!(manager.stats(), Default::default());
+}
+
+// ---------------------------------------------------------------------------------------
+// shutdown and install
+
+#[tokio::test]
+async fn shutdown_flushes_and_logs_the_counts() {
+    let capture = Capture::default();
+    let logs = SharedBuf::default();
+    let (manager, subscriber) = TracingManager::builder()
+        .batch(BatchConfig::default().scheduled_delay(Duration::from_secs(60)))
+        .span_exporter(capture.clone())
+        .log_writer(logs.clone())
+        .shutdown_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::info_span!("work").in_scope(|| tracing::info!("inside"));
+    tracing::info_span!("work").in_scope(|| {});
+    // Nothing exported yet: the schedule delay is a minute and the batch is not full.
+    assert!(capture.spans().is_empty());
+    assert_eq!(manager.stats().queued, 2);
+
+    let started = Instant::now();
+    manager.shutdown().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(capture.spans().len(), 2);
+    let text = logs.text();
+    assert!(text.contains("tracing shut down"), "{text}");
+    assert!(text.contains("exported=2"), "{text}");
+}
+
+#[tokio::test]
+async fn shutdown_returns_an_error_within_its_timeout_when_the_exporter_hangs() {
+    let exporter = Blocked::default();
+    let (manager, subscriber) = TracingManager::builder()
+        .span_exporter(exporter.clone())
+        .batch(BatchConfig::default().max_export_batch_size(1))
+        .log_writer(std::io::sink)
+        .shutdown_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || tracing::info_span!("work").in_scope(|| {}));
+    let started = Instant::now();
+    let error = manager.shutdown().await.expect_err("the export hangs");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(error.to_string().contains("timed out"), "{error}");
+    exporter.open(); // let the batch thread finish
+}
+
+#[test]
+fn install_fails_with_an_error_when_a_global_subscriber_is_set_or_the_config_is_invalid() {
+    // The only test in this binary that touches global state.
+    let invalid = TracingManager::builder().env_filter("[[[").install();
+    assert!(matches!(invalid, Err(Error::Config { ref field, .. }) if field == "env_filter"));
+
+    let first = TracingManager::builder()
+        .service_name("first")
+        .log_writer(std::io::sink)
+        .exporter(ExporterConfig::None)
+        .install()
+        .expect("first install");
+    let second = TracingManager::builder()
+        .log_writer(std::io::sink)
+        .exporter(ExporterConfig::None)
+        .install();
+    match second {
+        Err(Error::Setup { component, reason }) => {
+            assert_eq!(component, "global subscriber");
+            assert!(reason.contains("already set"), "{reason}");
+        }
+        other => panic!("expected a setup error, got {other:?}"),
+    }
+    drop(first);
+}
+
+// ---------------------------------------------------------------------------------------
+// the whole pipeline: Router + server_layer + JSON logs + export
+
+#[tokio::test]
+async fn a_handler_log_line_carries_the_ids_of_the_exported_server_span() {
+    use tower::ServiceExt as _;
+
+    let capture = Capture::default();
+    let logs = SharedBuf::default();
+    let (manager, subscriber) = TracingManager::builder()
+        .service_name("orders")
+        .log_format(LogFormat::Json)
+        .log_writer(logs.clone())
+        .span_exporter(capture.clone())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = axum::Router::new()
+        .route(
+            "/orders/{id}",
+            axum::routing::get(|| async {
+                tracing::info!("loading order");
+                "order"
+            }),
+        )
+        .layer(manager.server_layer());
+    let request = http::Request::get("/orders/42")
+        .header("x-correlation-id", "order-42")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
+    manager.force_flush().unwrap();
+
+    let spans = capture.spans();
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert_eq!(spans[0].name, "GET /orders/{id}");
+    let text = logs.text();
+    let line: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["fields"]["message"] == "loading order")
+        .unwrap_or_else(|| panic!("no handler log line in {text}"));
+    assert_eq!(
+        line["trace_id"],
+        spans[0].span_context.trace_id().to_string()
+    );
+    assert_eq!(line["span_id"], spans[0].span_context.span_id().to_string());
+    assert_eq!(line["correlation_id"], "order-42");
+    assert_eq!(manager.stats().exported, 1);
+}

@@ -1,0 +1,444 @@
+//! The OTLP exporter against a real receiver on 127.0.0.1 (HTTP/protobuf and gRPC, gzip),
+//! and a Router's behaviour while the collector is down.
+#![cfg(feature = "otlp")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use meshtrace::config::{BatchConfig, ExporterConfig, OtlpCompression, OtlpConfig, OtlpProtocol};
+use meshtrace::{TracingManager, TracingManagerBuilder};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+// ---------------------------------------------------------------------------------------
+// an OTLP receiver: HTTP/1.1 protobuf and gRPC (h2c), gzip or not
+
+struct Received {
+    path: String,
+    headers: HeaderMap,
+    request: ExportTraceServiceRequest,
+}
+
+struct Receiver {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    /// Serves on its own thread and runtime, so that the test thread may block (flush).
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let store = Arc::clone(&received);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    let store = Arc::clone(&store);
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |request| {
+                            handle(request, Arc::clone(&store))
+                        });
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        Receiver { addr, received }
+    }
+
+    fn take(&self) -> Vec<Received> {
+        std::mem::take(&mut *self.received.lock().unwrap())
+    }
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("valid gzip");
+    out
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    store: Arc<Mutex<Vec<Received>>>,
+) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let bytes = body.collect().await.expect("body").to_bytes();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let grpc = header("content-type").starts_with("application/grpc");
+    let payload = if grpc {
+        // Length-prefixed message: compressed flag (1 byte), length (4 bytes, big endian).
+        let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+        let message = &bytes[5..5 + len];
+        if bytes[0] == 1 {
+            assert_eq!(header("grpc-encoding"), "gzip");
+            gunzip(message)
+        } else {
+            message.to_vec()
+        }
+    } else if header("content-encoding") == "gzip" {
+        gunzip(&bytes)
+    } else {
+        bytes.to_vec()
+    };
+    let request = ExportTraceServiceRequest::decode(payload.as_slice()).expect("protobuf");
+    store.lock().unwrap().push(Received {
+        path: parts.uri.path().to_owned(),
+        headers: parts.headers.clone(),
+        request,
+    });
+    let response = if grpc {
+        // An empty ExportTraceServiceResponse, then the status in trailers.
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let frames = futures_util::stream::iter([
+            Ok::<_, Infallible>(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))),
+            Ok(Frame::trailers(trailers)),
+        ]);
+        Response::builder()
+            .header("content-type", "application/grpc")
+            .body(BodyExt::boxed(StreamBody::new(frames)))
+            .unwrap()
+    } else {
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/x-protobuf")
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap()
+    };
+    Ok(response)
+}
+
+// ---------------------------------------------------------------------------------------
+// helpers
+
+fn env(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+/// Records a root span with a child through `builder`'s pipeline and flushes it.
+fn export_two_spans(builder: TracingManagerBuilder) -> TracingManager {
+    let (manager, subscriber) = builder.log_writer(std::io::sink).build().expect("build");
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info_span!("root", order.id = 42_i64).in_scope(|| {
+            tracing::info_span!("child").in_scope(|| {});
+        });
+    });
+    manager.force_flush().expect("flush");
+    manager
+}
+
+fn resource_attr(request: &ExportTraceServiceRequest, key: &str) -> Option<String> {
+    let resource = request.resource_spans[0].resource.as_ref()?;
+    resource
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            AnyValue::StringValue(s) => Some(s.clone()),
+            AnyValue::IntValue(i) => Some(i.to_string()),
+            _ => None,
+        })
+}
+
+fn spans(request: &ExportTraceServiceRequest) -> Vec<&Span> {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .collect()
+}
+
+fn assert_root_and_child(received: &[Received]) {
+    let all: Vec<&Span> = received.iter().flat_map(|r| spans(&r.request)).collect();
+    assert_eq!(all.len(), 2, "two spans arrive");
+    let root = all.iter().find(|s| s.name == "root").expect("root");
+    let child = all.iter().find(|s| s.name == "child").expect("child");
+    assert_eq!(root.trace_id.len(), 16);
+    assert_eq!(child.trace_id, root.trace_id, "same trace");
+    assert_eq!(
+        child.parent_span_id, root.span_id,
+        "the child points at the root"
+    );
+    assert!(root.parent_span_id.is_empty(), "the root has no parent");
+    assert!(
+        root.attributes.iter().any(|kv| kv.key == "order.id"),
+        "attributes arrive: {:?}",
+        root.attributes
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// round trips
+
+#[test]
+fn http_protobuf_round_trip_with_gzip_from_env() {
+    let receiver = Receiver::start();
+    let _manager = export_two_spans(
+        TracingManager::from_env_with(env(&[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://{}", receiver.addr),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "x-api-key=s3cr3t%20value".into(),
+            ),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".into()),
+            ("OTEL_SERVICE_NAME", "checkout".into()),
+        ]))
+        .service_version("1.4.2")
+        .environment("staging"),
+    );
+    let received = receiver.take();
+    assert!(!received.is_empty());
+    for r in &received {
+        assert_eq!(
+            r.path, "/v1/traces",
+            "the signal path is appended to the base URL"
+        );
+        assert_eq!(r.headers["content-encoding"], "gzip");
+        assert_eq!(r.headers["content-type"], "application/x-protobuf");
+        assert_eq!(r.headers["x-api-key"], "s3cr3t value");
+        let request = &r.request;
+        assert_eq!(resource_attr(request, "service.name").unwrap(), "checkout");
+        assert_eq!(resource_attr(request, "service.version").unwrap(), "1.4.2");
+        assert_eq!(
+            resource_attr(request, "deployment.environment.name").unwrap(),
+            "staging"
+        );
+        assert_eq!(
+            resource_attr(request, "process.pid").unwrap(),
+            std::process::id().to_string()
+        );
+    }
+    assert_root_and_child(&received);
+}
+
+#[test]
+fn http_protobuf_without_compression_to_a_full_traces_url() {
+    let receiver = Receiver::start();
+    let _manager = export_two_spans(
+        TracingManager::builder().exporter(ExporterConfig::Otlp(
+            OtlpConfig::default()
+                .traces_endpoint(format!("http://{}/custom/path", receiver.addr))
+                .compression(OtlpCompression::None)
+                .timeout(Duration::from_secs(1)),
+        )),
+    );
+    let received = receiver.take();
+    assert!(!received.is_empty());
+    assert_eq!(
+        received[0].path, "/custom/path",
+        "a traces URL is used as is"
+    );
+    assert!(received[0].headers.get("content-encoding").is_none());
+    assert_root_and_child(&received);
+}
+
+#[test]
+fn grpc_round_trip_with_gzip() {
+    let receiver = Receiver::start();
+    let manager = export_two_spans(
+        TracingManager::builder()
+            .service_name("grpc-svc")
+            .exporter(ExporterConfig::Otlp(
+                OtlpConfig::new(format!("http://{}", receiver.addr))
+                    .protocol(OtlpProtocol::Grpc)
+                    .compression(OtlpCompression::Gzip)
+                    .header("x-api-key", "grpc-secret")
+                    .timeout(Duration::from_secs(1)),
+            )),
+    );
+    let received = receiver.take();
+    assert!(!received.is_empty());
+    for r in &received {
+        assert_eq!(
+            r.path,
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        );
+        assert_eq!(r.headers["x-api-key"], "grpc-secret");
+        assert_eq!(
+            r.headers["grpc-encoding"], "gzip",
+            "the payload is gzip-compressed"
+        );
+        assert_eq!(
+            resource_attr(&r.request, "service.name").unwrap(),
+            "grpc-svc"
+        );
+    }
+    assert_root_and_child(&received);
+    assert_eq!(manager.stats().exported, 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// collector down
+
+fn traced_app(manager: &TracingManager) -> Router {
+    Router::new()
+        .route("/orders/{id}", get(|| async { "ok" }))
+        .layer(manager.server_layer())
+}
+
+/// A collector that accepts connections and never answers.
+fn blackhole() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+#[tokio::test]
+async fn requests_are_unaffected_and_drops_counted_while_the_collector_hangs() {
+    collector_hangs(OtlpProtocol::HttpProtobuf).await;
+}
+
+#[tokio::test]
+async fn requests_are_unaffected_and_drops_counted_while_a_grpc_collector_hangs() {
+    collector_hangs(OtlpProtocol::Grpc).await;
+}
+
+async fn collector_hangs(protocol: OtlpProtocol) {
+    let (_listener, addr) = blackhole();
+    let (manager, subscriber) = TracingManager::builder()
+        .exporter(ExporterConfig::Otlp(
+            OtlpConfig::new(format!("http://{addr}"))
+                .protocol(protocol)
+                .timeout(Duration::from_secs(1)),
+        ))
+        .batch(
+            BatchConfig::default()
+                .max_queue_size(4)
+                .max_export_batch_size(1),
+        )
+        .shutdown_timeout(Duration::from_millis(300))
+        .log_writer(std::io::sink)
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = traced_app(&manager);
+
+    let started = Instant::now();
+    for i in 0..20 {
+        let request_started = Instant::now();
+        let response = common::send(app.clone(), common::get(&format!("/orders/{i}"), &[])).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(common::text(response).await, "ok");
+        assert!(
+            request_started.elapsed() < Duration::from_millis(250),
+            "request {i} waited for the exporter"
+        );
+    }
+    let elapsed = started.elapsed();
+    let stats = manager.stats();
+    // At most 4 spans are held (queue plus the export hanging on the collector).
+    assert!(stats.queued <= 4, "{stats:?}");
+    assert!(
+        stats.dropped() >= 16,
+        "{stats:?} after {elapsed:?}: 20 spans, at most 4 held"
+    );
+    assert_eq!(stats.exported, 0, "{stats:?}");
+
+    let shutdown_started = Instant::now();
+    let result = manager.shutdown().await;
+    let took = shutdown_started.elapsed();
+    assert!(took < Duration::from_secs(1), "shutdown took {took:?}");
+    let error = result.expect_err("spans were still queued when the timeout elapsed");
+    assert!(error.to_string().contains("timed out"), "{error}");
+}
+
+#[tokio::test]
+async fn failed_exports_are_counted_when_the_collector_refuses_connections() {
+    // A port that was just free: connections to it are refused.
+    let addr = blackhole().1;
+    let (manager, subscriber) = TracingManager::builder()
+        .exporter(ExporterConfig::Otlp(
+            OtlpConfig::new(format!("http://{addr}")).timeout(Duration::from_millis(300)),
+        ))
+        .shutdown_timeout(Duration::from_secs(1))
+        .log_writer(std::io::sink)
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = traced_app(&manager);
+    for i in 0..3 {
+        let response = common::send(app.clone(), common::get(&format!("/orders/{i}"), &[])).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // The flush blocks: run it off the runtime thread.
+    let provider = manager.tracer_provider().clone();
+    let _ = tokio::task::spawn_blocking(move || provider.force_flush())
+        .await
+        .unwrap();
+    let stats = manager.stats();
+    assert_eq!(stats.dropped_export_failed, 3, "{stats:?}");
+    assert_eq!(stats.exported, 0, "{stats:?}");
+    let started = Instant::now();
+    let _ = manager.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn a_file_endpoint_and_an_env_api_key_combine() {
+    let receiver = Receiver::start();
+    let toml = format!(
+        "service_name = \"from-file\"\n[exporter]\nkind = \"otlp\"\nendpoint = \"http://{}\"\ntimeout_ms = 1000\n",
+        receiver.addr
+    );
+    let config = meshtrace::config::TracingConfig::from_toml(&toml).unwrap();
+    let _manager = export_two_spans(
+        TracingManager::from_env_with(env(&[
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=from-env".into()),
+            // The file's endpoint wins over the environment's.
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9".into()),
+            ("OTEL_SERVICE_NAME", "from-env".into()),
+        ]))
+        .config(config),
+    );
+    let received = receiver.take();
+    assert!(!received.is_empty());
+    assert_eq!(received[0].headers["x-api-key"], "from-env");
+    assert_eq!(
+        resource_attr(&received[0].request, "service.name").unwrap(),
+        "from-file"
+    );
+    assert_root_and_child(&received);
+}

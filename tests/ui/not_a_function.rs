@@ -1,0 +1,4 @@
+#[meshtrace::traced]
+struct Handler;
+
+fn main() {}
