@@ -40,9 +40,10 @@ pub(crate) fn known_method(method: &Method) -> Option<&'static str> {
 /// the raw path.
 fn span_name(method: Option<&'static str>, route: Option<&str>) -> Cow<'static, str> {
     match (method, route) {
-        (Some(m), Some(r)) => Cow::Owned(format!("{m} {r}")),
+        // Built by hand: `format!` goes through the formatting machinery on every request.
+        (Some(m), Some(r)) => Cow::Owned([m, " ", r].concat()),
         (Some(m), None) => Cow::Borrowed(m),
-        (None, Some(r)) => Cow::Owned(format!("HTTP {r}")),
+        (None, Some(r)) => Cow::Owned(["HTTP ", r].concat()),
         (None, None) => Cow::Borrowed("HTTP"),
     }
 }
@@ -196,7 +197,9 @@ pub(crate) fn server_span(
     tracing::info_span!(
         target: "meshtrace::server",
         "http.server.request",
-        otel.name = %name,
+        // A `str`, not `%name`: tracing-opentelemetry 0.34 formats `Display` values
+        // through `Debug` into a new `String`; a `str` is copied once.
+        otel.name = &*name,
         otel.kind = "server",
         http.request.method = method.unwrap_or("_OTHER"),
         http.request.method_original = original_method,
