@@ -104,9 +104,18 @@ pub struct TraceRandom;
 pub fn extract(headers: &HeaderMap) -> Context {
     extract_parts(
         &Context::new(),
-        headers.get_all(&TRACEPARENT_HEADER).iter().map(HeaderValue::as_bytes),
-        headers.get_all(&TRACESTATE_HEADER).iter().map(HeaderValue::as_bytes),
-        headers.get_all(&BAGGAGE_HEADER).iter().map(HeaderValue::as_bytes),
+        headers
+            .get_all(&TRACEPARENT_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes),
+        headers
+            .get_all(&TRACESTATE_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes),
+        headers
+            .get_all(&BAGGAGE_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes),
     )
 }
 
