@@ -342,3 +342,117 @@ async fn sampled_debug_and_root_requests_still_build_the_span() {
     assert_eq!(spans.len(), 2, "sampled parent and root are exported");
     assert!(spans.iter().all(|s| s.name == "GET /users/{id}"));
 }
+
+/// A provider with the given sampler and, optionally, `RootIdGenerator`, exporting into
+/// memory through a thread-default subscriber.
+fn root_telemetry(
+    sampler: CustomSampler,
+    root_ids: bool,
+) -> (
+    opentelemetry_sdk::trace::SdkTracerProvider,
+    opentelemetry_sdk::trace::InMemorySpanExporter,
+    tracing::subscriber::DefaultGuard,
+) {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let mut builder = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .with_sampler(sampler);
+    if root_ids {
+        builder = builder.with_id_generator(meshtrace::server::RootIdGenerator::new());
+    }
+    let provider = builder.build();
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("alloc-tests"));
+    let guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(otel));
+    (provider, exporter, guard)
+}
+
+/// Sends `n` root requests.
+fn roots(app: &Router, n: usize) {
+    for _ in 0..n {
+        let body = send(
+            app,
+            Request::get("/users/1")
+                .body(Body::empty())
+                .expect("request"),
+        );
+        assert_eq!(body, "alice");
+    }
+}
+
+/// Whether the consistent-probability threshold for rate 0.5 keeps this trace id: its
+/// low 56 bits are at least 2^55.
+fn kept_at_half(span: &opentelemetry_sdk::trace::SpanData) -> bool {
+    let id = u128::from_be_bytes(span.span_context.trace_id().to_bytes());
+    (id & ((1 << 56) - 1)) >= 1 << 55
+}
+
+#[test]
+fn roots_are_decided_early_on_the_trace_id_the_span_then_gets() {
+    let sampler = CustomSampler::new(SamplingConfig::default().base_rate(0.5)).expect("sampler");
+    let (provider, exporter, _guard) = root_telemetry(sampler.clone(), true);
+    let app = routes().layer(TracingLayer::new().sampler(sampler));
+    const N: usize = 400;
+    roots(&app, N);
+    provider.force_flush().expect("flush");
+    let spans = exporter.get_finished_spans().expect("spans");
+    // Every kept span carries the trace id the layer decided on; a second, independent
+    // decision by the SDK on another id would keep about N/4 spans, many failing this.
+    assert!(spans.iter().all(kept_at_half), "a span the threshold drops");
+    // Binomial(400, 0.5): mean 200, sd 10; trace ids are random, so allow 6 sd.
+    assert!(
+        (140..=260).contains(&spans.len()),
+        "{} of {N} kept",
+        spans.len()
+    );
+    assert!(spans.iter().all(|s| !s.parent_span_is_remote));
+}
+
+#[test]
+fn without_root_ids_roots_fall_back_to_the_sdk_decision() {
+    let sampler = CustomSampler::new(SamplingConfig::default().base_rate(0.5)).expect("sampler");
+    let (provider, exporter, _guard) = root_telemetry(sampler.clone(), false);
+    let app = routes().layer(TracingLayer::new().sampler(sampler));
+    const N: usize = 400;
+    roots(&app, N);
+    provider.force_flush().expect("flush");
+    let spans = exporter.get_finished_spans().expect("spans");
+    assert!(spans.iter().all(kept_at_half), "a span the threshold drops");
+    // Still about half, not a quarter: after the first kept root the SDK alone decides.
+    assert!(
+        (140..=260).contains(&spans.len()),
+        "{} of {N} kept",
+        spans.len()
+    );
+}
+
+#[test]
+fn an_early_dropped_root_still_has_a_trace() {
+    let sampler = CustomSampler::new(SamplingConfig::default().base_rate(0.0)).expect("sampler");
+    let (provider, exporter, _guard) = root_telemetry(sampler.clone(), true);
+    let app = Router::new()
+        .route(
+            "/",
+            get(|trace: TraceContext| async move {
+                let cx = opentelemetry::Context::current();
+                let span = cx.span();
+                let sc = span.span_context();
+                format!(
+                    "{} {} {} {}",
+                    sc.is_valid(),
+                    sc.is_sampled(),
+                    sc.trace_id() == trace.trace_id,
+                    cx.is_trace_random()
+                )
+            }),
+        )
+        .layer(TracingLayer::new().sampler(sampler));
+    let body = send(
+        &app,
+        Request::get("/").body(Body::empty()).expect("request"),
+    );
+    assert_eq!(body, "true false true true");
+    provider.force_flush().expect("flush");
+    assert!(exporter.get_finished_spans().expect("spans").is_empty());
+}

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::HeaderName;
 use http::request::Parts;
@@ -63,6 +64,22 @@ pub(crate) struct ServerConfig {
     /// The provider's sampler, when the user shares it with the layer: lets the layer
     /// drop a request before building a span that the sampler would drop anyway.
     pub(crate) sampler: Option<CustomSampler>,
+    /// Cleared when a root offered to the id generator was not taken: the provider does
+    /// not use [`RootIdGenerator`](super::RootIdGenerator), so roots are left to the SDK.
+    pub(crate) roots_decidable: Arc<AtomicBool>,
+}
+
+impl ServerConfig {
+    pub(crate) fn roots_unsupported(&self) {
+        if self.roots_decidable.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "meshtrace::server",
+                "TracingLayer::sampler: the tracer provider does not use \
+                 meshtrace::server::RootIdGenerator, so root requests are sampled by the SDK \
+                 after their span is built"
+            );
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -80,6 +97,7 @@ impl Default for ServerConfig {
             debug_header: HeaderName::from_static(DEFAULT_DEBUG_HEADER),
             catch_panic: true,
             sampler: None,
+            roots_decidable: Arc::new(AtomicBool::new(true)),
         }
     }
 }
@@ -198,19 +216,27 @@ impl TracingLayer {
     }
 
     /// Shares the tracer provider's sampler with the layer (pass a clone of the
-    /// [`CustomSampler`] installed with `SdkTracerProvider::builder().with_sampler(..)`).
+    /// [`CustomSampler`] installed with `SdkTracerProvider::builder().with_sampler(..)`),
+    /// so that the layer decides, before building any span, the requests whose decision
+    /// the sampler can make exactly as the SDK would:
     ///
-    /// The layer then asks it, before building any span, about requests whose remote
-    /// parent is not sampled (and that carry no debug request and are not from an
-    /// untrusted edge: those decisions depend on more than the parent). When the
-    /// sampler drops the request, as its parent-based rule does, no `tracing` span and
-    /// no OpenTelemetry span are built: the request runs with the extracted Context,
-    /// holding a non-recording span context (the parent's trace id, a new span id, the
-    /// sampler's tracestate), the baggage and the correlation id, attached as the
-    /// current OpenTelemetry Context while the inner service runs. Outgoing calls and
-    /// child spans therefore continue the trace exactly as with a dropped span.
+    /// * a trusted remote parent that is not sampled (and no debug request): the sampler
+    ///   follows the parent;
+    /// * a root request (no valid parent, no debug request), when the provider also uses
+    ///   [`RootIdGenerator`](super::RootIdGenerator): the layer chooses the trace id, the
+    ///   sampler decides on it and on the span's HTTP attributes, and a kept root is
+    ///   started with that id. Without the generator the layer notices on the first kept
+    ///   root, logs a warning once, and leaves roots to the SDK.
     ///
-    /// Without it every request builds a span and the SDK's sampler decides, as before.
+    /// A request the sampler drops then builds no `tracing` span and no OpenTelemetry
+    /// span: it runs with a Context holding a non-recording span context (the trace id, a
+    /// new span id, the sampler's tracestate), the baggage and the correlation id,
+    /// attached as the current OpenTelemetry Context while the inner service runs, so
+    /// outgoing calls and child spans continue the trace exactly as with a dropped span.
+    /// Log events of such a request have no meshtrace span around them: a log layer reads
+    /// the ids from `opentelemetry::Context::current()`.
+    ///
+    /// Without this setting every request builds a span and the SDK's sampler decides.
     pub fn sampler(self, sampler: CustomSampler) -> Self {
         self.update(|c| c.sampler = Some(sampler))
     }

@@ -1,8 +1,10 @@
 //! [`TracingService`]: `poll_ready` and `call`.
 
+use std::borrow::Cow;
 use std::fmt::Display;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -10,13 +12,14 @@ use opentelemetry::{Array, StringValue, Value};
 use tower_service::Service;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags};
+use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId};
 use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
 
 use super::RequestContext;
 use super::attributes;
 use super::body::TracedBody;
 use super::future::{ResponseFuture, panic_message};
+use super::ids;
 use super::layer::ServerConfig;
 use crate::context::{self, CorrelationId};
 use crate::sampler::{DebugRequest, UntrustedEdge};
@@ -77,13 +80,18 @@ where
             &parts,
             config,
         );
-        if let Some(cx) = dropped_early(&parent, config) {
-            parts.extensions.insert(correlation);
-            parts.extensions.insert(RequestContext { cx: cx.clone() });
-            let request = Request::from_parts(parts, body);
-            return self.call_inner(request, None, Some(cx), echo);
-        }
-        let span = attributes::server_span(&parts, config, &correlation);
+        let facts = attributes::RequestFacts::read(&parts, config, &correlation);
+        let root_offer = match decide_early(&parent, &facts, config) {
+            Early::Drop(cx) => {
+                parts.extensions.insert(correlation);
+                parts.extensions.insert(RequestContext { cx: cx.clone() });
+                let request = Request::from_parts(parts, body);
+                return self.call_inner(request, None, Some(cx), echo);
+            }
+            Early::SampledRoot(trace_id) => Some(trace_id),
+            Early::Undecided => None,
+        };
+        let span = facts.span();
         // The parent must be set before anything starts the OpenTelemetry span, or the
         // sampler would see no parent (tracing-opentelemetry 0.34 starts it lazily).
         let attach = match span.set_parent(parent.clone()) {
@@ -95,7 +103,15 @@ where
         let trace_cx = match &attach {
             None => {
                 record_request_headers(&span, &parts, config);
-                span.context()
+                if let Some(trace_id) = root_offer {
+                    ids::offer(trace_id);
+                }
+                // Starts the OpenTelemetry span: the SDK samples it now.
+                let cx = span.context();
+                if root_offer.is_some() && !ids::taken() {
+                    config.roots_unsupported();
+                }
+                cx
             }
             Some(parent) => parent.clone(),
         };
@@ -140,46 +156,77 @@ impl<S> TracingService<S> {
     }
 }
 
-/// The Context of a request that the sampler drops before any span is built (see
-/// [`TracingLayer::sampler`](super::TracingLayer::sampler)), or `None` to build the span.
+/// What the layer could decide before building the span.
+enum Early {
+    /// The sampler drops the request: run it with this Context, without a span.
+    Drop(opentelemetry::Context),
+    /// The sampler keeps this root request: build the span, with this trace id.
+    SampledRoot(TraceId),
+    /// Build the span and let the SDK's sampler decide.
+    Undecided,
+}
+
+/// Asks the provider's sampler, before any span is built (see
+/// [`TracingLayer::sampler`](super::TracingLayer::sampler)), about the requests whose
+/// decision it can make exactly as the SDK would:
 ///
-/// Only a trusted, unsampled remote parent without a debug request is decided here: for
-/// it the sampler's decision depends on the parent alone, so the result is exactly what
-/// the SDK would get, and no stateful part of the sampler (the debug rate limit) is
-/// touched. The Context mirrors what the SDK gives a dropped span: the parent's trace
-/// id, a new span id, no flags, the sampler's tracestate, not remote.
-fn dropped_early(
+/// * an unsampled, trusted remote parent: the sampler follows the parent, so it decides
+///   on the parent alone;
+/// * no parent (a root): the layer chooses the trace id, the sampler decides on it and
+///   on the span's attributes, and a kept root is started with that trace id by
+///   [`RootIdGenerator`](super::RootIdGenerator).
+///
+/// Never with a debug request (the sampler's debug rate limit must be consumed once) or
+/// a sampled parent (the span is built anyway). A dropped request gets what the SDK gives
+/// a dropped span: the trace id, a new span id, no flags, the sampler's tracestate.
+fn decide_early(
     parent: &opentelemetry::Context,
+    facts: &attributes::RequestFacts<'_>,
     config: &ServerConfig,
-) -> Option<opentelemetry::Context> {
-    let sampler = config.sampler.as_ref()?;
+) -> Early {
+    let Some(sampler) = config.sampler.as_ref() else {
+        return Early::Undecided;
+    };
+    if parent.get::<DebugRequest>().is_some() {
+        return Early::Undecided;
+    }
     let span = parent.span();
     let sc = span.span_context();
-    if !sc.is_valid() || !sc.is_remote() || sc.is_sampled() {
-        return None;
-    }
-    if parent.get::<DebugRequest>().is_some() || parent.get::<UntrustedEdge>().is_some() {
-        return None;
-    }
-    let result =
-        sampler.should_sample(Some(parent), sc.trace_id(), "", &SpanKind::Server, &[], &[]);
-    if result.decision != SamplingDecision::Drop {
-        return None;
-    }
-    let span_id = loop {
-        let id = rand::random::<u64>();
-        if id != 0 {
-            break SpanId::from(id);
+    let root = !sc.is_valid();
+    let (trace_id, name, attributes) = if root {
+        if !config.roots_decidable.load(Ordering::Relaxed) {
+            return Early::Undecided;
         }
+        (ids::random_trace_id(), facts.name(), facts.attributes())
+    } else {
+        if !sc.is_remote() || sc.is_sampled() || parent.get::<UntrustedEdge>().is_some() {
+            return Early::Undecided;
+        }
+        // The sampler follows the parent here: name and attributes are not built.
+        (sc.trace_id(), Cow::Borrowed(""), Vec::new())
     };
-    let local = SpanContext::new(
-        sc.trace_id(),
-        span_id,
-        TraceFlags::default(),
-        false,
-        result.trace_state,
+    let result = sampler.should_sample(
+        Some(parent),
+        trace_id,
+        &name,
+        &SpanKind::Server,
+        &attributes,
+        &[],
     );
-    Some(parent.with_remote_span_context(local))
+    match result.decision {
+        SamplingDecision::Drop => {
+            let own = SpanContext::new(
+                trace_id,
+                ids::random_span_id(),
+                TraceFlags::default(),
+                false,
+                result.trace_state,
+            );
+            Early::Drop(parent.with_remote_span_context(own))
+        }
+        _ if root => Early::SampledRoot(trace_id),
+        _ => Early::Undecided,
+    }
 }
 
 /// Adds what the sampler needs beyond the span's fields to the parent Context: the
