@@ -29,7 +29,10 @@ root = sys.argv[1]
 rows = {}
 for dirpath, _, files in os.walk(root):
     if "estimates.json" in files and os.path.basename(dirpath) == "new":
-        case = os.path.relpath(os.path.dirname(dirpath), root)
+        # The id as written in the bench ("server/meshtrace/sampled"); the directory
+        # name has its slashes replaced.
+        with open(os.path.join(dirpath, "benchmark.json")) as f:
+            case = json.load(f)["full_id"]
         with open(os.path.join(dirpath, "estimates.json")) as f:
             rows[case] = json.load(f)["median"]["point_estimate"]
 
@@ -40,16 +43,18 @@ def baseline(case):
         return "propagation/extract/sdk"
     if case.startswith("propagation/inject/"):
         return "propagation/inject/sdk"
-    # benches/sampler.rs (ungrouped ids): the SDK's ratio sampler.
-    for cand in ("sdk_trace_id_ratio_root", "sampler/sdk_trace_id_ratio_root"):
-        if cand in rows:
+    # benches/sampler.rs: the SDK's ratio sampler, whatever its group is called.
+    for cand in sorted(rows):
+        if "trace_id_ratio" in cand:
             return cand
     return None
 
 def fmt(ns):
     return f"{ns / 1000:.2f} µs" if ns >= 1000 else f"{ns:.1f} ns"
 
-order = lambda c: (not c.startswith("server/"), not c.startswith("propagation/"), c != "server/bare", c)
+RANK = ["server/bare", "server/tower_http", "server/otel_axum", "server/otel_tower",
+        "server/meshtrace", "propagation/", ""]
+order = lambda c: (next(i for i, p in enumerate(RANK) if c.startswith(p)), c)
 print("| case | median | ratio | baseline |")
 print("|---|---:|---:|---|")
 for case in sorted(rows, key=order):

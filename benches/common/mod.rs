@@ -11,9 +11,12 @@ use axum::Router;
 use axum::body::Body;
 use http::Request;
 use http_body_util::BodyExt;
+use meshtrace::sampler::CustomSampler;
+use meshtrace::server::RootIdGenerator;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchSpanProcessor, SdkTracerProvider, ShouldSample, SpanData, SpanExporter,
+    TracerProviderBuilder,
 };
 use tower::ServiceExt;
 
@@ -36,11 +39,24 @@ impl SpanExporter for CountingExporter {
 
 /// A provider exporting through a `BatchSpanProcessor` into a [`CountingExporter`].
 pub fn provider(sampler: impl ShouldSample + 'static) -> (SdkTracerProvider, Arc<AtomicU64>) {
+    build(SdkTracerProvider::builder().with_sampler(sampler))
+}
+
+/// The same, set up as meshtrace recommends: its sampler, and `RootIdGenerator` so that
+/// `TracingLayer::sampler` can decide root requests before building their span.
+pub fn meshtrace_provider(sampler: CustomSampler) -> (SdkTracerProvider, Arc<AtomicU64>) {
+    build(
+        SdkTracerProvider::builder()
+            .with_sampler(sampler)
+            .with_id_generator(RootIdGenerator::new()),
+    )
+}
+
+fn build(builder: TracerProviderBuilder) -> (SdkTracerProvider, Arc<AtomicU64>) {
     let exporter = CountingExporter::default();
     let spans = exporter.spans.clone();
-    let provider = SdkTracerProvider::builder()
+    let provider = builder
         .with_span_processor(BatchSpanProcessor::builder(exporter).build())
-        .with_sampler(sampler)
         .build();
     (provider, spans)
 }

@@ -197,7 +197,15 @@ fn decide_early(
         if !config.roots_decidable.load(Ordering::Relaxed) {
             return Early::Undecided;
         }
-        (ids::random_trace_id(), facts.name(), facts.attributes())
+        // With neither rules nor high-value operations the sampler decides a root on its
+        // trace id alone (base rate), so the attributes are not built.
+        let sampling = sampler.handle().config();
+        let attributes = if sampling.rules.is_empty() && sampling.high_value.is_empty() {
+            Vec::new()
+        } else {
+            facts.attributes()
+        };
+        (ids::random_trace_id(), facts.name(), attributes)
     } else {
         if !sc.is_remote() || sc.is_sampled() || parent.get::<UntrustedEdge>().is_some() {
             return Early::Undecided;
