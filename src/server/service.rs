@@ -80,8 +80,7 @@ where
             &parts,
             config,
         );
-        let facts = attributes::RequestFacts::read(&parts, config, &correlation);
-        let root_offer = match decide_early(&parent, &facts, config) {
+        let root_offer = match decide_early(&parent, &parts, &correlation, config) {
             Early::Drop(cx) => {
                 parts.extensions.insert(correlation);
                 parts.extensions.insert(RequestContext { cx: cx.clone() });
@@ -91,7 +90,7 @@ where
             Early::SampledRoot(trace_id) => Some(trace_id),
             Early::Undecided => None,
         };
-        let span = facts.span();
+        let span = attributes::RequestFacts::read(&parts, config, &correlation).span();
         // The parent must be set before anything starts the OpenTelemetry span, or the
         // sampler would see no parent (tracing-opentelemetry 0.34 starts it lazily).
         let attach = match span.set_parent(parent.clone()) {
@@ -181,7 +180,8 @@ enum Early {
 /// a dropped span: the trace id, a new span id, no flags, the sampler's tracestate.
 fn decide_early(
     parent: &opentelemetry::Context,
-    facts: &attributes::RequestFacts<'_>,
+    parts: &http::request::Parts,
+    correlation: &CorrelationId,
     config: &ServerConfig,
 ) -> Early {
     let Some(sampler) = config.sampler.as_ref() else {
@@ -197,6 +197,7 @@ fn decide_early(
         if !config.roots_decidable.load(Ordering::Relaxed) {
             return Early::Undecided;
         }
+        let facts = attributes::RequestFacts::read(parts, config, correlation);
         // With neither rules nor high-value operations the sampler decides a root on its
         // trace id alone (base rate), so the attributes are not built.
         let sampling = sampler.handle().config();
