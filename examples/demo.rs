@@ -1,7 +1,8 @@
 //! `cargo run --example demo`: two services on 127.0.0.1, a gateway calling a backend,
-//! both traced with meshtrace; a few requests go through, and every exported span is
-//! printed as a tree, one tree per trace across both services. Exits 0; no network
-//! beyond loopback.
+//! both traced with meshtrace and set up by one `TracingManager` call. A few requests
+//! go through; the log lines they write carry `trace_id`, `span_id` and
+//! `correlation_id`, the stdout exporter prints each sampled span, and at the end every
+//! trace is printed as a tree across both services. Exits 0; no network beyond loopback.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,12 +16,28 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use meshtrace::client::{ClientTracingLayer, UrlTemplate};
 use meshtrace::context::CorrelationId;
+use meshtrace::export::StdoutExporter;
 use meshtrace::extract::TraceContext;
-use meshtrace::server::TracingLayer;
-use opentelemetry::trace::{SpanId, TracerProvider as _};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use meshtrace::manager::TracingManager;
+use opentelemetry::trace::SpanId;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData, SpanExporter};
 use tower::{ServiceBuilder, ServiceExt};
-use tracing_subscriber::layer::SubscriberExt;
+
+/// Sends every exported span both to stdout (as a deployment would, to a collector)
+/// and to memory, so that the demo can print the traces as trees at the end.
+#[derive(Debug)]
+struct Tee {
+    stdout: StdoutExporter,
+    memory: InMemorySpanExporter,
+}
+
+impl SpanExporter for Tee {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.memory.export(batch.clone()).await?;
+        self.stdout.export(batch).await
+    }
+}
 
 /// The backend: `/users/{id}`, a child span for the lookup, 503 for user 0.
 async fn user(Path(id): Path<u64>, trace: TraceContext) -> (StatusCode, String) {
@@ -32,7 +49,7 @@ async fn user(Path(id): Path<u64>, trace: TraceContext) -> (StatusCode, String) 
     if id == 0 {
         return (StatusCode::SERVICE_UNAVAILABLE, "user store down".into());
     }
-    tracing::info_span!("load_user").in_scope(|| ());
+    tracing::info_span!("load_user").in_scope(|| tracing::info!(user = id, "user loaded"));
     (StatusCode::OK, format!("user {id} of tenant {tenant}"))
 }
 
@@ -59,6 +76,7 @@ async fn order(
         .body(Empty::new())
         .expect("a valid request");
     request.extensions_mut().insert(UrlTemplate("/users/{id}"));
+    tracing::info!(order = id, "asking the backend for the order's user");
     match client.oneshot(request).await {
         Ok(response) => {
             let status = response.status();
@@ -86,24 +104,25 @@ async fn serve(app: Router) -> std::io::Result<SocketAddr> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    // Location, thread and busy/idle timings are tracing-opentelemetry defaults that
-    // add attributes (and cost) to every span; request spans don't need them.
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("demo"))
-        .with_location(false)
-        .with_threads(false)
-        .with_tracked_inactivity(false);
-    let subscriber = tracing_subscriber::registry().with(otel);
-    tracing::subscriber::set_global_default(subscriber)?;
+    let memory = InMemorySpanExporter::default();
+    // One call: tracer provider with meshtrace's sampler, sampled-only bounded export,
+    // the `tracing` subscriber with correlated log lines, the W3C propagator.
+    let telemetry = TracingManager::builder()
+        .service_name("demo")
+        .service_version(env!("CARGO_PKG_VERSION"))
+        .environment("dev")
+        .span_exporter(Tee {
+            stdout: StdoutExporter::new(),
+            memory: memory.clone(),
+        })
+        // The SDK logs its own setup at INFO; the demo shows only the services' logs.
+        .env_filter("info,opentelemetry=warn")
+        .install()?;
 
     let backend = serve(
         Router::new()
             .route("/users/{id}", get(user))
-            .layer(TracingLayer::new()),
+            .layer(telemetry.server_layer()),
     )
     .await?;
     let gateway = serve(
@@ -114,7 +133,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 backend,
                 client: Client::builder(TokioExecutor::new()).build_http(),
             })
-            .layer(TracingLayer::new().skip_if(|req| req.uri.path() == "/health")),
+            .layer(
+                telemetry
+                    .server_layer()
+                    .skip_if(|req| req.uri.path() == "/health"),
+            ),
     )
     .await?;
     println!("gateway on http://{gateway}, backend on http://{backend}\n");
@@ -157,9 +180,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    provider.force_flush()?;
-    print_traces(&exporter.get_finished_spans()?);
-    provider.shutdown()?;
+    telemetry.force_flush()?;
+    print_traces(&memory.get_finished_spans()?);
+    let stats = telemetry.stats();
+    println!(
+        "\nexported {} spans, dropped {}",
+        stats.exported,
+        stats.dropped()
+    );
+    telemetry.shutdown().await?;
     Ok(())
 }
 

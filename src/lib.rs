@@ -67,11 +67,13 @@ pub mod extract;
 pub mod logging;
 mod macro_support;
 pub mod manager;
+mod outcome;
 pub mod sampler;
 pub mod server;
 
 pub use error::Error;
 pub use manager::{TracingManager, TracingManagerBuilder};
+pub use sampler::{CustomSampler, SamplerHandle, SamplingConfig};
 
 // Compiles and runs the README's examples as doctests, so they cannot drift.
 #[cfg(doctest)]
@@ -90,6 +92,7 @@ pub mod __private {
     pub use tracing_opentelemetry;
 
     pub use crate::macro_support::{
-        AnyErr, ErrWithDebug, ErrWithDisplay, NotResult, Returned, Unsigned, record_unsigned,
+        AnyErr, ErrWithDebug, ErrWithDisplay, NotResult, Returned, Unsigned, mark_root,
+        record_unsigned,
     };
 }

@@ -125,3 +125,25 @@ pub fn record_unsigned(span: &tracing::Span, field: &'static str, value: &impl U
         Err(_) => span.record(field, tracing::field::display(value)),
     };
 }
+
+/// Marks a span that starts a new trace, so that calls made inside it send the W3C Level 2
+/// `random` flag: the trace id comes from the SDK's random id generator, but
+/// opentelemetry_sdk 0.33 gives root spans `TraceFlags::default()`, so the flag has to
+/// travel as the [`TraceRandom`](crate::context::TraceRandom) Context marker.
+///
+/// Runs before the span is entered (its parent can still be set). A span with a `tracing`
+/// parent or inside an OpenTelemetry Context with a valid span is not a root and is left
+/// alone.
+pub fn mark_root(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    if span.is_disabled() || !tracing::Span::current().is_none() {
+        return;
+    }
+    let current = opentelemetry::Context::current();
+    if current.span().span_context().is_valid() {
+        return;
+    }
+    let _ = span.set_parent(current.with_value(crate::context::TraceRandom));
+}

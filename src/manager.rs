@@ -350,9 +350,17 @@ impl TracingManagerBuilder {
             .with_version(env!("CARGO_PKG_VERSION"))
             .build();
         let tracer = provider.tracer_with_scope(scope);
-        let base = tracing_subscriber::registry()
-            .with(filter)
-            .with(tracing_opentelemetry::layer().with_tracer(tracer));
+        // tracing-opentelemetry 0.34 adds code location, thread, Rust target and busy/idle
+        // timing attributes to every span by default: per-span cost and exported volume
+        // that request spans don't need (OpenTelemetry's HTTP conventions don't ask for
+        // them).
+        let otel = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_target(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false);
+        let base = tracing_subscriber::registry().with(filter).with(otel);
         let logs = match self.log_writer.take() {
             Some(writer) => fmt_layer_with_writer(resolved.log_format, writer),
             None => fmt_layer(resolved.log_format),
@@ -420,6 +428,7 @@ impl TracingManagerBuilder {
                 exporter,
                 Arc::clone(&counters),
                 &resolved.batch,
+                resolved.sampling.span_limits,
             ));
         }
         let provider = builder.build();

@@ -619,6 +619,33 @@ fn unsampled_spans_are_never_exported() {
     assert_eq!(manager.stats().dropped(), 0);
 }
 
+#[test]
+fn exported_string_attributes_are_cut_to_the_value_length_limit() {
+    let capture = Capture::default();
+    let mut limits = meshtrace::sampler::SpanLimitsConfig::default();
+    limits.max_attribute_value_length = 8;
+    let (manager, subscriber) = TracingManager::builder()
+        .sampling(SamplingConfig::default().span_limits(limits))
+        .span_exporter(capture.clone())
+        .log_writer(std::io::sink)
+        .build()
+        .expect("valid configuration");
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info_span!("long", note = "0123456789abcdef", short = "ok").in_scope(|| {});
+    });
+    manager.force_flush().unwrap();
+    let spans = capture.spans();
+    let value = |key: &str| {
+        spans[0]
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.as_str().into_owned())
+    };
+    assert_eq!(value("note").as_deref(), Some("01234567"));
+    assert_eq!(value("short").as_deref(), Some("ok"));
+}
+
 /// An exporter whose exports wait until the test opens it.
 #[derive(Clone, Debug, Default)]
 struct Blocked {

@@ -477,3 +477,45 @@ fn generic_sync_fn_with_question_mark() {
         Status::error("bad input: invalid digit found in string")
     );
 }
+
+#[traced]
+fn background_job() -> String {
+    let mut headers = http::HeaderMap::new();
+    meshtrace::context::inject(&opentelemetry::Context::current(), &mut headers);
+    headers["traceparent"].to_str().unwrap().to_owned()
+}
+
+#[traced]
+fn outer_job() -> (String, String) {
+    let outer = {
+        let mut headers = http::HeaderMap::new();
+        meshtrace::context::inject(&opentelemetry::Context::current(), &mut headers);
+        headers["traceparent"].to_str().unwrap().to_owned()
+    };
+    (outer, background_job())
+}
+
+#[test]
+fn a_traced_root_sends_the_random_flag_and_its_children_keep_the_trace() {
+    let harness = Harness::new();
+    let traceparent = harness.run(LevelFilter::INFO, background_job);
+    // A new trace started here: sampled (01) and random (02).
+    assert!(traceparent.ends_with("-03"), "{traceparent}");
+    let span = harness.only_span();
+    assert!(traceparent.contains(&span.span_context.trace_id().to_string()));
+
+    let harness = Harness::new();
+    let (outer, inner) = harness.run(LevelFilter::INFO, outer_job);
+    assert!(
+        outer.ends_with("-03") && inner.ends_with("-03"),
+        "{outer} {inner}"
+    );
+    let spans = harness.spans();
+    assert_eq!(spans.len(), 2);
+    // The nested call stays in the outer trace, as a child.
+    assert_eq!(
+        spans[0].span_context.trace_id(),
+        spans[1].span_context.trace_id()
+    );
+    assert_eq!(spans[0].parent_span_id, spans[1].span_context.span_id());
+}

@@ -315,6 +315,7 @@ fn generate(
                 #fields
             );
             #(#late)*
+            #private::mark_root(&__meshtrace_span);
             __meshtrace_span
         }
     };

@@ -6,12 +6,15 @@ use std::error::Error as StdError;
 use std::fmt::{Display, Write as _};
 
 use http::{Extensions, HeaderMap, Method, StatusCode, Uri};
+use opentelemetry::Context;
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::TraceContextExt;
-use opentelemetry::{Context, KeyValue};
 use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+pub(crate) use crate::outcome::record_error;
+use crate::outcome::{MAX_MESSAGE_LEN, truncate};
 
 use super::layer::ClientConfig;
 use super::policy::Propagation;
@@ -24,7 +27,6 @@ const MAX_URL_LEN: usize = 2048;
 /// Longest host recorded or matched (a DNS name is at most 253 bytes).
 const MAX_HOST_LEN: usize = 253;
 /// Longest error message recorded on a span.
-const MAX_MESSAGE_LEN: usize = 512;
 /// Deepest error `source()` chain followed (chains are finite in practice; this bounds a
 /// pathological one).
 const MAX_ERROR_CHAIN: usize = 16;
@@ -146,13 +148,8 @@ fn valid_host(host: &str) -> bool {
 }
 
 fn truncate_owned(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
+    let end = truncate(s, max).len();
+    s.truncate(end);
 }
 
 /// The Context outgoing calls continue: the current `tracing` span's OpenTelemetry
@@ -293,32 +290,6 @@ pub(crate) fn record_status(span: &Span, status: StatusCode) {
         span.record("error.type", status.as_str());
         span.record("otel.status_code", "error");
     }
-}
-
-/// Marks the span as failed with `error_type` and an `exception` event.
-pub(crate) fn record_error(span: &Span, error_type: &str, message: &str) {
-    let message = truncate(message, MAX_MESSAGE_LEN);
-    span.record("error.type", error_type);
-    span.record("otel.status_code", "error");
-    span.record("otel.status_description", message);
-    span.add_event(
-        "exception",
-        vec![
-            KeyValue::new("exception.type", error_type.to_owned()),
-            KeyValue::new("exception.message", message.to_owned()),
-        ],
-    );
-}
-
-fn truncate(message: &str, max: usize) -> &str {
-    if message.len() <= max {
-        return message;
-    }
-    let mut end = max;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    &message[..end]
 }
 
 /// `error`'s message followed by its sources, `a: b: c`, bounded.
@@ -472,8 +443,8 @@ mod tests {
         use opentelemetry::baggage::BaggageExt as _;
         let cx = context::extract(&HeaderMap::new())
             .with_baggage([
-                KeyValue::new("note", "line\r\nbreak, é; \u{0}"),
-                KeyValue::new("ok", "1"),
+                opentelemetry::KeyValue::new("note", "line\r\nbreak, é; \u{0}"),
+                opentelemetry::KeyValue::new("ok", "1"),
             ])
             .with_value(crate::context::CorrelationId::parse(b"job-7").unwrap());
         let _attached = cx.attach();

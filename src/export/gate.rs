@@ -1,6 +1,7 @@
 //! The sampled-only, bounded, counting front of the SDK's batch span processor.
 
 use crate::config::ResolvedBatch;
+use crate::sampler::SpanLimitsConfig;
 use futures_util::future::BoxFuture;
 use opentelemetry::Context;
 use opentelemetry_sdk::Resource;
@@ -63,12 +64,16 @@ impl Counters {
 ///   counts its queue-full drops but exposes the number only in an internal log at shutdown.
 ///   Our count includes the batch being exported, so it is never below the SDK's channel
 ///   occupancy and the SDK's own (uncounted) queue-full path is never taken;
-/// * nothing here blocks: a full queue drops the span.
+/// * nothing here blocks: a full queue drops the span;
+/// * string attribute values (span and event attributes) are cut to
+///   `max_attribute_value_length`: opentelemetry_sdk 0.33's `SpanLimits` has no such limit,
+///   and doing it here costs nothing for spans that are not exported.
 #[derive(Debug)]
 pub(crate) struct ExportGate {
     inner: BatchSpanProcessor,
     counters: Arc<Counters>,
     max_queue_size: usize,
+    limits: SpanLimitsConfig,
 }
 
 impl ExportGate {
@@ -77,6 +82,7 @@ impl ExportGate {
         exporter: CountingExporter,
         counters: Arc<Counters>,
         batch: &ResolvedBatch,
+        limits: SpanLimitsConfig,
     ) -> Self {
         // Every field is set explicitly: `BatchConfigBuilder::default()` reads the process's
         // OTEL_BSP_* variables, which must not override what the manager resolved. The export
@@ -91,6 +97,7 @@ impl ExportGate {
             inner: BatchSpanProcessor::new(exporter, config),
             counters,
             max_queue_size: batch.max_queue_size,
+            limits,
         }
     }
 }
@@ -100,9 +107,20 @@ impl SpanProcessor for ExportGate {
         self.inner.on_start(span, cx);
     }
 
-    fn on_end(&self, span: SpanData) {
+    fn on_end(&self, mut span: SpanData) {
         if !span.span_context.is_sampled() {
             return;
+        }
+        if self.limits.max_attribute_value_length > 0 {
+            let events = span
+                .events
+                .events
+                .iter_mut()
+                .flat_map(|e| e.attributes.iter_mut());
+            for kv in span.attributes.iter_mut().chain(events) {
+                let value = std::mem::replace(&mut kv.value, opentelemetry::Value::Bool(false));
+                kv.value = self.limits.truncate_value(value);
+            }
         }
         let queued = self.counters.queued.fetch_add(1, Ordering::AcqRel);
         if queued >= self.max_queue_size {
@@ -255,7 +273,12 @@ mod tests {
         let exporter = CountingExporter::new(Box::new(memory.clone()), Arc::clone(&counters));
         let provider = SdkTracerProvider::builder()
             .with_sampler(RecordOnlyUnlessKeep)
-            .with_span_processor(ExportGate::new(exporter, Arc::clone(&counters), &batch))
+            .with_span_processor(ExportGate::new(
+                exporter,
+                Arc::clone(&counters),
+                &batch,
+                SpanLimitsConfig::default(),
+            ))
             .build();
         let tracer = provider.tracer("gate-test");
         for name in ["keep-1", "record-only-1", "keep-2", "record-only-2"] {

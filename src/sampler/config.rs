@@ -170,8 +170,19 @@ impl SamplingConfig {
 
     /// Parses and validates a TOML document.
     pub fn from_toml_str(text: &str) -> Result<Self, Error> {
-        let config: SamplingConfig = toml::from_str(text)
-            .map_err(|e| Error::config("sampling", "<toml>", format!("invalid TOML: {e}")))?;
+        // toml's Display quotes the offending source line, which may hold a debug
+        // token or the HMAC secret: report the message and the line number only.
+        let config: SamplingConfig = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let at = line.map(|l| format!(" at line {l}")).unwrap_or_default();
+            Error::config(
+                "sampling",
+                "<toml>",
+                format!("invalid TOML{at}: {}", e.message().trim()),
+            )
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -196,8 +207,13 @@ impl SamplingConfig {
     /// (`.toml`, `.json`, `.yaml`/`.yml`). Files over 1 MiB are rejected.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
+        let text = read_config_file(path)?;
+        Self::parse_for_path(path, &text)
+    }
+
+    /// Parses `text` in the format `path`'s extension names.
+    pub(crate) fn parse_for_path(path: &Path, text: &str) -> Result<Self, Error> {
         let shown = path.display();
-        let field = "sampling.file";
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
@@ -208,29 +224,20 @@ impl SamplingConfig {
             Some("yaml" | "yml") => Self::from_yaml_str,
             _ => {
                 return Err(Error::config(
-                    field,
+                    FILE_FIELD,
                     shown,
                     "unknown extension (expected .toml, .json, .yaml or .yml)",
                 ));
             }
         };
-        let meta = std::fs::metadata(path)
-            .map_err(|e| Error::config(field, &shown, format!("cannot read: {e}")))?;
-        if meta.len() > MAX_CONFIG_FILE_BYTES {
-            return Err(Error::config(
-                field,
-                &shown,
-                format!("larger than {MAX_CONFIG_FILE_BYTES} bytes"),
-            ));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config(field, &shown, format!("cannot read: {e}")))?;
-        parse(&text).map_err(|e| match e {
+        parse(text).map_err(|e| match e {
             Error::Config {
                 field: f,
                 value,
                 reason,
-            } if f == "sampling" => Error::config(field, &shown, format!("{reason} ({value})")),
+            } if f == "sampling" => {
+                Error::config(FILE_FIELD, &shown, format!("{reason} ({value})"))
+            }
             other => other,
         })
     }
@@ -328,11 +335,33 @@ impl SamplingConfig {
         }
         if let Some(v) = get(ENV_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT) {
             limits.max_attribute_value_length =
-                Some(parse_u32(ENV_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT, &v)?);
+                parse_u32(ENV_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT, &v)?;
         }
         config.validate()?;
         Ok(config)
     }
+}
+
+const FILE_FIELD: &str = "sampling.file";
+
+/// Reads a configuration file, refusing more than [`MAX_CONFIG_FILE_BYTES`].
+pub(crate) fn read_config_file(path: &Path) -> Result<String, Error> {
+    use std::io::Read;
+    let shown = path.display();
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::config(FILE_FIELD, &shown, format!("cannot read: {e}")))?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::config(FILE_FIELD, &shown, format!("cannot read: {e}")))?;
+    if text.len() as u64 > MAX_CONFIG_FILE_BYTES {
+        return Err(Error::config(
+            FILE_FIELD,
+            &shown,
+            format!("larger than {MAX_CONFIG_FILE_BYTES} bytes"),
+        ));
+    }
+    Ok(text)
 }
 
 fn parse_rate(name: &str, value: &str) -> Result<f64, Error> {
@@ -362,7 +391,8 @@ pub struct SamplingRule {
     /// Name, reported as `sampling.reason = "rule:<name>"` (1-64 of `A-Za-z0-9_.-`).
     pub name: String,
     /// Glob over the route template (`http.route`), e.g. `/orders/{id}` or `/api/**`.
-    /// `*` stays within one path segment, `**` crosses segments; a brace group
+    /// `*` stays within one path segment, `**` crosses segments (`/api/**` also
+    /// matches `/api` itself); a brace group
     /// without a comma (`{id}`, `{*rest}`) is a literal route parameter, with commas
     /// (`{a,b}`) it is an alternation. Spans without `http.route` never match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -571,7 +601,8 @@ pub struct DebugConfig {
     pub header: String,
     /// Allow-listed tokens (1-256 visible ASCII characters each).
     pub tokens: Vec<String>,
-    /// Secret for HMAC-SHA256 tokens (at least 16 bytes).
+    /// Secret for HMAC-SHA256 tokens (at least 16 bytes). Serializing the
+    /// configuration writes it out, as it does the tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hmac_secret: Option<String>,
     /// Forced traces per second per instance (default 10; 0 disables debug).
@@ -648,10 +679,10 @@ pub struct SpanLimitsConfig {
     pub max_attributes_per_event: u32,
     /// Attributes per link (default 128).
     pub max_attributes_per_link: u32,
-    /// Longest string attribute value in bytes (default 4096; `None` = unlimited).
+    /// Longest string attribute value in bytes (default 4096; 0 = unlimited).
     /// The SDK's `SpanLimits` has no such field: apply it with
     /// [`SpanLimitsConfig::truncate_value`].
-    pub max_attribute_value_length: Option<u32>,
+    pub max_attribute_value_length: u32,
 }
 
 impl Default for SpanLimitsConfig {
@@ -662,7 +693,7 @@ impl Default for SpanLimitsConfig {
             max_links_per_span: DEFAULT_SPAN_LIMIT,
             max_attributes_per_event: DEFAULT_SPAN_LIMIT,
             max_attributes_per_link: DEFAULT_SPAN_LIMIT,
-            max_attribute_value_length: Some(DEFAULT_ATTRIBUTE_VALUE_LENGTH),
+            max_attribute_value_length: DEFAULT_ATTRIBUTE_VALUE_LENGTH,
         }
     }
 }
@@ -703,9 +734,9 @@ impl SpanLimitsConfig {
         self
     }
 
-    /// Sets the longest attribute value (`None` = unlimited).
+    /// Sets the longest attribute value (0 = unlimited).
     #[must_use]
-    pub fn max_attribute_value_length(mut self, n: Option<u32>) -> Self {
+    pub fn max_attribute_value_length(mut self, n: u32) -> Self {
         self.max_attribute_value_length = n;
         self
     }
@@ -725,9 +756,10 @@ impl SpanLimitsConfig {
     /// `max_attribute_value_length` bytes on a char boundary.
     pub fn truncate_value(&self, value: opentelemetry::Value) -> opentelemetry::Value {
         use opentelemetry::{Array, StringValue, Value};
-        let Some(max) = self.max_attribute_value_length else {
+        let max = self.max_attribute_value_length;
+        if max == 0 {
             return value;
-        };
+        }
         let max = max as usize;
         let cut = |s: StringValue| -> StringValue {
             let text = s.as_str();

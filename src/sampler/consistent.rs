@@ -311,3 +311,77 @@ fn rewrite_ot(current: &str, encoded: Option<&str>) -> Option<String> {
     }
     (!out.is_empty()).then_some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(header: &str) -> TraceState {
+        header.parse().unwrap()
+    }
+
+    #[test]
+    fn with_threshold_rewrites_only_th() {
+        let t8 = Threshold::from_probability(0.5);
+        let cases: &[(&str, Option<Threshold>, &str)] = &[
+            ("", t8, "ot=th:8"),
+            ("", None, ""),
+            ("a=1", t8, "ot=th:8,a=1"),
+            (
+                "a=1,ot=rv:0123456789abcd",
+                t8,
+                "ot=th:8;rv:0123456789abcd,a=1",
+            ),
+            (
+                "ot=rv:0123456789abcd;th:c,a=1",
+                t8,
+                "ot=th:8;rv:0123456789abcd,a=1",
+            ),
+            ("ot=th:8;x:y,a=1", None, "ot=x:y,a=1"),
+            ("a=1,ot=th:8", None, "a=1"),
+            ("ot=th:8;th:4", t8, "ot=th:8"),
+            ("ot=th:8;zz;k:v", t8, "ot=th:8;zz;k:v"),
+        ];
+        for (input, th, expected) in cases {
+            let out = with_threshold(&ts(input), *th);
+            assert_eq!(out.header(), *expected, "input {input:?} th {th:?}");
+        }
+        // Unchanged: the same state comes back.
+        let same = ts("ot=th:8;rv:0123456789abcd,a=1");
+        assert_eq!(with_threshold(&same, t8), same);
+    }
+
+    #[test]
+    fn ot_value_stays_within_256_characters_and_keeps_rv() {
+        let filler: Vec<String> = (0..40).map(|i| format!("k{i}:vvv")).collect();
+        let value = format!("rv:0123456789abcd;{}", filler.join(";"));
+        let value = &value[..value[..250].rfind(';').unwrap()];
+        let state = ts(&format!("ot={value},z=1"));
+        let out = with_threshold(&state, Threshold::from_probability(1.0 / 3.0));
+        let ot = out.get(OT_KEY).unwrap();
+        assert!(ot.len() <= MAX_OT_VALUE_LEN, "{} chars", ot.len());
+        assert!(
+            ot.starts_with("th:aaaaaaaaaaaaac;rv:0123456789abcd;k0:vvv"),
+            "{ot}"
+        );
+        assert_eq!(out.get("z"), Some("1"));
+    }
+
+    #[test]
+    fn parse_ot_fields() {
+        let v = OtValue::parse(Some("th:8;rv:ffffffffffffff;x:1"));
+        assert_eq!(
+            v.th,
+            Field::Valid(Threshold::from_raw(0x80000000000000).unwrap())
+        );
+        assert_eq!(
+            v.rv,
+            Field::Valid(Randomness::from_raw(0xffffffffffffff).unwrap())
+        );
+        let v = OtValue::parse(Some("th:8;th:8;rv:fff"));
+        assert_eq!(v.th, Field::Invalid);
+        assert_eq!(v.rv, Field::Invalid);
+        assert_eq!(OtValue::parse(Some("garbage")), OtValue::EMPTY);
+        assert_eq!(OtValue::parse(None), OtValue::EMPTY);
+    }
+}

@@ -25,7 +25,24 @@
 //! is the `rv` sub-key of the `ot` tracestate entry when valid, else the low 56
 //! bits of the trace id; the span is kept iff `R >= 2^56 - round(p * 2^56)`, and
 //! a kept span carries `ot=th:<threshold>`. Services that sample the same trace
-//! at `p_a <= p_b` therefore keep nested sets. Debug decisions remove `th`.
+//! at `p_a <= p_b` therefore keep nested sets. Debug decisions remove `th`;
+//! `th` is never written on a dropped span; `rv` and other vendors' entries are
+//! never changed. Rates of 1.0 are probabilistic decisions too (`th:0`).
+//!
+//! # What the sampler reads
+//!
+//! Rules see only what exists when the span starts: the span kind and the
+//! attributes `http.route` (the route template, never the raw path) and
+//! `http.request.method`, plus any attribute a rule names. The server layer
+//! therefore creates its span with those attributes and puts [`DebugRequest`]
+//! (the bounded raw header value; the sampler validates it) and, for requests
+//! from outside the mesh, [`UntrustedEdge`] into the parent `Context` before the
+//! span starts. The decision path takes no lock (one `arc-swap` load) and
+//! allocates nothing when a span is dropped without parent tracestate.
+//!
+//! The SDK (0.33) builds a new root's trace flags from the parent's, so a
+//! sampler cannot set the W3C random flag (0x02); the id generator and the
+//! propagator own that bit.
 //!
 //! ```
 //! use meshtrace::sampler::{CustomSampler, DebugConfig, SamplingConfig, SamplingRule};
@@ -100,6 +117,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+
+use crate::Error;
 use opentelemetry::trace::{Link, SpanContext, SpanKind, TraceContextExt, TraceId, TraceState};
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
@@ -120,7 +139,7 @@ pub use debug::{DebugRequest, debug_token_for};
 use consistent::{Field, OtValue, Threshold, with_threshold};
 use debug::CompiledDebug;
 use rate::{Clock, RateLimiter};
-use rules::{CompiledHighValue, CompiledRule, RouteMatcher, SpanFacts, validate_method};
+use rules::{CompiledHighValue, CompiledRule, Outcome, RouteMatcher, SpanFacts, validate_method};
 
 /// The attribute naming why a span was sampled.
 pub const SAMPLING_REASON: &str = "sampling.reason";
@@ -155,19 +174,68 @@ impl Reason {
 #[derive(Debug)]
 pub(crate) struct Compiled {
     config: Arc<SamplingConfig>,
-    base: Threshold,
-    high_value_rate: Threshold,
+    base: Outcome,
+    high_value_rate: Outcome,
     /// Sorted by priority, highest first; stable, so ties keep list order.
     rules: Vec<CompiledRule>,
     high_value: Vec<CompiledHighValue>,
     debug: CompiledDebug,
 }
 
+/// Compiles rule `i` (its name is already validated).
+fn compile_rule(i: usize, rule: &SamplingRule) -> Result<CompiledRule, Error> {
+    let field = |name: &str| format!("sampling.rules[{i}].{name}");
+    let threshold = rate_threshold(&field("rate"), rule.rate)?;
+    let route = match &rule.route {
+        Some(glob) => Some(RouteMatcher::new(&field("route"), glob)?),
+        None => None,
+    };
+    if let Some(method) = &rule.method {
+        validate_method(&field("method"), method)?;
+    }
+    for key in rule.attributes.keys() {
+        if key.is_empty() {
+            return Err(Error::config(
+                field("attributes"),
+                "\"\"",
+                "empty attribute key",
+            ));
+        }
+    }
+    for (key, value) in &rule.attributes {
+        if let AttributeMatch::Float(f) = value
+            && !f.is_finite()
+        {
+            return Err(Error::config(
+                format!("sampling.rules[{i}].attributes.{key}"),
+                f,
+                "not a finite number",
+            ));
+        }
+    }
+    Ok(CompiledRule {
+        route,
+        method: rule.method.clone(),
+        kind: rule.kind,
+        attributes: rule
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        // Arc-backed, so attaching it to each sampled span is a reference-count bump.
+        outcome: Outcome::new(
+            threshold,
+            Value::String(opentelemetry::StringValue::from(Arc::<str>::from(format!(
+                "rule:{}",
+                rule.name
+            )))),
+        ),
+    })
+}
+
 fn rate_threshold(field: &str, rate: f64) -> Result<Threshold, Error> {
     Threshold::from_probability(rate).ok_or_else(|| Error::config(field, rate, "outside 0.0..=1.0"))
 }
-
-use crate::Error;
 
 impl Compiled {
     pub(crate) fn new(config: &SamplingConfig) -> Result<Self, Error> {
@@ -197,49 +265,15 @@ impl Compiled {
                     "duplicate rule name",
                 ));
             }
-            let threshold = rate_threshold(&field("rate"), rule.rate)?;
-            let route = match &rule.route {
-                Some(glob) => Some(RouteMatcher::new(&field("route"), glob)?),
-                None => None,
-            };
-            if let Some(method) = &rule.method {
-                validate_method(&field("method"), method)?;
-            }
-            for key in rule.attributes.keys() {
-                if key.is_empty() {
-                    return Err(Error::config(
-                        field("attributes"),
-                        "\"\"",
-                        "empty attribute key",
-                    ));
+            let compiled = compile_rule(i, rule).map_err(|mut e| {
+                // `if let`: Error may grow variants that carry no reason.
+                #[allow(irrefutable_let_patterns)]
+                if let Error::Config { reason, .. } = &mut e {
+                    reason.push_str(&format!(" (rule {:?})", rule.name));
                 }
-            }
-            for (key, value) in &rule.attributes {
-                if let AttributeMatch::Float(f) = value
-                    && !f.is_finite()
-                {
-                    return Err(Error::config(
-                        format!("sampling.rules[{i}].attributes.{key}"),
-                        f,
-                        "not a finite number",
-                    ));
-                }
-            }
-            rules.push((
-                rule.priority,
-                CompiledRule {
-                    route,
-                    method: rule.method.clone(),
-                    kind: rule.kind,
-                    attributes: rule
-                        .attributes
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    threshold,
-                    reason: Value::from(format!("rule:{}", rule.name)),
-                },
-            ));
+                e
+            })?;
+            rules.push((rule.priority, compiled));
         }
         rules.sort_by_key(|(priority, _)| std::cmp::Reverse(*priority));
         let mut high_value = Vec::with_capacity(config.high_value.len());
@@ -254,47 +288,33 @@ impl Compiled {
             });
         }
         let debug = CompiledDebug::new(&config.debug)?;
-        let limits = &config.span_limits;
-        if limits.max_attribute_value_length == Some(0) {
-            return Err(Error::config(
-                "sampling.span_limits.max_attribute_value_length",
-                0,
-                "must be at least 1 (omit it for no limit)",
-            ));
-        }
         Ok(Compiled {
             config: Arc::new(config.clone()),
-            base,
-            high_value_rate,
+            base: Outcome::new(base, Reason::Base.value()),
+            high_value_rate: Outcome::new(high_value_rate, Reason::HighValue.value()),
             rules: rules.into_iter().map(|(_, r)| r).collect(),
             high_value,
             debug,
         })
     }
 
-    /// Steps 3-5: the threshold and the reason value for a root decision.
+    /// Steps 3-5: the outcome for a root decision.
     #[inline]
-    fn root_decision(
-        &self,
-        kind: &SpanKind,
-        attributes: &[KeyValue],
-    ) -> (Threshold, RootReason<'_>) {
+    fn root_decision(&self, kind: &SpanKind, attributes: &[KeyValue]) -> &Outcome {
+        if self.rules.is_empty() && self.high_value.is_empty() {
+            return &self.base;
+        }
         let facts = SpanFacts::read(attributes);
         for rule in &self.rules {
             if rule.matches(kind, &facts, attributes) {
-                return (rule.threshold, RootReason::Rule(&rule.reason));
+                return &rule.outcome;
             }
         }
         if self.high_value.iter().any(|op| op.matches(&facts)) {
-            return (self.high_value_rate, RootReason::Fixed(Reason::HighValue));
+            return &self.high_value_rate;
         }
-        (self.base, RootReason::Fixed(Reason::Base))
+        &self.base
     }
-}
-
-enum RootReason<'a> {
-    Rule(&'a Value),
-    Fixed(Reason),
 }
 
 struct Inner {
@@ -444,14 +464,20 @@ fn root_result(
     kind: &SpanKind,
     attributes: &[KeyValue],
 ) -> SamplingResult {
-    let ot = OtValue::parse(state.get(consistent::OT_KEY));
-    let (threshold, reason) = compiled.root_decision(kind, attributes);
-    if threshold.keeps(ot.randomness(trace_id)) {
-        let value = match reason {
-            RootReason::Rule(v) => v.clone(),
-            RootReason::Fixed(r) => r.value(),
+    // Roots without parent tracestate (the common case) skip the tracestate scan.
+    let ot = if *state == TraceState::NONE {
+        OtValue::EMPTY
+    } else {
+        OtValue::parse(state.get(consistent::OT_KEY))
+    };
+    let outcome = compiled.root_decision(kind, attributes);
+    if outcome.threshold.keeps(ot.randomness(trace_id)) {
+        let trace_state = if *state == TraceState::NONE {
+            outcome.root_state.clone()
+        } else {
+            with_threshold(state, Some(outcome.threshold))
         };
-        sampled(value, with_threshold(state, Some(threshold)))
+        sampled(outcome.reason.clone(), trace_state)
     } else {
         dropped(state, &ot)
     }
@@ -494,6 +520,42 @@ impl ShouldSample for CustomSampler {
     }
 }
 
+/// What the file watcher remembers between polls.
+struct WatchState {
+    path: std::path::PathBuf,
+    last: String,
+    handle: SamplerHandle,
+}
+
+impl WatchState {
+    /// Reloads when the content changed; `Ok(true)` when a new configuration is in force.
+    fn poll(&mut self) -> Result<bool, Error> {
+        // A config file is small and bounded (1 MiB), so a blocking read on the
+        // runtime thread every interval costs less than a blocking-pool hop.
+        let text = config::read_config_file(&self.path)?;
+        if text == self.last {
+            return Ok(false);
+        }
+        let result = SamplingConfig::parse_for_path(&self.path, &text)
+            .and_then(|config| self.handle.reload(config));
+        // Remember invalid content too, so it is reported once, not on every tick.
+        self.last = text;
+        result.map(|()| true)
+    }
+}
+
+/// Stops the file watcher started by [`SamplerHandle::watch_file`] when dropped.
+#[derive(Debug)]
+pub struct FileWatcher {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FileWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Swaps the sampler's configuration at runtime; every clone of the sampler sees
 /// the new configuration on its next decision. Decisions never wait for a reload.
 #[derive(Clone)]
@@ -523,6 +585,52 @@ impl SamplerHandle {
         self.reload(SamplingConfig::from_file(path)?)
     }
 
+    /// Loads `path` now (an invalid file is an error here), then polls it every
+    /// `interval` on the current tokio runtime and reloads it when its content
+    /// changes. A later invalid version is logged (`tracing` warning) and the
+    /// configuration in force stays. The task stops when the returned
+    /// [`FileWatcher`] is dropped. Errors when called outside a tokio runtime.
+    pub fn watch_file(
+        &self,
+        path: impl AsRef<Path>,
+        interval: Duration,
+    ) -> Result<FileWatcher, Error> {
+        let path = path.as_ref().to_path_buf();
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::config(
+                "sampling.file",
+                path.display(),
+                "watch_file needs a tokio runtime",
+            )
+        })?;
+        if interval.is_zero() {
+            return Err(Error::config(
+                "sampling.watch_interval",
+                format_args!("{interval:?}"),
+                "must be greater than zero",
+            ));
+        }
+        let last = config::read_config_file(&path)?;
+        self.reload(SamplingConfig::parse_for_path(&path, &last)?)?;
+        let mut state = WatchState {
+            path,
+            last,
+            handle: self.clone(),
+        };
+        let task = runtime.spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await; // the first tick completes at once
+            loop {
+                ticker.tick().await;
+                if let Err(error) = state.poll() {
+                    tracing::warn!(%error, "sampling config file not applied; keeping the current configuration");
+                }
+            }
+        });
+        Ok(FileWatcher { task })
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> Arc<SamplingConfig> {
         Arc::clone(&self.inner.compiled.load().config)
@@ -531,5 +639,40 @@ impl SamplerHandle {
     /// The debug header name in force (for the server layer).
     pub fn debug_header(&self) -> http::HeaderName {
         self.inner.compiled.load().debug.header.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_poll_reloads_changes_and_keeps_config_on_bad_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "base_rate = 0.5").unwrap();
+        let handle = CustomSampler::new(SamplingConfig::default())
+            .unwrap()
+            .handle();
+        let mut state = WatchState {
+            last: config::read_config_file(&path).unwrap(),
+            path: path.clone(),
+            handle: handle.clone(),
+        };
+        assert!(!state.poll().unwrap(), "unchanged content");
+        std::fs::write(&path, "base_rate = 0.25").unwrap();
+        assert!(state.poll().unwrap());
+        assert_eq!(handle.config().base_rate, 0.25);
+        std::fs::write(&path, "base_rate = 4.0").unwrap();
+        let message = state.poll().unwrap_err().to_string();
+        assert!(message.contains("sampling.base_rate"), "{message}");
+        assert_eq!(handle.config().base_rate, 0.25);
+        assert!(!state.poll().unwrap(), "bad content is reported once");
+        std::fs::remove_file(&path).unwrap();
+        assert!(state.poll().is_err());
+        assert_eq!(handle.config().base_rate, 0.25);
+        std::fs::write(&path, "base_rate = 0.125").unwrap();
+        assert!(state.poll().unwrap());
+        assert_eq!(handle.config().base_rate, 0.125);
     }
 }

@@ -15,10 +15,18 @@ pub(crate) enum RouteMatcher {
     Exact(String),
     /// `prefix/**`: the prefix itself or anything below it.
     Below(String),
-    Glob(globset::GlobMatcher),
+    /// A general glob. `prefix`/`suffix` are the literal text every match starts and
+    /// ends with; checking them first skips the regex engine for most routes.
+    /// An alternation (`{a,b}`) expanded into simpler matchers.
+    Any(Vec<RouteMatcher>),
+    Glob {
+        matcher: globset::GlobMatcher,
+        prefix: String,
+        suffix: String,
+    },
 }
 
-const GLOB_META: &[char] = &['*', '?', '[', ']', '{', '}', '\\', '!'];
+const GLOB_META: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
 
 impl RouteMatcher {
     pub(crate) fn new(field: &str, pattern: &str) -> Result<Self, Error> {
@@ -33,30 +41,67 @@ impl RouteMatcher {
             ));
         }
         let escaped = escape_route_params(pattern);
-        if !escaped.contains(GLOB_META) {
-            return Ok(RouteMatcher::Exact(pattern.to_owned()));
-        }
-        if let Some(prefix) = pattern.strip_suffix("/**")
-            && !prefix.contains(GLOB_META)
-        {
-            return Ok(RouteMatcher::Below(prefix.to_owned()));
-        }
-        let glob = globset::GlobBuilder::new(&escaped)
+        // Validate the pattern as written, so errors name the user's glob.
+        globset::GlobBuilder::new(&escaped)
             .literal_separator(true)
             .backslash_escape(true)
+            .empty_alternates(true)
             .build()
             .map_err(|e| Error::config(field, pattern, format!("invalid glob: {}", e.kind())))?;
-        Ok(RouteMatcher::Glob(glob.compile_matcher()))
+        match expand_alternation(&escaped) {
+            Some(alternatives) if alternatives.len() > 1 => {
+                let compiled = alternatives
+                    .iter()
+                    .map(|alt| Self::compile(field, pattern, alt))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(RouteMatcher::Any(compiled))
+            }
+            _ => Self::compile(field, pattern, &escaped),
+        }
+    }
+
+    /// Compiles one escaped pattern without alternations (or with too many to expand).
+    fn compile(field: &str, pattern: &str, escaped: &str) -> Result<Self, Error> {
+        let (prefix, suffix) = literal_ends(escaped);
+        let Some(suffix) = suffix else {
+            return Ok(RouteMatcher::Exact(prefix));
+        };
+        if let Some(stem) = escaped.strip_suffix("/**") {
+            let (stem_prefix, stem_suffix) = literal_ends(stem);
+            if stem_suffix.is_none() {
+                return Ok(RouteMatcher::Below(stem_prefix));
+            }
+        }
+        let glob = globset::GlobBuilder::new(escaped)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .empty_alternates(true)
+            .build()
+            .map_err(|e| Error::config(field, pattern, format!("invalid glob: {}", e.kind())))?;
+        Ok(RouteMatcher::Glob {
+            matcher: glob.compile_matcher(),
+            prefix,
+            suffix,
+        })
     }
 
     #[inline]
     pub(crate) fn is_match(&self, route: &str) -> bool {
         match self {
             RouteMatcher::Exact(p) => p == route,
+            RouteMatcher::Any(all) => all.iter().any(|m| m.is_match(route)),
             RouteMatcher::Below(prefix) => route
                 .strip_prefix(prefix.as_str())
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
-            RouteMatcher::Glob(m) => m.is_match(route),
+            RouteMatcher::Glob {
+                matcher,
+                prefix,
+                suffix,
+            } => {
+                route.starts_with(prefix.as_str())
+                    && route.ends_with(suffix.as_str())
+                    && matcher.is_match(route)
+            }
         }
     }
 }
@@ -90,6 +135,96 @@ fn escape_route_params(pattern: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Most alternatives a pattern is expanded into; beyond, the regex engine matches it.
+const MAX_EXPANSIONS: usize = 32;
+
+/// Expands unescaped, non-nested `{a,b}` groups of an escaped pattern into the
+/// list of patterns they stand for. `None` when a group is nested, unclosed or the
+/// expansion would exceed [`MAX_EXPANSIONS`]; then globset matches the pattern.
+fn expand_alternation(escaped: &str) -> Option<Vec<String>> {
+    let bytes = escaped.as_bytes();
+    let mut i = 0;
+    let mut open = None;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'[' => return None, // a class may contain braces; leave it to globset
+            b'{' => {
+                open = Some(i);
+                break;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let Some(open) = open else {
+        return Some(vec![escaped.to_owned()]);
+    };
+    let mut alternatives = Vec::new();
+    let mut start = open + 1;
+    let mut j = open + 1;
+    let close = loop {
+        match bytes.get(j)? {
+            b'\\' => j += 1,
+            b'{' | b'[' => return None,
+            b',' => {
+                alternatives.push(&escaped[start..j]);
+                start = j + 1;
+            }
+            b'}' => {
+                alternatives.push(&escaped[start..j]);
+                break j;
+            }
+            _ => {}
+        }
+        j += 1;
+    };
+    let head = &escaped[..open];
+    let tails = expand_alternation(&escaped[close + 1..])?;
+    if alternatives.len().saturating_mul(tails.len()) > MAX_EXPANSIONS {
+        return None;
+    }
+    let mut out = Vec::with_capacity(alternatives.len() * tails.len());
+    for alt in alternatives {
+        for tail in &tails {
+            out.push(format!("{head}{alt}{tail}"));
+        }
+    }
+    Some(out)
+}
+
+/// The literal text before the first and after the last glob operator of an
+/// escaped pattern (backslash escapes resolved). The suffix is `None` when the
+/// whole pattern is literal (then the prefix is all of it).
+fn literal_ends(escaped: &str) -> (String, Option<String>) {
+    // (char, is_literal) tokens.
+    let mut tokens = Vec::with_capacity(escaped.len());
+    let mut chars = escaped.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    tokens.push((next, true));
+                }
+            }
+            c if GLOB_META.contains(&c) => tokens.push((c, false)),
+            c => tokens.push((c, true)),
+        }
+    }
+    let prefix: String = tokens.iter().take_while(|t| t.1).map(|t| t.0).collect();
+    if prefix.len() == tokens.len() {
+        return (prefix, None);
+    }
+    let mut suffix: Vec<char> = tokens
+        .iter()
+        .rev()
+        .take_while(|t| t.1)
+        .map(|t| t.0)
+        .collect();
+    suffix.reverse();
+    (prefix, Some(suffix.into_iter().collect()))
 }
 
 pub(crate) fn validate_method(field: &str, method: &str) -> Result<(), Error> {
@@ -132,8 +267,30 @@ pub(crate) struct CompiledRule {
     pub(crate) method: Option<String>,
     pub(crate) kind: Option<RuleSpanKind>,
     pub(crate) attributes: Vec<(String, AttributeMatch)>,
+    pub(crate) outcome: Outcome,
+}
+
+/// A probabilistic outcome, precomputed: the threshold, the `sampling.reason`
+/// value, and the tracestate a root without parent tracestate gets when kept.
+#[derive(Debug)]
+pub(crate) struct Outcome {
     pub(crate) threshold: Threshold,
     pub(crate) reason: Value,
+    pub(crate) root_state: opentelemetry::trace::TraceState,
+}
+
+impl Outcome {
+    pub(crate) fn new(threshold: Threshold, reason: Value) -> Self {
+        let root_state = super::consistent::with_threshold(
+            &opentelemetry::trace::TraceState::NONE,
+            Some(threshold),
+        );
+        Outcome {
+            threshold,
+            reason,
+            root_state,
+        }
+    }
 }
 
 impl CompiledRule {
@@ -208,14 +365,59 @@ mod tests {
             ("/api/*", "/api/orders/{id}", false),
             ("/{a,b}/x", "/a/x", true),
             ("/{a,b}/x", "/c/x", false),
+            ("/{a,b*}/x", "/bzz/x", true),
+            ("/{a,}x", "/x", true),
             ("/files/{*rest}", "/files/{*rest}", true),
             ("/health*", "/healthz", true),
             ("/users/{id}/*", "/users/{id}/posts", true),
+            ("/users/*/posts", "/users/{id}/posts", true),
+            ("/users/*/posts", "/users/{id}/post", false),
+            ("/users/*/posts", "/users/posts", false),
+            ("/a\\*b", "/a*b", true),
+            ("/a\\*b", "/axb", false),
+            ("/{v1,v2}/**", "/v2/orders/{id}", true),
+            ("/{v1,v2}/**", "/v3/orders", false),
+            ("*", "/", false),
+            ("/**", "/", true),
         ];
         for (pattern, route, expected) in cases {
             let m = RouteMatcher::new("r", pattern).unwrap();
             assert_eq!(m.is_match(route), *expected, "{pattern} vs {route} ({m:?})");
         }
+    }
+
+    #[test]
+    fn literal_ends_of_patterns() {
+        let ends = |p: &str, a: &str, b: Option<&str>| {
+            assert_eq!(literal_ends(p), (a.to_owned(), b.map(str::to_owned)), "{p}");
+        };
+        ends("/users/*/posts", "/users/", Some("/posts"));
+        ends("/a\\*b*", "/a*b", Some(""));
+        ends("{a,b}/x", "", Some("/x"));
+        ends("/orders/\\{id\\}", "/orders/{id}", None);
+        // Parameters become literal, so these need no regex.
+        let kind = |p: &str| match RouteMatcher::new("r", p).unwrap() {
+            RouteMatcher::Exact(_) => "exact",
+            RouteMatcher::Below(_) => "below",
+            RouteMatcher::Glob { .. } => "glob",
+            RouteMatcher::Any(_) => "any",
+        };
+        assert_eq!(kind("/orders/{id}"), "exact");
+        assert_eq!(kind("/orders/{id}/**"), "below");
+        assert_eq!(kind("/orders/*"), "glob");
+        assert_eq!(kind("/{v1,v2}/**"), "any");
+        assert_eq!(
+            expand_alternation("/{a,b}/x/{c,d}").unwrap(),
+            ["/a/x/c", "/a/x/d", "/b/x/c", "/b/x/d"]
+        );
+        assert_eq!(expand_alternation("/{a,{b,c}}"), None);
+        assert_eq!(expand_alternation("/[{]a"), None);
+        assert_eq!(expand_alternation("/\\{a,b\\}").unwrap(), ["/\\{a,b\\}"]);
+        let many = "/{a,b,c,d}/{a,b,c,d}/{a,b,c,d}";
+        assert_eq!(expand_alternation(many), None);
+        assert_eq!(kind(many), "glob");
+        let m = RouteMatcher::new("r", many).unwrap();
+        assert!(m.is_match("/a/b/c") && !m.is_match("/a/b/e"));
     }
 
     #[test]

@@ -67,7 +67,7 @@ where
                     }
                     Some(Err(error)) => {
                         if let Some(span) = this.span.take() {
-                            super::future::record_error(&span, "body", error);
+                            crate::outcome::record_error(&span, "body", &error.to_string());
                         }
                     }
                     Some(Ok(_)) => {

@@ -9,16 +9,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Response, StatusCode};
-use opentelemetry::KeyValue;
 use pin_project_lite::pin_project;
 use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::body::TracedBody;
 use super::layer::ServerConfig;
-
-/// Longest error or panic message recorded on a span.
-const MAX_MESSAGE_LEN: usize = 512;
+use crate::outcome::{MAX_MESSAGE_LEN, record_error, truncate};
 
 pin_project! {
     /// The response future of a [`TracingService`](super::TracingService).
@@ -128,7 +124,7 @@ where
             }
             Outcome::Done(Err(error)) => {
                 if let Some(span) = &span {
-                    record_error(span, std::any::type_name::<E>(), &error);
+                    record_error(span, std::any::type_name::<E>(), &error.to_string());
                 }
                 Err(error)
             }
@@ -170,36 +166,9 @@ fn record_status(span: &Span, status: StatusCode) {
     }
 }
 
-fn truncate(message: &str) -> &str {
-    if message.len() <= MAX_MESSAGE_LEN {
-        return message;
-    }
-    let mut end = MAX_MESSAGE_LEN;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    &message[..end]
-}
-
-/// Marks the span as failed with `error_type` and an `exception` event.
-pub(crate) fn record_error(span: &Span, error_type: &str, error: &dyn Display) {
-    let message = error.to_string();
-    let message = truncate(&message);
-    span.record("error.type", error_type);
-    span.record("otel.status_code", "error");
-    span.record("otel.status_description", message);
-    span.add_event(
-        "exception",
-        vec![
-            KeyValue::new("exception.type", error_type.to_owned()),
-            KeyValue::new("exception.message", message.to_owned()),
-        ],
-    );
-}
-
 fn record_panic(span: &Span, message: &str) {
     span.record("http.response.status_code", 500i64);
-    record_error(span, "panic", &message);
+    record_error(span, "panic", message);
 }
 
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -210,5 +179,5 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     } else {
         "panic"
     };
-    truncate(message).to_owned()
+    truncate(message, MAX_MESSAGE_LEN).to_owned()
 }

@@ -1,0 +1,1402 @@
+//! CustomSampler through the real SDK (SdkTracerProvider + InMemorySpanExporter),
+//! the consistent-probability vectors, configuration files, environment and reload.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use meshtrace::sampler::consistent::{Randomness, Threshold};
+use meshtrace::sampler::{
+    CustomSampler, DebugConfig, DebugRequest, RuleSpanKind, SamplerHandle, SamplingConfig,
+    SamplingRule, SpanLimitsConfig, UntrustedEdge, debug_token_for,
+};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+    Tracer, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry_semantic_conventions::attribute::{HTTP_REQUEST_METHOD, HTTP_ROUTE, URL_PATH};
+
+// ---------------------------------------------------------------------------
+// Allocation counting (this test binary only), to check the drop path.
+
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// thread-local counter is const-initialised, so counting never allocates.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn allocations_in<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let before = ALLOCATIONS.with(|n| n.get());
+    let out = f();
+    (out, ALLOCATIONS.with(|n| n.get()) - before)
+}
+
+// ---------------------------------------------------------------------------
+// Harness
+
+struct Harness {
+    provider: SdkTracerProvider,
+    exporter: InMemorySpanExporter,
+    handle: SamplerHandle,
+}
+
+impl Harness {
+    fn new(config: SamplingConfig) -> Self {
+        Self::with_sampler(CustomSampler::new(config).expect("valid config"))
+    }
+
+    fn with_sampler(sampler: CustomSampler) -> Self {
+        let exporter = InMemorySpanExporter::default();
+        let handle = sampler.handle();
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(sampler)
+            .with_simple_exporter(exporter.clone())
+            .build();
+        Harness {
+            provider,
+            exporter,
+            handle,
+        }
+    }
+
+    /// Starts and ends a server span for `method route` under `parent`, returning
+    /// its span context (sampled or not).
+    fn server_span(&self, parent: &Context, method: &str, route: &str) -> SpanContext {
+        let tracer = self.provider.tracer("test");
+        let mut span = tracer
+            .span_builder(format!("{method} {route}"))
+            .with_kind(SpanKind::Server)
+            .with_attributes(vec![
+                KeyValue::new(HTTP_REQUEST_METHOD, method.to_owned()),
+                KeyValue::new(HTTP_ROUTE, route.to_owned()),
+                KeyValue::new(URL_PATH, route.replace("{id}", "42")),
+            ])
+            .start_with_context(&tracer, parent);
+        let sc = span.span_context().clone();
+        span.end();
+        sc
+    }
+
+    fn finished(&self) -> Vec<SpanData> {
+        self.provider.force_flush().expect("flush");
+        self.exporter.get_finished_spans().expect("spans")
+    }
+
+    fn only_span(&self) -> SpanData {
+        let mut spans = self.finished();
+        assert_eq!(spans.len(), 1, "expected one exported span: {spans:#?}");
+        spans.remove(0)
+    }
+}
+
+fn reason(span: &SpanData) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "sampling.reason")
+        .map(|kv| kv.value.as_str().into_owned())
+}
+
+fn trace_id(low56: u64) -> TraceId {
+    // High bytes arbitrary but fixed; the low 56 bits carry the randomness.
+    TraceId::from(0x4bf9_2f35_77b3_4da6_0000_0000_0000_0000u128 | u128::from(low56))
+}
+
+fn remote_parent(trace_id: TraceId, sampled: bool, tracestate: &str) -> Context {
+    let flags = if sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    let state: TraceState = tracestate.parse().expect("valid tracestate");
+    Context::new().with_remote_span_context(SpanContext::new(
+        trace_id,
+        SpanId::from(0x00f0_67aa_0ba9_02b7),
+        flags,
+        true,
+        state,
+    ))
+}
+
+fn debug_value(token: &str) -> DebugRequest {
+    DebugRequest::from_header_value(&http::HeaderValue::from_str(token).unwrap()).unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Consistent probability: published vectors
+
+#[test]
+fn threshold_encoding_matches_published_vectors() {
+    let cases: &[(&str, f64, &str)] = &[
+        ("p=1", 1.0, "0"),
+        ("p=1/2", 0.5, "8"),
+        ("p=1/4", 0.25, "c"),
+        ("p=2^-56", 2f64.powi(-56), "ffffffffffffff"),
+        ("p=1/3", 1.0 / 3.0, "aaaaaaaaaaaaac"),
+        ("p=2/3", 2.0 / 3.0, "55555555555558"),
+        ("p=0.1", 0.1, "e6666666666666"),
+    ];
+    for (name, p, expected) in cases {
+        let t = Threshold::from_probability(*p).unwrap();
+        assert_eq!(t.encode().as_deref(), Some(*expected), "{name}");
+        assert_eq!(Threshold::parse(expected), Some(t), "{name} parses back");
+    }
+    let tenth = Threshold::from_probability(0.1).unwrap();
+    assert_eq!(tenth.encode_with_precision(4).as_deref(), Some("e666"));
+    assert_eq!(Threshold::from_probability(0.0), Some(Threshold::NEVER));
+    assert_eq!(Threshold::NEVER.encode(), None);
+    for bad in [f64::NAN, -0.1, 1.5, f64::INFINITY] {
+        assert_eq!(Threshold::from_probability(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn half_probability_boundaries() {
+    let half = Threshold::from_probability(0.5).unwrap();
+    let cases: &[(u64, bool)] = &[
+        (0x00000000000000, false),
+        (0x7fffffffffffff, false),
+        (0x80000000000000, true),
+        (0xffffffffffffff, true),
+    ];
+    for (r, kept) in cases {
+        let r = Randomness::from_raw(*r).unwrap();
+        assert_eq!(half.keeps(r), *kept, "{r:?}");
+        // The same through the trace id's low 56 bits.
+        assert_eq!(
+            half.keeps(Randomness::from_trace_id(trace_id(r.raw()))),
+            *kept
+        );
+    }
+}
+
+#[test]
+fn threshold_and_rv_parsing() {
+    assert_eq!(Threshold::parse("10000000000000"), Threshold::parse("1"));
+    assert_eq!(
+        Threshold::parse("1").map(Threshold::raw),
+        Some(0x10000000000000)
+    );
+    for bad in ["", "g", "8A", "000000000000000", " 8", "-1"] {
+        assert_eq!(Threshold::parse(bad), None, "th {bad:?}");
+    }
+    assert_eq!(
+        Randomness::parse_rv("0123456789abcd").map(Randomness::raw),
+        Some(0x0123456789abcd)
+    );
+    for bad in [
+        "",
+        "0123456789abc",
+        "0123456789abcde",
+        "0123456789ABCD",
+        "0123456789abcg",
+    ] {
+        assert_eq!(Randomness::parse_rv(bad), None, "rv {bad:?}");
+    }
+}
+
+/// SplitMix64: a tiny fixed-seed generator, fast even in debug builds.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn trace_id(&mut self) -> TraceId {
+        TraceId::from((u128::from(self.next()) << 64) | u128::from(self.next()))
+    }
+}
+
+#[test]
+fn sampled_fraction_is_within_four_sigma() {
+    const N: usize = 1_000_000;
+    let mut rng = SplitMix64(0x5eed);
+    let randomness: Vec<Randomness> = (0..N)
+        .map(|_| Randomness::from_trace_id(rng.trace_id()))
+        .collect();
+    for p in [0.5, 0.1, 0.01] {
+        let t = Threshold::from_probability(p).unwrap();
+        let kept = randomness.iter().filter(|r| t.keeps(**r)).count();
+        let fraction = kept as f64 / N as f64;
+        let tolerance = 4.0 * (p * (1.0 - p) / N as f64).sqrt();
+        assert!(
+            (fraction - p).abs() <= tolerance,
+            "p={p}: kept {fraction}, tolerance {tolerance}"
+        );
+    }
+}
+
+#[test]
+fn lower_probability_keeps_a_subset() {
+    let mut rng = SplitMix64(42);
+    let probabilities = [0.001, 0.01, 0.1, 1.0 / 3.0, 0.5, 0.9, 1.0];
+    for _ in 0..100_000 {
+        let r = Randomness::from_trace_id(rng.trace_id());
+        for pair in probabilities.windows(2) {
+            let (low, high) = (
+                Threshold::from_probability(pair[0]).unwrap(),
+                Threshold::from_probability(pair[1]).unwrap(),
+            );
+            assert!(!low.keeps(r) || high.keeps(r), "{r:?} at {pair:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Priority levels through real SDK spans
+
+#[test]
+fn default_config_samples_roots_with_reason_base_and_th_zero() {
+    let h = Harness::new(SamplingConfig::default());
+    h.server_span(&Context::new(), "GET", "/orders/{id}");
+    let span = h.only_span();
+    assert_eq!(reason(&span).as_deref(), Some("base"));
+    assert_eq!(span.span_context.trace_state().header(), "ot=th:0");
+}
+
+#[test]
+fn base_rate_decides_roots_consistently() {
+    let h = Harness::new(SamplingConfig::default().base_rate(0.5));
+    let tracer = h.provider.tracer("test");
+    // Roots get fresh trace ids from the SDK: every decision must agree with the
+    // threshold applied to the id's low 56 bits.
+    let half = Threshold::from_probability(0.5).unwrap();
+    let mut expected_kept = 0;
+    for _ in 0..200 {
+        let mut span = tracer.start_with_context("root", &Context::new());
+        let sc = span.span_context().clone();
+        span.end();
+        let keep = half.keeps(Randomness::from_trace_id(sc.trace_id()));
+        assert_eq!(sc.is_sampled(), keep);
+        if keep {
+            expected_kept += 1;
+            assert_eq!(sc.trace_state().header(), "ot=th:8");
+        } else {
+            assert_eq!(sc.trace_state().header(), "");
+        }
+    }
+    let spans = h.finished();
+    assert_eq!(spans.len(), expected_kept);
+    assert!(spans.iter().all(|s| reason(s).as_deref() == Some("base")));
+}
+
+#[test]
+fn sampled_remote_parent_is_kept_with_its_tracestate() {
+    let h = Harness::new(SamplingConfig::default().base_rate(0.0));
+    let state = "ot=th:8;rv:ffffffffffffff,vendor=abc";
+    h.server_span(&remote_parent(trace_id(1), true, state), "GET", "/x");
+    let span = h.only_span();
+    assert_eq!(reason(&span).as_deref(), Some("parent"));
+    assert_eq!(span.span_context.trace_state().header(), state);
+    assert_eq!(span.span_context.trace_id(), trace_id(1));
+}
+
+#[test]
+fn sampled_remote_parent_without_th_gives_no_th() {
+    let h = Harness::new(SamplingConfig::default().base_rate(0.0));
+    h.server_span(&remote_parent(trace_id(1), true, "vendor=abc"), "GET", "/x");
+    let span = h.only_span();
+    assert_eq!(reason(&span).as_deref(), Some("parent"));
+    assert_eq!(span.span_context.trace_state().header(), "vendor=abc");
+}
+
+#[test]
+fn inconsistent_parent_is_kept_but_loses_th() {
+    let h = Harness::new(SamplingConfig::default());
+    let cases: &[(&str, u64, &str)] = &[
+        // rv below th
+        (
+            "ot=th:8;rv:00000000000001,v=1",
+            0xff_ffff_ffff_ffff,
+            "ot=rv:00000000000001,v=1",
+        ),
+        // trace id randomness below th
+        ("ot=th:8,v=1", 0x7f_ffff_ffff_ffff, "v=1"),
+        // malformed th
+        ("ot=th:XYZ;k:v,v=1", 0xff_ffff_ffff_ffff, "ot=k:v,v=1"),
+    ];
+    for (state, low, expected) in cases {
+        h.exporter.reset();
+        h.server_span(&remote_parent(trace_id(*low), true, state), "GET", "/x");
+        let span = h.only_span();
+        assert_eq!(reason(&span).as_deref(), Some("parent"), "{state}");
+        assert_eq!(
+            span.span_context.trace_state().header(),
+            *expected,
+            "{state}"
+        );
+    }
+}
+
+#[test]
+fn unsampled_remote_parent_drops_and_keeps_tracestate() {
+    let h = Harness::new(SamplingConfig::default().base_rate(1.0));
+    let sc = h.server_span(
+        &remote_parent(
+            trace_id(u64::MAX >> 8),
+            false,
+            "vendor=abc,ot=rv:ffffffffffffff",
+        ),
+        "GET",
+        "/x",
+    );
+    assert!(!sc.is_sampled());
+    assert!(h.finished().is_empty());
+    assert_eq!(sc.trace_state().header(), "vendor=abc,ot=rv:ffffffffffffff");
+}
+
+#[test]
+fn local_children_follow_the_parent() {
+    let h = Harness::new(SamplingConfig::default().base_rate(0.5));
+    let tracer = h.provider.tracer("test");
+    let root_cx = remote_parent(trace_id(0xff_ffff_ffff_ffff), true, "ot=th:8");
+    let mut server = tracer.start_with_context("server", &root_cx);
+    server.end();
+    let server_cx = Context::new().with_span(server);
+    let mut child = tracer.start_with_context("child", &server_cx);
+    child.end();
+    let spans = h.finished();
+    assert_eq!(spans.len(), 2);
+    for span in &spans {
+        assert_eq!(reason(span).as_deref(), Some("parent"), "{}", span.name);
+        assert_eq!(span.span_context.trace_state().header(), "ot=th:8");
+    }
+    // An unsampled local parent drops the child even at base rate 1.
+    h.exporter.reset();
+    h.handle
+        .reload(SamplingConfig::default().base_rate(1.0))
+        .unwrap();
+    let dropped = remote_parent(trace_id(3), false, "");
+    let mut server = tracer.start_with_context("server", &dropped);
+    server.end();
+    let mut child = tracer.start_with_context("child", &Context::new().with_span(server));
+    assert!(!child.span_context().is_sampled());
+    child.end();
+    assert!(h.finished().is_empty());
+}
+
+#[test]
+fn untrusted_edge_makes_the_root_decision_again() {
+    let h = Harness::new(SamplingConfig::default().base_rate(0.0));
+    // Sampled but untrusted: base 0 drops it, and the trace id is kept.
+    let cx = remote_parent(trace_id(5), true, "ot=th:0,v=1").with_value(UntrustedEdge);
+    let sc = h.server_span(&cx, "GET", "/x");
+    assert!(!sc.is_sampled());
+    assert_eq!(sc.trace_id(), trace_id(5));
+    assert_eq!(sc.trace_state().header(), "v=1");
+    assert!(h.finished().is_empty());
+
+    // Unsampled but untrusted at base 0.5: the rv decides (ffff.. is kept although
+    // the trace id's low bits are 0), rv is kept and th written.
+    h.handle
+        .reload(SamplingConfig::default().base_rate(0.5))
+        .unwrap();
+    let cx = remote_parent(trace_id(0), false, "ot=rv:ffffffffffffff").with_value(UntrustedEdge);
+    h.server_span(&cx, "GET", "/x");
+    let span = h.only_span();
+    assert_eq!(reason(&span).as_deref(), Some("base"));
+    assert_eq!(span.span_context.trace_id(), trace_id(0));
+    assert_eq!(
+        span.span_context.trace_state().header(),
+        "ot=th:8;rv:ffffffffffffff"
+    );
+}
+
+#[test]
+fn rules_by_priority_then_high_value_then_base() {
+    let config = SamplingConfig::default()
+        .base_rate(0.0)
+        .rule(SamplingRule::new("orders-low", 1.0).route("/orders/**"))
+        .rule(
+            SamplingRule::new("orders-get", 1.0)
+                .route("/orders/{id}")
+                .method("GET")
+                .priority(5),
+        )
+        .rule(
+            SamplingRule::new("health", 0.0)
+                .route("/health")
+                .priority(100),
+        )
+        .rule(
+            SamplingRule::new("clients", 1.0)
+                .kind(RuleSpanKind::Client)
+                .attribute("server.address", "payments"),
+        )
+        .high_value("/checkout", "POST")
+        .high_value("/health", "GET");
+    let h = Harness::new(config);
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        ("GET", "/orders/{id}", Some("rule:orders-get")),
+        ("DELETE", "/orders/{id}", Some("rule:orders-low")),
+        ("get", "/orders/{id}", Some("rule:orders-get")),
+        ("POST", "/checkout", Some("high_value")),
+        ("GET", "/checkout", None),
+        ("GET", "/health", None), // the rule (rate 0) wins over the high-value entry
+        ("GET", "/other", None),
+    ];
+    for (method, route, expected) in cases {
+        h.exporter.reset();
+        let sc = h.server_span(&Context::new(), method, route);
+        let spans = h.finished();
+        assert_eq!(sc.is_sampled(), expected.is_some(), "{method} {route}");
+        assert_eq!(
+            spans.first().and_then(reason).as_deref(),
+            *expected,
+            "{method} {route}"
+        );
+        if expected.is_some() {
+            assert_eq!(sc.trace_state().header(), "ot=th:0", "{method} {route}");
+        }
+    }
+
+    // Kind and attribute constraints.
+    let tracer = h.provider.tracer("test");
+    for (address, kind, kept) in [
+        ("payments", SpanKind::Client, true),
+        ("payments", SpanKind::Internal, false),
+        ("billing", SpanKind::Client, false),
+    ] {
+        h.exporter.reset();
+        let mut span = tracer
+            .span_builder("GET")
+            .with_kind(kind.clone())
+            .with_attributes(vec![
+                KeyValue::new(HTTP_REQUEST_METHOD, "GET"),
+                KeyValue::new("server.address", address),
+            ])
+            .start_with_context(&tracer, &Context::new());
+        assert_eq!(span.span_context().is_sampled(), kept, "{address} {kind:?}");
+        span.end();
+        if kept {
+            assert_eq!(reason(&h.only_span()).as_deref(), Some("rule:clients"));
+        }
+    }
+}
+
+#[test]
+fn rule_rates_are_consistent_probabilities() {
+    let h = Harness::new(
+        SamplingConfig::default()
+            .base_rate(1.0)
+            .rule(SamplingRule::new("quarter", 0.25).route("/q")),
+    );
+    let kept = h.server_span(
+        &remote_parent(trace_id(0xc0_0000_0000_0000), false, "").with_value(UntrustedEdge),
+        "GET",
+        "/q",
+    );
+    assert!(kept.is_sampled());
+    assert_eq!(kept.trace_state().header(), "ot=th:c");
+    let dropped = h.server_span(
+        &remote_parent(trace_id(0xbf_ffff_ffff_ffff), false, "").with_value(UntrustedEdge),
+        "GET",
+        "/q",
+    );
+    assert!(!dropped.is_sampled());
+}
+
+#[test]
+fn dropping_a_span_allocates_nothing() {
+    use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
+    let sampler = CustomSampler::new(
+        SamplingConfig::default()
+            .base_rate(0.0)
+            .rule(SamplingRule::new("exact", 1.0).route("/health"))
+            .rule(SamplingRule::new("below", 1.0).route("/admin/**"))
+            .rule(SamplingRule::new("glob", 1.0).route("/users/*/posts"))
+            .rule(SamplingRule::new("regex", 1.0).route("/*/orders/[0-9]*"))
+            .rule(SamplingRule::new("alt", 1.0).route("/{v1,v2}/**"))
+            .rule(SamplingRule::new("attr", 1.0).attribute("tenant", "acme"))
+            .rule(SamplingRule::new("kind", 1.0).kind(RuleSpanKind::Client))
+            .high_value("/checkout", "POST")
+            .debug(DebugConfig::default().token("t0k3n")),
+    )
+    .unwrap();
+    let attributes = vec![
+        KeyValue::new(HTTP_REQUEST_METHOD, "GET"),
+        KeyValue::new(HTTP_ROUTE, "/x/orders/{id}"),
+        KeyValue::new(URL_PATH, "/x/orders/42"),
+    ];
+    // The counter sees allocations on this thread.
+    assert_eq!(allocations_in(|| std::hint::black_box(vec![1u8])).1, 1);
+    let root = Context::new();
+    let unsampled_parent = remote_parent(trace_id(9), false, "");
+    let wrong_debug = Context::new().with_value(debug_value("wrong"));
+    for (name, cx) in [
+        ("root", &root),
+        ("unsampled remote parent", &unsampled_parent),
+        ("invalid debug token", &wrong_debug),
+    ] {
+        let decide = || {
+            sampler.should_sample(
+                Some(cx),
+                trace_id(1),
+                "GET /x/orders/{id}",
+                &SpanKind::Server,
+                &attributes,
+                &[],
+            )
+        };
+        // The first call may set up thread-local state (arc-swap debt slots, the
+        // regex cache); only steady-state decisions are measured.
+        assert_eq!(decide().decision, SamplingDecision::Drop, "{name}");
+        let (drops, allocations) = allocations_in(|| {
+            (0..100)
+                .filter(|_| decide().decision == SamplingDecision::Drop)
+                .count()
+        });
+        assert_eq!(drops, 100, "{name}");
+        assert_eq!(allocations, 0, "{name}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Debug
+
+fn manual_clock() -> (
+    Arc<AtomicU64>,
+    impl Fn() -> Duration + Send + Sync + 'static,
+) {
+    let nanos = Arc::new(AtomicU64::new(0));
+    let reader = Arc::clone(&nanos);
+    (nanos, move || {
+        Duration::from_nanos(reader.load(Ordering::SeqCst))
+    })
+}
+
+#[test]
+fn allow_listed_debug_token_forces_sampling_without_th() {
+    let h = Harness::new(
+        SamplingConfig::default()
+            .base_rate(0.0)
+            .debug(DebugConfig::default().token("let-me-debug")),
+    );
+    // Root entry.
+    let cx = Context::new().with_value(debug_value("let-me-debug"));
+    h.server_span(&cx, "GET", "/x");
+    assert_eq!(reason(&h.only_span()).as_deref(), Some("debug"));
+    // Remote parent that was unsampled with a th: forced, th removed, rest kept.
+    h.exporter.reset();
+    let cx = remote_parent(trace_id(1), false, "ot=th:8;rv:00000000000001,v=1")
+        .with_value(debug_value("let-me-debug"));
+    h.server_span(&cx, "GET", "/x");
+    let span = h.only_span();
+    assert_eq!(reason(&span).as_deref(), Some("debug"));
+    assert_eq!(
+        span.span_context.trace_state().header(),
+        "ot=rv:00000000000001,v=1"
+    );
+    // Wrong tokens have no effect.
+    for wrong in ["let-me-debuG", "let-me-debug2", "x"] {
+        h.exporter.reset();
+        let cx = Context::new().with_value(debug_value(wrong));
+        assert!(!h.server_span(&cx, "GET", "/x").is_sampled(), "{wrong}");
+        assert!(h.finished().is_empty());
+    }
+}
+
+#[test]
+fn hmac_debug_token_is_checked_against_the_trace_id() {
+    let secret = "0123456789abcdef-secret";
+    let h = Harness::new(
+        SamplingConfig::default()
+            .base_rate(0.0)
+            .debug(DebugConfig::default().hmac_secret(secret)),
+    );
+    let id = trace_id(7);
+    let token = debug_token_for(secret.as_bytes(), id);
+    assert_eq!(token.len(), 64);
+    let cx = remote_parent(id, false, "").with_value(debug_value(&token));
+    assert!(h.server_span(&cx, "GET", "/x").is_sampled());
+    assert_eq!(reason(&h.only_span()).as_deref(), Some("debug"));
+    // Upper-case hex of the same MAC is the same token.
+    h.exporter.reset();
+    let cx = remote_parent(id, false, "").with_value(debug_value(&token.to_uppercase()));
+    assert!(h.server_span(&cx, "GET", "/x").is_sampled());
+
+    // Same token, another trace id; another secret; truncated; not hex.
+    let other_secret = debug_token_for(b"another-secret-of-16+", id);
+    for (name, token, tid) in [
+        ("other trace", token.clone(), trace_id(8)),
+        ("other secret", other_secret, id),
+        ("truncated", token[..63].to_owned(), id),
+        ("not hex", format!("{}zz", &token[..62]), id),
+    ] {
+        let cx = remote_parent(tid, false, "").with_value(debug_value(&token));
+        assert!(!h.server_span(&cx, "GET", "/x").is_sampled(), "{name}");
+    }
+}
+
+#[test]
+fn debug_rate_limit_per_instance_with_controlled_clock() {
+    let (nanos, clock) = manual_clock();
+    let sampler = CustomSampler::with_clock(
+        SamplingConfig::default()
+            .base_rate(0.0)
+            .debug(DebugConfig::default().token("t0k3n").max_per_second(2)),
+        clock,
+    )
+    .unwrap();
+    let h = Harness::with_sampler(sampler);
+    let debug_cx = || Context::new().with_value(debug_value("t0k3n"));
+    let sampled_now = |n: usize| -> usize {
+        (0..n)
+            .filter(|_| h.server_span(&debug_cx(), "GET", "/x").is_sampled())
+            .count()
+    };
+    nanos.store(1_000_000_000, Ordering::SeqCst);
+    assert_eq!(sampled_now(5), 2);
+    nanos.store(1_400_000_000, Ordering::SeqCst);
+    assert_eq!(sampled_now(5), 0);
+    nanos.store(1_500_000_000, Ordering::SeqCst);
+    assert_eq!(sampled_now(5), 1);
+    nanos.store(5_000_000_000, Ordering::SeqCst);
+    assert_eq!(sampled_now(5), 2);
+    // Invalid tokens never consumed budget: 5 spans exported in total.
+    assert_eq!(h.finished().len(), 5);
+}
+
+#[test]
+fn local_children_of_a_debug_trace_do_not_consume_the_limit() {
+    let (nanos, clock) = manual_clock();
+    nanos.store(1, Ordering::SeqCst);
+    let sampler = CustomSampler::with_clock(
+        SamplingConfig::default()
+            .base_rate(0.0)
+            .debug(DebugConfig::default().token("t0k3n").max_per_second(2)),
+        clock,
+    )
+    .unwrap();
+    let h = Harness::with_sampler(sampler);
+    let tracer = h.provider.tracer("test");
+    let cx = Context::new().with_value(debug_value("t0k3n"));
+    let mut server = tracer.start_with_context("server", &cx);
+    server.end();
+    // The child context still carries the DebugRequest value.
+    let server_cx = cx.with_span(server);
+    assert!(server_cx.get::<DebugRequest>().is_some());
+    for _ in 0..10 {
+        let mut child = tracer.start_with_context("child", &server_cx);
+        assert!(child.span_context().is_sampled());
+        child.end();
+    }
+    // One debug grant left for the next request.
+    assert!(h.server_span(&cx, "GET", "/x").is_sampled());
+    assert!(!h.server_span(&cx, "GET", "/x").is_sampled());
+    let spans = h.finished();
+    let debug = spans
+        .iter()
+        .filter(|s| reason(s).as_deref() == Some("debug"))
+        .count();
+    let parent = spans
+        .iter()
+        .filter(|s| reason(s).as_deref() == Some("parent"))
+        .count();
+    assert_eq!((debug, parent), (2, 10));
+}
+
+#[test]
+fn debug_header_value_is_bounded_visible_ascii() {
+    let ok = |v: &[u8]| {
+        http::HeaderValue::from_bytes(v)
+            .ok()
+            .and_then(|v| DebugRequest::from_header_value(&v))
+            .is_some()
+    };
+    assert!(ok(b"token"));
+    assert!(ok(&[b'a'; 256]));
+    assert!(!ok(&[b'a'; 257]));
+    assert!(!ok(b""));
+    assert!(!ok(b"has space"));
+    assert!(!ok(b"tab\there"));
+    assert!(!ok(&[0x80, 0x81]));
+    assert!(!ok("caf\u{e9}".as_bytes()));
+    // Debug output never shows the token.
+    let shown = format!("{:?}", debug_value("super-secret"));
+    assert!(!shown.contains("super-secret"), "{shown}");
+    let config = DebugConfig::default()
+        .token("super-secret")
+        .hmac_secret("0123456789abcdef!");
+    let shown = format!("{:?}", SamplingConfig::default().debug(config));
+    assert!(
+        !shown.contains("super-secret") && !shown.contains("0123456789abcdef!"),
+        "{shown}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Configuration
+
+fn config_error(config: SamplingConfig) -> String {
+    match CustomSampler::new(config) {
+        Ok(_) => panic!("expected a configuration error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn validation_errors_name_field_and_value() {
+    let three_rules = SamplingConfig::default()
+        .rule(SamplingRule::new("a", 0.1))
+        .rule(SamplingRule::new("b", 0.2))
+        .rule(SamplingRule::new("c", 1.5));
+    let cases: Vec<(SamplingConfig, &[&str])> = vec![
+        (
+            three_rules,
+            &[
+                "sampling.rules[2].rate = \"1.5\": outside 0.0..=1.0",
+                "rule \"c\"",
+            ],
+        ),
+        (
+            SamplingConfig::default().base_rate(f64::NAN),
+            &["sampling.base_rate", "NaN"],
+        ),
+        (
+            SamplingConfig::default().base_rate(-0.5),
+            &["sampling.base_rate", "-0.5"],
+        ),
+        (
+            SamplingConfig::default().high_value_rate(2.0),
+            &["sampling.high_value_rate", "2"],
+        ),
+        (
+            SamplingConfig::default()
+                .rule(SamplingRule::new("x", 1.0))
+                .rule(SamplingRule::new("x", 1.0)),
+            &["sampling.rules[1].name", "duplicate"],
+        ),
+        (
+            SamplingConfig::default().rule(SamplingRule::new("", 1.0)),
+            &["sampling.rules[0].name"],
+        ),
+        (
+            SamplingConfig::default().rule(SamplingRule::new("a b", 1.0)),
+            &["sampling.rules[0].name", "a b"],
+        ),
+        (
+            SamplingConfig::default().rule(SamplingRule::new("g", 1.0).route("/a/[b")),
+            &["sampling.rules[0].route", "/a/[b", "invalid glob"],
+        ),
+        (
+            SamplingConfig::default().rule(SamplingRule::new("m", 1.0).method("GE T")),
+            &["sampling.rules[0].method", "GE T"],
+        ),
+        (
+            SamplingConfig::default().rule(SamplingRule::new("f", 1.0).attribute("k", f64::NAN)),
+            &["sampling.rules[0].attributes.k"],
+        ),
+        (
+            SamplingConfig::default().high_value("", "POST"),
+            &["sampling.high_value[0].route"],
+        ),
+        (
+            SamplingConfig::default().high_value("/x", "PO ST"),
+            &["sampling.high_value[0].method"],
+        ),
+        (
+            SamplingConfig::default().debug(DebugConfig::default().header("bad header")),
+            &["sampling.debug.header", "bad header"],
+        ),
+        (
+            SamplingConfig::default().debug(DebugConfig::default().hmac_secret("short")),
+            &["sampling.debug.hmac_secret", "shorter than 16"],
+        ),
+        (
+            SamplingConfig::default().debug(DebugConfig::default().token("ok").token("has space")),
+            &["sampling.debug.tokens[1]"],
+        ),
+        (
+            SamplingConfig::default().debug(DebugConfig::default().max_per_second(2_000_000)),
+            &["sampling.debug.max_per_second", "2000000"],
+        ),
+    ];
+    for (config, needles) in cases {
+        let message = config_error(config);
+        for needle in needles {
+            assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+        }
+    }
+    // Secrets never appear in errors.
+    let message =
+        config_error(SamplingConfig::default().debug(DebugConfig::default().token("secret value")));
+    assert!(!message.contains("secret value"), "{message}");
+}
+
+const TOML: &str = r#"
+base_rate = 0.25
+high_value_rate = 0.75
+
+[[high_value]]
+route = "/checkout"
+method = "POST"
+
+[[rules]]
+name = "health"
+route = "/health*"
+rate = 0.0
+priority = 10
+
+[[rules]]
+name = "orders"
+route = "/orders/{id}"
+method = "GET"
+kind = "server"
+rate = 0.5
+attributes = { tenant = "acme", shard = 3 }
+
+[debug]
+header = "x-debug"
+tokens = ["a", "b"]
+hmac_secret = "0123456789abcdef"
+max_per_second = 3
+
+[span_limits]
+max_attributes_per_span = 64
+max_attribute_value_length = 100
+"#;
+
+fn expected_file_config() -> SamplingConfig {
+    SamplingConfig::default()
+        .base_rate(0.25)
+        .high_value_rate(0.75)
+        .high_value("/checkout", "POST")
+        .rule(
+            SamplingRule::new("health", 0.0)
+                .route("/health*")
+                .priority(10),
+        )
+        .rule(
+            SamplingRule::new("orders", 0.5)
+                .route("/orders/{id}")
+                .method("GET")
+                .kind(RuleSpanKind::Server)
+                .attribute("tenant", "acme")
+                .attribute("shard", 3i64),
+        )
+        .debug(
+            DebugConfig::default()
+                .header("x-debug")
+                .token("a")
+                .token("b")
+                .hmac_secret("0123456789abcdef")
+                .max_per_second(3),
+        )
+        .span_limits(
+            SpanLimitsConfig::default()
+                .max_attributes_per_span(64)
+                .max_attribute_value_length(100),
+        )
+}
+
+#[test]
+fn toml_json_yaml_parse_to_the_same_config() {
+    let expected = expected_file_config();
+    assert_eq!(SamplingConfig::from_toml_str(TOML).unwrap(), expected);
+    let json = serde_json::to_string(&expected).unwrap();
+    assert_eq!(SamplingConfig::from_json_str(&json).unwrap(), expected);
+    let yaml = serde_yaml_ng::to_string(&expected).unwrap();
+    assert_eq!(SamplingConfig::from_yaml_str(&yaml).unwrap(), expected);
+    let toml_again = toml::to_string(&expected).unwrap();
+    assert_eq!(
+        SamplingConfig::from_toml_str(&toml_again).unwrap(),
+        expected
+    );
+    // An empty document is the default configuration.
+    assert_eq!(
+        SamplingConfig::from_toml_str("").unwrap(),
+        SamplingConfig::default()
+    );
+}
+
+#[test]
+fn malformed_or_invalid_documents_are_errors() {
+    type Parse = fn(&str) -> Result<SamplingConfig, meshtrace::Error>;
+    let cases: &[(&str, Parse, &str)] = &[
+        (
+            "toml syntax",
+            SamplingConfig::from_toml_str,
+            "base_rate = = 1",
+        ),
+        (
+            "toml type",
+            SamplingConfig::from_toml_str,
+            "base_rate = \"high\"",
+        ),
+        (
+            "toml unknown field",
+            SamplingConfig::from_toml_str,
+            "base_rat = 0.5",
+        ),
+        (
+            "toml rule without rate",
+            SamplingConfig::from_toml_str,
+            "[[rules]]\nname = \"x\"",
+        ),
+        (
+            "toml invalid value",
+            SamplingConfig::from_toml_str,
+            "base_rate = 3.0",
+        ),
+        (
+            "toml bad kind",
+            SamplingConfig::from_toml_str,
+            "[[rules]]\nname = \"x\"\nrate = 1.0\nkind = \"sever\"",
+        ),
+        (
+            "json syntax",
+            SamplingConfig::from_json_str,
+            "{\"base_rate\": }",
+        ),
+        (
+            "json unknown",
+            SamplingConfig::from_json_str,
+            "{\"debug\": {\"tokenz\": []}}",
+        ),
+        (
+            "json deep",
+            SamplingConfig::from_json_str,
+            &"[".repeat(10_000),
+        ),
+        (
+            "yaml syntax",
+            SamplingConfig::from_yaml_str,
+            "base_rate: [1",
+        ),
+        ("yaml type", SamplingConfig::from_yaml_str, "rules: 5"),
+        (
+            "yaml invalid",
+            SamplingConfig::from_yaml_str,
+            "rules:\n  - name: x\n    rate: 1.5",
+        ),
+    ];
+    for (name, parse, text) in cases {
+        assert!(parse(text).is_err(), "{name} should fail");
+    }
+    let message = SamplingConfig::from_yaml_str("rules:\n  - name: x\n    rate: 1.5")
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("sampling.rules[0].rate"), "{message}");
+}
+
+#[test]
+fn files_by_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = expected_file_config();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let toml_path = write("s.toml", TOML);
+    let json_path = write("s.json", &serde_json::to_string(&expected).unwrap());
+    let yaml_path = write("s.YML", &serde_yaml_ng::to_string(&expected).unwrap());
+    for path in [&toml_path, &json_path, &yaml_path] {
+        assert_eq!(
+            SamplingConfig::from_file(path).unwrap(),
+            expected,
+            "{path:?}"
+        );
+    }
+    let unknown = write("s.ini", "base_rate = 1");
+    assert!(
+        SamplingConfig::from_file(&unknown)
+            .unwrap_err()
+            .to_string()
+            .contains("extension")
+    );
+    assert!(SamplingConfig::from_file(dir.path().join("missing.toml")).is_err());
+    let big = write("big.toml", &format!("# {}\n", "x".repeat(2 << 20)));
+    assert!(
+        SamplingConfig::from_file(&big)
+            .unwrap_err()
+            .to_string()
+            .contains("larger")
+    );
+    // JSON content in a .toml file is a TOML error naming the file.
+    let wrong = write("wrong.toml", "{\"base_rate\": 0.5}");
+    let message = SamplingConfig::from_file(&wrong).unwrap_err().to_string();
+    assert!(
+        message.contains("wrong.toml") && message.contains("TOML"),
+        "{message}"
+    );
+}
+
+#[test]
+fn environment_variables() {
+    let env = |vars: &'static [(&'static str, &'static str)]| {
+        SamplingConfig::from_env_with(move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    };
+    assert_eq!(env(&[]).unwrap(), SamplingConfig::default());
+    let c = env(&[
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.2"),
+    ])
+    .unwrap();
+    assert_eq!(c.base_rate, 0.2);
+    assert_eq!(
+        env(&[("OTEL_TRACES_SAMPLER", "always_off")])
+            .unwrap()
+            .base_rate,
+        0.0
+    );
+    let c = env(&[
+        ("OTEL_TRACES_SAMPLER", "traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.2"),
+        ("MESHTRACE_SAMPLING_BASE_RATE", "0.3"),
+        ("MESHTRACE_SAMPLING_HIGH_VALUE_RATE", "0.9"),
+        ("MESHTRACE_SAMPLING_DEBUG_HEADER", "x-dbg"),
+        ("MESHTRACE_SAMPLING_DEBUG_TOKENS", "a, b,,c"),
+        ("MESHTRACE_SAMPLING_DEBUG_HMAC_SECRET", "0123456789abcdef"),
+        ("MESHTRACE_SAMPLING_DEBUG_MAX_PER_SECOND", "4"),
+        ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "10"),
+        ("OTEL_SPAN_EVENT_COUNT_LIMIT", "11"),
+        ("OTEL_SPAN_LINK_COUNT_LIMIT", "12"),
+        ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "13"),
+    ])
+    .unwrap();
+    assert_eq!(c.base_rate, 0.3);
+    assert_eq!(c.high_value_rate, 0.9);
+    assert_eq!(c.debug.header, "x-dbg");
+    assert_eq!(c.debug.tokens, ["a", "b", "c"]);
+    assert_eq!(c.debug.hmac_secret.as_deref(), Some("0123456789abcdef"));
+    assert_eq!(c.debug.max_per_second, 4);
+    let sdk = c.span_limits.to_sdk();
+    assert_eq!(
+        (
+            sdk.max_attributes_per_span,
+            sdk.max_events_per_span,
+            sdk.max_links_per_span
+        ),
+        (10, 11, 12)
+    );
+    assert_eq!(c.span_limits.max_attribute_value_length, 13);
+
+    for (vars, needle) in [
+        (
+            &[("OTEL_TRACES_SAMPLER", "jaeger_remote")][..],
+            "OTEL_TRACES_SAMPLER",
+        ),
+        (
+            &[
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "x"),
+            ][..],
+            "OTEL_TRACES_SAMPLER_ARG",
+        ),
+        (
+            &[("MESHTRACE_SAMPLING_BASE_RATE", "1.5")][..],
+            "MESHTRACE_SAMPLING_BASE_RATE",
+        ),
+        (
+            &[("MESHTRACE_SAMPLING_DEBUG_MAX_PER_SECOND", "-1")][..],
+            "MESHTRACE_SAMPLING_DEBUG_MAX_PER_SECOND",
+        ),
+        (
+            &[("OTEL_SPAN_LINK_COUNT_LIMIT", "many")][..],
+            "OTEL_SPAN_LINK_COUNT_LIMIT",
+        ),
+        (
+            &[("MESHTRACE_SAMPLING_CONFIG_FILE", "/nonexistent/s.toml")][..],
+            "/nonexistent/s.toml",
+        ),
+    ] {
+        let message = env(vars).unwrap_err().to_string();
+        assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    }
+}
+
+#[test]
+fn span_limits_map_to_the_sdk_and_truncate_values() {
+    let limits = SpanLimitsConfig::default()
+        .max_attributes_per_span(2)
+        .max_events_per_span(3)
+        .max_links_per_span(4)
+        .max_attributes_per_event(5)
+        .max_attributes_per_link(6)
+        .max_attribute_value_length(4);
+    let sdk = limits.to_sdk();
+    assert_eq!(
+        (
+            sdk.max_attributes_per_span,
+            sdk.max_events_per_span,
+            sdk.max_links_per_span,
+            sdk.max_attributes_per_event,
+            sdk.max_attributes_per_link
+        ),
+        (2, 3, 4, 5, 6)
+    );
+    use opentelemetry::{Array, StringValue, Value};
+    assert_eq!(
+        limits.truncate_value(Value::from("abcdefg")),
+        Value::from("abcd")
+    );
+    // Never splits a UTF-8 character: "aé" is 3 bytes, "aéé" is 5.
+    assert_eq!(
+        limits.truncate_value(Value::from("a\u{e9}\u{e9}")),
+        Value::from("a\u{e9}")
+    );
+    assert_eq!(
+        limits.truncate_value(Value::I64(123456)),
+        Value::I64(123456)
+    );
+    let array = Value::Array(Array::String(vec![
+        StringValue::from("abcdef"),
+        StringValue::from("ab"),
+    ]));
+    assert_eq!(
+        limits.truncate_value(array),
+        Value::Array(Array::String(vec![
+            StringValue::from("abcd"),
+            StringValue::from("ab")
+        ]))
+    );
+    let unlimited = limits.max_attribute_value_length(0);
+    assert_eq!(
+        unlimited.truncate_value(Value::from("abcdefg")),
+        Value::from("abcdefg")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Hot reload
+
+#[test]
+fn reload_swaps_and_invalid_reload_keeps_the_old_config() {
+    let sampler = CustomSampler::new(SamplingConfig::default().base_rate(0.0)).unwrap();
+    let clone = sampler.clone();
+    let h = Harness::with_sampler(sampler);
+    assert!(!h.server_span(&Context::new(), "GET", "/x").is_sampled());
+
+    h.handle
+        .reload(
+            SamplingConfig::default()
+                .base_rate(0.0)
+                .rule(SamplingRule::new("x", 1.0).route("/x")),
+        )
+        .unwrap();
+    assert!(h.server_span(&Context::new(), "GET", "/x").is_sampled());
+    // Clones share the configuration.
+    assert_eq!(clone.handle().config().rules.len(), 1);
+
+    let err = h
+        .handle
+        .reload(SamplingConfig::default().base_rate(7.0))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sampling.base_rate"), "{err}");
+    assert_eq!(h.handle.config().rules.len(), 1);
+    assert!(h.server_span(&Context::new(), "GET", "/x").is_sampled());
+
+    // From files: a valid one swaps, a malformed one leaves the config in place.
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, "base_rate: 0.0\ndebug:\n  header: x-other\n").unwrap();
+    h.handle.reload_from_file(&good).unwrap();
+    assert!(!h.server_span(&Context::new(), "GET", "/x").is_sampled());
+    assert_eq!(h.handle.debug_header().as_str(), "x-other");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"base_rate\": 1.0,").unwrap();
+    assert!(h.handle.reload_from_file(&bad).is_err());
+    assert_eq!(h.handle.debug_header().as_str(), "x-other");
+    assert_eq!(h.handle.config().base_rate, 0.0);
+}
+
+#[test]
+fn reload_races_with_decisions_without_blocking() {
+    let sampler = CustomSampler::new(SamplingConfig::default()).unwrap();
+    let handle = sampler.handle();
+    let h = Harness::with_sampler(sampler);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..200 {
+                let rate = if i % 2 == 0 { 0.0 } else { 1.0 };
+                handle
+                    .reload(SamplingConfig::default().base_rate(rate))
+                    .unwrap();
+            }
+        });
+        for _ in 0..200 {
+            // Each decision sees one whole configuration: reason base, th:0 when kept.
+            let sc = h.server_span(&Context::new(), "GET", "/x");
+            if sc.is_sampled() {
+                assert_eq!(sc.trace_state().header(), "ot=th:0");
+            }
+        }
+    });
+}
+
+#[test]
+fn parse_errors_do_not_echo_secrets() {
+    let text = "[debug]\nhmac_secret = \"0123456789abcdef-very-secret\" oops\n";
+    let message = SamplingConfig::from_toml_str(text).unwrap_err().to_string();
+    assert!(!message.contains("very-secret"), "{message}");
+    assert!(message.contains("line 2"), "{message}");
+}
+
+#[tokio::test]
+async fn watched_file_is_loaded_then_reloaded_on_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sampling.toml");
+    std::fs::write(&path, "base_rate = 0.5").unwrap();
+    let handle = CustomSampler::new(SamplingConfig::default())
+        .unwrap()
+        .handle();
+    let _watcher = handle.watch_file(&path, Duration::from_millis(10)).unwrap();
+    // Loaded at once.
+    assert_eq!(handle.config().base_rate, 0.5);
+    std::fs::write(&path, "base_rate = 0.25").unwrap();
+    // Wait for the watcher task (polls every 10 ms), bounded so a broken watcher fails.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while handle.config().base_rate != 0.25 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "watcher never reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn watch_file_needs_a_runtime_and_a_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    std::fs::write(&path, "{}").unwrap();
+    let handle = CustomSampler::new(SamplingConfig::default())
+        .unwrap()
+        .handle();
+    let message = handle
+        .watch_file(&path, Duration::from_secs(1))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("tokio runtime"), "{message}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        std::fs::write(&path, "{\"base_rate\": 2}").unwrap();
+        assert!(handle.watch_file(&path, Duration::from_secs(1)).is_err());
+        assert!(handle.watch_file(&path, Duration::ZERO).is_err());
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Hostile tracestate and debug values
+
+mod hostile {
+    use super::*;
+    use opentelemetry_sdk::trace::ShouldSample;
+    use proptest::prelude::*;
+
+    fn ot_member() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "th:[0-9a-fA-F]{0,16}",
+            "rv:[0-9a-fA-F]{0,16}",
+            "[a-z]{1,3}:[!-+--~&&[^;=,]]{0,20}",
+            "[!-+--~&&[^=,]]{0,12}",
+        ]
+    }
+
+    fn ot_value() -> impl Strategy<Value = String> {
+        prop::collection::vec(ot_member(), 0..30)
+            .prop_map(|members| members.join(";"))
+            .prop_filter("tracestate value limit", |v| {
+                v.len() <= 256 && !v.is_empty()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_ot_value_gives_a_bounded_consistent_tracestate(
+            ot in ot_value(),
+            sampled in any::<bool>(),
+            untrusted in any::<bool>(),
+            low in 0u64..(1 << 56),
+            rate in 0.0f64..=1.0,
+        ) {
+            let sampler = CustomSampler::new(SamplingConfig::default().base_rate(rate)).unwrap();
+            let state = TraceState::from_key_value([("ot", ot.as_str()), ("v", "1")]).unwrap();
+            let flags = if sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
+            let mut cx = Context::new().with_remote_span_context(SpanContext::new(
+                trace_id(low), SpanId::from(1), flags, true, state,
+            ));
+            if untrusted {
+                cx = cx.with_value(UntrustedEdge);
+            }
+            let result = sampler.should_sample(
+                Some(&cx), trace_id(low), "GET", &SpanKind::Server, &[], &[],
+            );
+            let out = result.trace_state;
+            prop_assert_eq!(out.get("v"), Some("1"));
+            let out_ot = out.get("ot").unwrap_or("");
+            prop_assert!(out_ot.len() <= 256);
+            // A valid incoming rv is never lost or changed.
+            let rv_in: Vec<&str> = ot.split(';').filter(|m| m.starts_with("rv:")).collect();
+            if rv_in.len() == 1 && Randomness::parse_rv(&rv_in[0][3..]).is_some() {
+                prop_assert!(out_ot.split(';').any(|m| m == rv_in[0]), "{} -> {}", ot, out_ot);
+            }
+            // Any th written out is valid, single, and consistent with the decision.
+            let th_out: Vec<&str> = out_ot.split(';').filter(|m| m.starts_with("th:")).collect();
+            prop_assert!(th_out.len() <= 1);
+            if let Some(th) = th_out.first() {
+                prop_assert!(Threshold::parse(&th[3..]).is_some(), "{}", th);
+                prop_assert_eq!(&result.decision, &opentelemetry_sdk::trace::SamplingDecision::RecordAndSample);
+            }
+        }
+
+        #[test]
+        fn debug_request_accepts_only_bounded_visible_ascii(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(value) = http::HeaderValue::from_bytes(&bytes) {
+                let accepted = DebugRequest::from_header_value(&value).is_some();
+                let expected = !bytes.is_empty()
+                    && bytes.len() <= 256
+                    && bytes.iter().all(|b| (0x21..=0x7e).contains(b));
+                prop_assert_eq!(accepted, expected);
+            }
+        }
+
+        #[test]
+        fn th_and_rv_parsers_never_panic(s in "\\PC{0,20}") {
+            let _ = Threshold::parse(&s);
+            let _ = Randomness::parse_rv(&s);
+        }
+    }
+}
