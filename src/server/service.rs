@@ -197,11 +197,16 @@ fn decide_early(
         if !config.roots_decidable.load(Ordering::Relaxed) {
             return Early::Undecided;
         }
-        let facts = attributes::RequestFacts::read(parts, config, correlation);
-        // With neither rules nor high-value operations the sampler decides a root on its
-        // trace id alone (base rate), so the attributes are not built.
         let sampling = sampler.handle().config();
-        let attributes = if sampling.rules.is_empty() && sampling.high_value.is_empty() {
+        // With neither rules nor high-value operations the sampler decides a root on its
+        // trace id alone (base rate): nothing to decide early when that keeps every root,
+        // and no attributes to build otherwise.
+        let base_only = sampling.rules.is_empty() && sampling.high_value.is_empty();
+        if base_only && sampling.base_rate >= 1.0 {
+            return Early::Undecided;
+        }
+        let facts = attributes::RequestFacts::read(parts, config, correlation);
+        let attributes = if base_only {
             Vec::new()
         } else {
             facts.attributes()
