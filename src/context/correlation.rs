@@ -54,25 +54,32 @@ enum Lookup {
 impl CorrelationId {
     /// Generates a new random id (UUID v4, hyphenated lowercase).
     pub fn generate() -> Self {
-        let mut buf = uuid::Uuid::encode_buffer();
-        let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-        // A hyphenated UUID is ASCII hex and dashes, always a valid header value; the fallback
-        // only keeps this function free of panic paths.
-        CorrelationId(HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("0")))
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        // One allocation that every clone (echo, extensions, outgoing calls) shares; a
+        // `HeaderValue::from_str` copy is a `Vec`-backed `Bytes` (bytes 1.x) that allocates
+        // again on its first clone. A hyphenated UUID is ASCII hex and dashes, always a
+        // valid header value; the fallback only keeps this function free of panic paths.
+        CorrelationId(
+            HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+                .unwrap_or_else(|_| HeaderValue::from_static("0")),
+        )
     }
 
     /// Validates a value: `Some` only for 1 to 128 characters of `[A-Za-z0-9._:-]`.
     pub fn parse(value: &[u8]) -> Option<Self> {
-        if value.is_empty() || value.len() > MAX_CORRELATION_ID_LEN {
-            return None;
-        }
-        if !value
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-        {
+        if !Self::is_valid(value) {
             return None;
         }
         HeaderValue::from_bytes(value).ok().map(CorrelationId)
+    }
+
+    fn is_valid(value: &[u8]) -> bool {
+        !value.is_empty()
+            && value.len() <= MAX_CORRELATION_ID_LEN
+            && value
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
     }
 
     /// Reads the id from `header`, else [`FALLBACK_CORRELATION_HEADER`], else generates one.
@@ -107,7 +114,12 @@ impl CorrelationId {
         match (values.next(), values.next()) {
             (None, _) => Lookup::Absent,
             (Some(_), Some(_)) => Lookup::Invalid,
-            (Some(v), None) => Self::parse(v.as_bytes()).map_or(Lookup::Invalid, Lookup::Valid),
+            // A clone shares the received bytes (a reference count for hyper's headers)
+            // instead of copying them as `parse` must.
+            (Some(v), None) if Self::is_valid(v.as_bytes()) => {
+                Lookup::Valid(CorrelationId(v.clone()))
+            }
+            (Some(_), None) => Lookup::Invalid,
         }
     }
 

@@ -84,6 +84,11 @@ use traceparent::KNOWN_FLAGS;
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
 const BAGGAGE: &str = "baggage";
+// Looking a header up by `&str` parses and validates the name on every call
+// (http 1.x `HdrName::from_bytes`); a prepared `HeaderName` skips that.
+const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+const TRACESTATE_HEADER: HeaderName = HeaderName::from_static(TRACESTATE);
+const BAGGAGE_HEADER: HeaderName = HeaderName::from_static(BAGGAGE);
 
 /// The W3C Level 2 random trace-id flag.
 pub const RANDOM_FLAG: TraceFlags = TraceFlags::new(0x02);
@@ -97,12 +102,20 @@ pub struct TraceRandom;
 /// All values of repeated headers are seen (`HeaderMap::get_all`), unlike opentelemetry-http's
 /// `HeaderExtractor::get`.
 pub fn extract(headers: &HeaderMap) -> Context {
-    let values = |name: &'static str| headers.get_all(name).iter().map(HeaderValue::as_bytes);
     extract_parts(
         &Context::new(),
-        values(TRACEPARENT),
-        values(TRACESTATE),
-        values(BAGGAGE),
+        headers
+            .get_all(&TRACEPARENT_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes),
+        headers
+            .get_all(&TRACESTATE_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes),
+        headers
+            .get_all(&BAGGAGE_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes),
     )
 }
 

@@ -145,16 +145,43 @@ pub(crate) fn trim_ows(mut v: &[u8]) -> &[u8] {
     v
 }
 
+/// Value of each byte as a lowercase hex digit; `0xff` for every other byte.
+const HEX_LC: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Decodes up to 16 lowercase hex digits without a branch per digit: an invalid byte
+/// maps to `0xff`, whose high bits mark the whole input invalid.
+fn hex_u64(digits: &[u8]) -> Option<u64> {
+    let mut acc = 0u64;
+    let mut invalid = 0u8;
+    for &b in digits {
+        let d = HEX_LC[usize::from(b)];
+        invalid |= d;
+        acc = (acc << 4) | u64::from(d & 0x0f);
+    }
+    (invalid & 0xf0 == 0).then_some(acc)
+}
+
 /// Decodes up to 32 lowercase hex digits; `None` on any other byte (uppercase included).
 fn hex_lc(digits: &[u8]) -> Option<u128> {
-    digits.iter().try_fold(0u128, |acc, &b| {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => return None,
-        };
-        Some((acc << 4) | u128::from(d))
-    })
+    debug_assert!(digits.len() <= 32);
+    if digits.len() <= 16 {
+        return hex_u64(digits).map(u128::from);
+    }
+    let (high, low) = digits.split_at(digits.len() - 16);
+    Some((u128::from(hex_u64(high)?) << 64) | u128::from(hex_u64(low)?))
 }
 
 #[cfg(test)]

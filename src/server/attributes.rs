@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use http::request::Parts;
 use http::{Method, Version};
+use opentelemetry::KeyValue;
 use tracing::Span;
 use tracing::field::Empty;
 
@@ -40,9 +41,10 @@ pub(crate) fn known_method(method: &Method) -> Option<&'static str> {
 /// the raw path.
 fn span_name(method: Option<&'static str>, route: Option<&str>) -> Cow<'static, str> {
     match (method, route) {
-        (Some(m), Some(r)) => Cow::Owned(format!("{m} {r}")),
+        // Built by hand: `format!` goes through the formatting machinery on every request.
+        (Some(m), Some(r)) => Cow::Owned([m, " ", r].concat()),
         (Some(m), None) => Cow::Borrowed(m),
-        (None, Some(r)) => Cow::Owned(format!("HTTP {r}")),
+        (None, Some(r)) => Cow::Owned(["HTTP ", r].concat()),
         (None, None) => Cow::Borrowed("HTTP"),
     }
 }
@@ -172,50 +174,115 @@ pub(crate) fn route(parts: &Parts) -> Option<&str> {
     }
 }
 
-/// Creates the server span with every field the sampler reads already set, so that
-/// tracing-opentelemetry hands them to the sampler when the OpenTelemetry span starts.
-pub(crate) fn server_span(
-    parts: &Parts,
-    config: &ServerConfig,
-    correlation: &CorrelationId,
-) -> Span {
-    let method = known_method(&parts.method);
-    let route = route(parts);
-    let name = span_name(method, route);
-    let original_method = match method {
-        Some(_) => None,
-        None => Some(parts.method.as_str()),
-    };
-    let query = parts
-        .uri
-        .query()
-        .map(|q| redact_query(q, &config.sensitive_query_params));
-    let (address, port) = server_address(parts);
-    let scheme = parts.uri.scheme_str().unwrap_or("http");
+/// What the server span records when it is created: the values the sampler decides on.
+pub(crate) struct RequestFacts<'a> {
+    method: Option<&'static str>,
+    original_method: Option<&'a str>,
+    route: Option<&'a str>,
+    path: &'a str,
+    scheme: &'a str,
+    query: Option<Cow<'a, str>>,
+    address: Option<&'a str>,
+    port: Option<u16>,
+    user_agent: Option<&'a str>,
+    version: Option<&'static str>,
+    correlation: &'a str,
+}
 
-    tracing::info_span!(
-        target: "meshtrace::server",
-        "http.server.request",
-        otel.name = %name,
-        otel.kind = "server",
-        http.request.method = method.unwrap_or("_OTHER"),
-        http.request.method_original = original_method,
-        http.route = route,
-        url.path = parts.uri.path(),
-        url.scheme = scheme,
-        url.query = query.as_deref(),
-        server.address = address,
-        // tracing-opentelemetry 0.34 has no `record_u64`: unsigned values would become
-        // strings, so integers are recorded as i64.
-        server.port = port.map(i64::from),
-        user_agent.original = user_agent(parts),
-        network.protocol.version = protocol_version(parts.version),
-        correlation.id = correlation.as_str(),
-        http.response.status_code = Empty,
-        error.type = Empty,
-        otel.status_code = Empty,
-        otel.status_description = Empty,
-    )
+impl<'a> RequestFacts<'a> {
+    pub(crate) fn read(
+        parts: &'a Parts,
+        config: &ServerConfig,
+        correlation: &'a CorrelationId,
+    ) -> Self {
+        let method = known_method(&parts.method);
+        let route = route(parts);
+        let (address, port) = server_address(parts);
+        RequestFacts {
+            method,
+            original_method: match method {
+                Some(_) => None,
+                None => Some(parts.method.as_str()),
+            },
+            route,
+            path: parts.uri.path(),
+            scheme: parts.uri.scheme_str().unwrap_or("http"),
+            query: parts
+                .uri
+                .query()
+                .map(|q| redact_query(q, &config.sensitive_query_params)),
+            address,
+            port,
+            user_agent: user_agent(parts),
+            version: protocol_version(parts.version),
+            correlation: correlation.as_str(),
+        }
+    }
+
+    /// `{method} {route}`, `{method}`, or `HTTP`/`HTTP {route}`; never the raw path.
+    pub(crate) fn name(&self) -> Cow<'static, str> {
+        span_name(self.method, self.route)
+    }
+
+    /// Creates the server span with every field the sampler reads already set, so that
+    /// tracing-opentelemetry hands them to the sampler when the OpenTelemetry span starts.
+    pub(crate) fn span(&self) -> Span {
+        let name = self.name();
+        tracing::info_span!(
+            target: "meshtrace::server",
+            "http.server.request",
+            // A `str`, not `%name`: tracing-opentelemetry 0.34 formats `Display` values
+            // through `Debug` into a new `String`; a `str` is copied once.
+            otel.name = &*name,
+            otel.kind = "server",
+            http.request.method = self.method.unwrap_or("_OTHER"),
+            http.request.method_original = self.original_method,
+            http.route = self.route,
+            url.path = self.path,
+            url.scheme = self.scheme,
+            url.query = self.query.as_deref(),
+            server.address = self.address,
+            // tracing-opentelemetry 0.34 has no `record_u64`: unsigned values would become
+            // strings, so integers are recorded as i64.
+            server.port = self.port.map(i64::from),
+            user_agent.original = self.user_agent,
+            network.protocol.version = self.version,
+            correlation.id = self.correlation,
+            http.response.status_code = Empty,
+            error.type = Empty,
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+        )
+    }
+
+    /// The attributes the span above starts with, as the SDK hands them to the sampler
+    /// (without tracing-opentelemetry's own location and thread attributes).
+    pub(crate) fn attributes(&self) -> Vec<KeyValue> {
+        use opentelemetry_semantic_conventions::attribute as a;
+        let mut out = Vec::with_capacity(11);
+        out.push(KeyValue::new(
+            a::HTTP_REQUEST_METHOD,
+            self.method.unwrap_or("_OTHER"),
+        ));
+        let mut push = |key: &'static str, value: Option<&str>| {
+            if let Some(value) = value {
+                out.push(KeyValue::new(key, value.to_owned()));
+            }
+        };
+        push(a::HTTP_REQUEST_METHOD_ORIGINAL, self.original_method);
+        push(a::HTTP_ROUTE, self.route);
+        push(a::URL_PATH, Some(self.path));
+        push(a::URL_SCHEME, Some(self.scheme));
+        push(a::URL_QUERY, self.query.as_deref());
+        push(a::SERVER_ADDRESS, self.address);
+        push(a::USER_AGENT_ORIGINAL, self.user_agent);
+        push(a::NETWORK_PROTOCOL_VERSION, self.version);
+        push("correlation.id", Some(self.correlation));
+        if let Some(port) = self.port {
+            out.push(KeyValue::new(a::SERVER_PORT, i64::from(port)));
+        }
+        out
+    }
 }
 
 #[cfg(test)]

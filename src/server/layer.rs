@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::HeaderName;
 use http::request::Parts;
@@ -9,7 +10,7 @@ use tower_layer::Layer;
 
 use super::service::TracingService;
 use crate::context::DEFAULT_CORRELATION_HEADER;
-use crate::sampler::DEFAULT_DEBUG_HEADER;
+use crate::sampler::{CustomSampler, DEFAULT_DEBUG_HEADER};
 
 /// Query parameters whose values are replaced by `REDACTED` in `url.query` by default
 /// (matched case-insensitively). The OpenTelemetry HTTP semantic conventions name
@@ -60,6 +61,25 @@ pub(crate) struct ServerConfig {
     pub(crate) untrusted: Option<RequestPredicate>,
     pub(crate) debug_header: HeaderName,
     pub(crate) catch_panic: bool,
+    /// The provider's sampler, when the user shares it with the layer: lets the layer
+    /// drop a request before building a span that the sampler would drop anyway.
+    pub(crate) sampler: Option<CustomSampler>,
+    /// Cleared when a root offered to the id generator was not taken: the provider does
+    /// not use [`RootIdGenerator`](super::RootIdGenerator), so roots are left to the SDK.
+    pub(crate) roots_decidable: Arc<AtomicBool>,
+}
+
+impl ServerConfig {
+    pub(crate) fn roots_unsupported(&self) {
+        if self.roots_decidable.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "meshtrace::server",
+                "TracingLayer::sampler: the tracer provider does not use \
+                 meshtrace::server::RootIdGenerator, so root requests are sampled by the SDK \
+                 after their span is built"
+            );
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -76,6 +96,8 @@ impl Default for ServerConfig {
             untrusted: None,
             debug_header: HeaderName::from_static(DEFAULT_DEBUG_HEADER),
             catch_panic: true,
+            sampler: None,
+            roots_decidable: Arc::new(AtomicBool::new(true)),
         }
     }
 }
@@ -108,6 +130,7 @@ impl fmt::Debug for TracingLayer {
             .field("untrusted", &self.config.untrusted.is_some())
             .field("debug_header", &self.config.debug_header)
             .field("catch_panic", &self.config.catch_panic)
+            .field("sampler", &self.config.sampler.is_some())
             .finish()
     }
 }
@@ -190,6 +213,32 @@ impl TracingLayer {
     /// forwards a bounded, printable value to the sampler, which checks the token.
     pub fn debug_header(self, header: HeaderName) -> Self {
         self.update(|c| c.debug_header = header)
+    }
+
+    /// Shares the tracer provider's sampler with the layer (pass a clone of the
+    /// [`CustomSampler`] installed with `SdkTracerProvider::builder().with_sampler(..)`),
+    /// so that the layer decides, before building any span, the requests whose decision
+    /// the sampler can make exactly as the SDK would:
+    ///
+    /// * a trusted remote parent that is not sampled (and no debug request): the sampler
+    ///   follows the parent;
+    /// * a root request (no valid parent, no debug request), when the provider also uses
+    ///   [`RootIdGenerator`](super::RootIdGenerator): the layer chooses the trace id, the
+    ///   sampler decides on it and on the span's HTTP attributes, and a kept root is
+    ///   started with that id. Without the generator the layer notices on the first kept
+    ///   root, logs a warning once, and leaves roots to the SDK.
+    ///
+    /// A request the sampler drops then builds no `tracing` span and no OpenTelemetry
+    /// span: it runs with a Context holding a non-recording span context (the trace id, a
+    /// new span id, the sampler's tracestate), the baggage and the correlation id,
+    /// attached as the current OpenTelemetry Context while the inner service runs, so
+    /// outgoing calls and child spans continue the trace exactly as with a dropped span.
+    /// Log events of such a request have no meshtrace span around them: a log layer reads
+    /// the ids from `opentelemetry::Context::current()`.
+    ///
+    /// Without this setting every request builds a span and the SDK's sampler decides.
+    pub fn sampler(self, sampler: CustomSampler) -> Self {
+        self.update(|c| c.sampler = Some(sampler))
     }
 
     /// Whether a panic in the inner service is caught, recorded on the span and turned

@@ -40,11 +40,13 @@
 pub(crate) mod attributes;
 mod body;
 mod future;
+mod ids;
 mod layer;
 mod service;
 
 pub use body::TracedBody;
 pub use future::ResponseFuture;
+pub use ids::RootIdGenerator;
 pub use layer::{DEFAULT_SENSITIVE_QUERY_PARAMS, TracingLayer};
 pub use service::TracingService;
 

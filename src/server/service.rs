@@ -1,8 +1,10 @@
 //! [`TracingService`]: `poll_ready` and `call`.
 
+use std::borrow::Cow;
 use std::fmt::Display;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -10,10 +12,14 @@ use opentelemetry::{Array, StringValue, Value};
 use tower_service::Service;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId};
+use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
+
 use super::RequestContext;
 use super::attributes;
 use super::body::TracedBody;
 use super::future::{ResponseFuture, panic_message};
+use super::ids;
 use super::layer::ServerConfig;
 use crate::context::{self, CorrelationId};
 use crate::sampler::{DebugRequest, UntrustedEdge};
@@ -74,7 +80,17 @@ where
             &parts,
             config,
         );
-        let span = attributes::server_span(&parts, config, &correlation);
+        let root_offer = match decide_early(&parent, &parts, &correlation, config) {
+            Early::Drop(cx) => {
+                parts.extensions.insert(correlation);
+                parts.extensions.insert(RequestContext { cx: cx.clone() });
+                let request = Request::from_parts(parts, body);
+                return self.call_inner(request, None, Some(cx), echo);
+            }
+            Early::SampledRoot(trace_id) => Some(trace_id),
+            Early::Undecided => None,
+        };
+        let span = attributes::RequestFacts::read(&parts, config, &correlation).span();
         // The parent must be set before anything starts the OpenTelemetry span, or the
         // sampler would see no parent (tracing-opentelemetry 0.34 starts it lazily).
         let attach = match span.set_parent(parent.clone()) {
@@ -86,16 +102,40 @@ where
         let trace_cx = match &attach {
             None => {
                 record_request_headers(&span, &parts, config);
-                span.context()
+                if let Some(trace_id) = root_offer {
+                    ids::offer(trace_id);
+                }
+                // Starts the OpenTelemetry span: the SDK samples it now.
+                let cx = span.context();
+                if root_offer.is_some() && !ids::taken() {
+                    config.roots_unsupported();
+                }
+                cx
             }
             Some(parent) => parent.clone(),
         };
         parts.extensions.insert(correlation);
         parts.extensions.insert(RequestContext { cx: trace_cx });
         let request = Request::from_parts(parts, body);
+        self.call_inner(request, Some(span), attach, echo)
+    }
+}
 
+impl<S> TracingService<S> {
+    /// Calls the inner service inside `span` and with `attach` as the current Context.
+    fn call_inner<ReqBody, ResBody>(
+        &mut self,
+        request: Request<ReqBody>,
+        span: Option<tracing::Span>,
+        attach: Option<opentelemetry::Context>,
+        echo: Option<http::HeaderValue>,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    {
+        let config = &self.config;
         let called = {
-            let _entered = span.enter();
+            let _entered = span.as_ref().map(tracing::Span::enter);
             let _attached = attach.as_ref().map(|cx| cx.clone().attach());
             if config.catch_panic {
                 catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
@@ -104,14 +144,102 @@ where
             }
         };
         match called {
-            Ok(future) => ResponseFuture::new(future, Some(span), attach, echo, config.clone()),
+            Ok(future) => ResponseFuture::new(future, span, attach, echo, config.clone()),
             Err(payload) => ResponseFuture::panicked(
                 panic_message(payload.as_ref()),
-                Some(span),
+                span,
                 echo,
                 config.clone(),
             ),
         }
+    }
+}
+
+/// What the layer could decide before building the span.
+enum Early {
+    /// The sampler drops the request: run it with this Context, without a span.
+    Drop(opentelemetry::Context),
+    /// The sampler keeps this root request: build the span, with this trace id.
+    SampledRoot(TraceId),
+    /// Build the span and let the SDK's sampler decide.
+    Undecided,
+}
+
+/// Asks the provider's sampler, before any span is built (see
+/// [`TracingLayer::sampler`](super::TracingLayer::sampler)), about the requests whose
+/// decision it can make exactly as the SDK would:
+///
+/// * an unsampled, trusted remote parent: the sampler follows the parent, so it decides
+///   on the parent alone;
+/// * no parent (a root): the layer chooses the trace id, the sampler decides on it and
+///   on the span's attributes, and a kept root is started with that trace id by
+///   [`RootIdGenerator`](super::RootIdGenerator).
+///
+/// Never with a debug request (the sampler's debug rate limit must be consumed once) or
+/// a sampled parent (the span is built anyway). A dropped request gets what the SDK gives
+/// a dropped span: the trace id, a new span id, no flags, the sampler's tracestate.
+fn decide_early(
+    parent: &opentelemetry::Context,
+    parts: &http::request::Parts,
+    correlation: &CorrelationId,
+    config: &ServerConfig,
+) -> Early {
+    let Some(sampler) = config.sampler.as_ref() else {
+        return Early::Undecided;
+    };
+    if parent.get::<DebugRequest>().is_some() {
+        return Early::Undecided;
+    }
+    let span = parent.span();
+    let sc = span.span_context();
+    let root = !sc.is_valid();
+    let (trace_id, name, attributes) = if root {
+        if !config.roots_decidable.load(Ordering::Relaxed) {
+            return Early::Undecided;
+        }
+        let sampling = sampler.handle().config();
+        // With neither rules nor high-value operations the sampler decides a root on its
+        // trace id alone (base rate): nothing to decide early when that keeps every root,
+        // and no attributes to build otherwise.
+        let base_only = sampling.rules.is_empty() && sampling.high_value.is_empty();
+        if base_only && sampling.base_rate >= 1.0 {
+            return Early::Undecided;
+        }
+        let facts = attributes::RequestFacts::read(parts, config, correlation);
+        let attributes = if base_only {
+            Vec::new()
+        } else {
+            facts.attributes()
+        };
+        (ids::random_trace_id(), facts.name(), attributes)
+    } else {
+        if !sc.is_remote() || sc.is_sampled() || parent.get::<UntrustedEdge>().is_some() {
+            return Early::Undecided;
+        }
+        // The sampler follows the parent here: name and attributes are not built.
+        (sc.trace_id(), Cow::Borrowed(""), Vec::new())
+    };
+    let result = sampler.should_sample(
+        Some(parent),
+        trace_id,
+        &name,
+        &SpanKind::Server,
+        &attributes,
+        &[],
+    );
+    match result.decision {
+        SamplingDecision::Drop => {
+            let own = SpanContext::new(
+                trace_id,
+                ids::random_span_id(),
+                TraceFlags::default(),
+                false,
+                result.trace_state,
+            );
+            Early::Drop(parent.with_remote_span_context(own))
+        }
+        _ if root => Early::SampledRoot(trace_id),
+        _ => Early::Undecided,
     }
 }
 

@@ -1,0 +1,458 @@
+//! The unsampled path: what it allocates (counted by a global allocator, on this thread
+//! only) and what the request still sees.
+//!
+//! The requests are the benchmark's: `GET /users/42` with an unsampled `traceparent`
+//! (`-00`) and `baggage: userId=alice,tenant=acme`. Counts are compared, in the same test,
+//! between
+//! * the bare Router;
+//! * the Router with a minimal propagating layer: it builds the Context the handler must
+//!   see (with `context::extract`: the caller's trace with a span id of its own, the
+//!   baggage and the correlation id), attaches it around the call and every poll,
+//!   stores the id and the Context in the request extensions, echoes the id, and wraps
+//!   the response body (axum boxes the body of every layered service);
+//! * meshtrace's `TracingLayer` sharing the provider's sampler (the early decision), and
+//!   without it (the span path, for contrast).
+//!
+//! The early-decision path must allocate no more than the minimal propagating layer, so
+//! everything it allocates beyond the Router is that Context (opentelemetry 0.33 keeps
+//! each Context value and the span in fresh `Arc`s, and `Baggage` is a `HashMap` of
+//! owned strings), its request extensions, the echoed id and the body wrapper.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use futures_util::FutureExt;
+use http::{HeaderName, HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use meshtrace::context::{self, ContextExt, CorrelationId, DEFAULT_CORRELATION_HEADER};
+use meshtrace::extract::TraceContext;
+use meshtrace::sampler::{CustomSampler, SamplingConfig};
+use meshtrace::server::TracingLayer;
+use opentelemetry::baggage::BaggageExt;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags};
+use tower::{Layer, Service, ServiceExt};
+
+const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn note_allocation() {
+    // `try_with`: the allocator also runs while thread-locals are being torn down.
+    let _ = COUNTING.try_with(|on| {
+        if on.get() {
+            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        }
+    });
+}
+
+// SAFETY: delegates every call to `System` unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_allocation();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn request() -> Request<Body> {
+    Request::get("/users/42")
+        .header("traceparent", UNSAMPLED)
+        .header("baggage", "userId=alice,tenant=acme")
+        .body(Body::empty())
+        .expect("request")
+}
+
+fn routes() -> Router {
+    Router::new().route("/users/{id}", get(|| async { "alice" }))
+}
+
+/// Sends one request and drains the body, without an async runtime: every future here
+/// is ready at once, and a runtime would add allocations of its own.
+fn send(app: &Router, request: Request<Body>) -> String {
+    let response = app
+        .clone()
+        .oneshot(request)
+        .now_or_never()
+        .expect("ready")
+        .expect("infallible");
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    while let Some(frame) = body.frame().now_or_never().expect("ready") {
+        if let Ok(data) = frame.expect("body").into_data() {
+            text.extend_from_slice(&data);
+        }
+    }
+    String::from_utf8(text).expect("utf-8")
+}
+
+/// Allocations per request, counted over `n` requests built beforehand.
+fn allocations_per_request(app: &Router, n: u64) -> f64 {
+    for _ in 0..16 {
+        send(app, request()); // warm up lazily initialised state
+    }
+    let requests: Vec<_> = (0..n).map(|_| request()).collect();
+    ALLOCATIONS.with(|c| c.set(0));
+    COUNTING.with(|c| c.set(true));
+    for request in requests {
+        send(app, request);
+    }
+    COUNTING.with(|c| c.set(false));
+    ALLOCATIONS.with(|c| c.get()) as f64 / n as f64
+}
+
+/// The least a propagating layer does to give the handler what meshtrace gives it for an
+/// unsampled request: `Context::current()` (and a request extension) holding a span
+/// context of its own (the caller's trace id, a new span id), the baggage and the
+/// correlation id, which is also echoed; the response body is wrapped.
+///
+/// Like any configurable layer it holds its configuration (here the correlation header)
+/// behind an `Arc`: a zero-sized layer would be unfair, as axum clones the boxed layer
+/// of a `Router<()>` for every request.
+#[derive(Clone)]
+struct MinimalPropagation<S>(S, Arc<HeaderName>);
+
+type Wrapped = http_body_util::combinators::MapErr<Body, fn(axum::Error) -> axum::Error>;
+
+impl<S> Service<Request<Body>> for MinimalPropagation<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Wrapped>;
+    type Error = Infallible;
+    type Future = MinimalFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let (id, _) = CorrelationId::from_headers(request.headers(), &self.1);
+        let parent = context::extract(request.headers()).with_value(id.clone());
+        let span = parent.span();
+        let remote = span.span_context();
+        let own = SpanContext::new(
+            remote.trace_id(),
+            SpanId::from(rand::random::<u64>() | 1),
+            TraceFlags::default(),
+            false,
+            remote.trace_state().clone(),
+        );
+        let cx = parent.with_remote_span_context(own);
+        let echo: HeaderValue = id.header_value().clone();
+        request.extensions_mut().insert(id);
+        request.extensions_mut().insert(cx.clone());
+        let future = {
+            let _attached = cx.clone().attach();
+            self.0.call(request)
+        };
+        MinimalFuture {
+            future,
+            cx,
+            echo: Some(echo),
+            header: self.1.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct MinimalFuture<F> {
+        #[pin]
+        future: F,
+        cx: opentelemetry::Context,
+        echo: Option<HeaderValue>,
+        header: Arc<HeaderName>,
+    }
+}
+
+impl<F> Future for MinimalFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Wrapped>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, task: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _attached = this.cx.clone().attach();
+        let Poll::Ready(result) = this.future.poll(task) else {
+            return Poll::Pending;
+        };
+        let mut response = result?;
+        if let Some(echo) = this.echo.take()
+            && !response.headers().contains_key(&**this.header)
+        {
+            response.headers_mut().insert((**this.header).clone(), echo);
+        }
+        let identity: fn(axum::Error) -> axum::Error = |e| e;
+        Poll::Ready(Ok(response.map(|b| b.map_err(identity))))
+    }
+}
+
+#[derive(Clone)]
+struct MinimalPropagationLayer(Arc<HeaderName>);
+
+impl<S> Layer<S> for MinimalPropagationLayer {
+    type Service = MinimalPropagation<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        MinimalPropagation(inner, self.0.clone())
+    }
+}
+
+#[test]
+fn the_unsampled_path_allocates_nothing_beyond_the_router_and_the_context() {
+    let sampler = CustomSampler::new(SamplingConfig::default()).expect("sampler");
+    let telemetry = common::Telemetry::with_sampler(sampler.clone());
+    const N: u64 = 200;
+
+    let bare = allocations_per_request(&routes(), N);
+    let minimal = allocations_per_request(
+        &routes().layer(MinimalPropagationLayer(Arc::new(
+            DEFAULT_CORRELATION_HEADER,
+        ))),
+        N,
+    );
+    let early = allocations_per_request(
+        &routes().layer(TracingLayer::new().sampler(sampler.clone())),
+        N,
+    );
+    let span_path = allocations_per_request(&routes().layer(TracingLayer::new()), N);
+    println!(
+        "allocations per unsampled request: bare Router {bare}, minimal propagating layer \
+         {minimal}, TracingLayer with the sampler {early}, without it {span_path}"
+    );
+    assert!(
+        early <= minimal,
+        "the early decision allocates {early} per request, the minimal propagating layer {minimal}"
+    );
+    assert!(
+        early < span_path,
+        "the early decision ({early}) should allocate less than building the span ({span_path})"
+    );
+    assert!(telemetry.spans().is_empty());
+}
+
+#[tokio::test]
+async fn an_early_dropped_request_keeps_trace_baggage_and_correlation() {
+    let sampler = CustomSampler::new(SamplingConfig::default()).expect("sampler");
+    let telemetry = common::Telemetry::with_sampler(sampler.clone());
+    let app = Router::new()
+        .route(
+            "/",
+            get(|trace: TraceContext| async move {
+                let cx = opentelemetry::Context::current();
+                let span = cx.span();
+                let sc = span.span_context().clone();
+                // A child span continues the dropped trace and is dropped too.
+                tracing::info_span!("child").in_scope(|| ());
+                let mut outgoing = http::HeaderMap::new();
+                context::inject(&cx, &mut outgoing);
+                format!(
+                    "{} {} {} {} {:?} {:?} {}",
+                    sc.trace_id(),
+                    sc.span_id() == trace.span_id,
+                    sc.is_sampled(),
+                    sc.is_remote(),
+                    cx.baggage().get("userId").map(|v| v.to_string()),
+                    cx.correlation_id().map(|c| c.to_string()),
+                    outgoing["traceparent"].to_str().unwrap_or_default(),
+                )
+            }),
+        )
+        .layer(TracingLayer::new().sampler(sampler));
+    let response = common::send(
+        app,
+        common::get(
+            "/",
+            &[
+                ("traceparent", UNSAMPLED),
+                ("baggage", "userId=alice"),
+                ("x-correlation-id", "c-7"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(response.headers()["x-correlation-id"], "c-7");
+    let body = common::text(response).await;
+    let parts: Vec<&str> = body.split(' ').collect();
+    assert_eq!(
+        parts[..6],
+        [
+            TRACE_ID,
+            "true",
+            "false",
+            "false",
+            "Some(\"alice\")",
+            "Some(\"c-7\")"
+        ]
+    );
+    // The next hop sees our (new) span id as its parent, not our caller's, unsampled.
+    let outgoing = parts[6];
+    assert!(
+        outgoing.starts_with(&format!("00-{TRACE_ID}-")),
+        "{outgoing}"
+    );
+    assert!(!outgoing.contains(PARENT_ID), "{outgoing}");
+    assert!(outgoing.ends_with("-00"), "{outgoing}");
+    assert!(telemetry.spans().is_empty());
+}
+
+#[tokio::test]
+async fn sampled_debug_and_root_requests_still_build_the_span() {
+    let sampler = CustomSampler::new(SamplingConfig::default()).expect("sampler");
+    let telemetry = common::Telemetry::with_sampler(sampler.clone());
+    let app = routes().layer(TracingLayer::new().sampler(sampler));
+    let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    common::send(
+        app.clone(),
+        common::get("/users/1", &[("traceparent", sampled)]),
+    )
+    .await;
+    common::send(app.clone(), common::get("/users/2", &[])).await;
+    common::send(app, common::get("/users/3", &[("traceparent", UNSAMPLED)])).await;
+    let spans = telemetry.spans();
+    assert_eq!(spans.len(), 2, "sampled parent and root are exported");
+    assert!(spans.iter().all(|s| s.name == "GET /users/{id}"));
+}
+
+/// A provider with the given sampler and, optionally, `RootIdGenerator`, exporting into
+/// memory through a thread-default subscriber.
+fn root_telemetry(
+    sampler: CustomSampler,
+    root_ids: bool,
+) -> (
+    opentelemetry_sdk::trace::SdkTracerProvider,
+    opentelemetry_sdk::trace::InMemorySpanExporter,
+    tracing::subscriber::DefaultGuard,
+) {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let mut builder = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .with_sampler(sampler);
+    if root_ids {
+        builder = builder.with_id_generator(meshtrace::server::RootIdGenerator::new());
+    }
+    let provider = builder.build();
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("alloc-tests"));
+    let guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(otel));
+    (provider, exporter, guard)
+}
+
+/// Sends `n` root requests.
+fn roots(app: &Router, n: usize) {
+    for _ in 0..n {
+        let body = send(
+            app,
+            Request::get("/users/1")
+                .body(Body::empty())
+                .expect("request"),
+        );
+        assert_eq!(body, "alice");
+    }
+}
+
+/// Whether the consistent-probability threshold for rate 0.5 keeps this trace id: its
+/// low 56 bits are at least 2^55.
+fn kept_at_half(span: &opentelemetry_sdk::trace::SpanData) -> bool {
+    let id = u128::from_be_bytes(span.span_context.trace_id().to_bytes());
+    (id & ((1 << 56) - 1)) >= 1 << 55
+}
+
+#[test]
+fn roots_are_decided_early_on_the_trace_id_the_span_then_gets() {
+    let sampler = CustomSampler::new(SamplingConfig::default().base_rate(0.5)).expect("sampler");
+    let (provider, exporter, _guard) = root_telemetry(sampler.clone(), true);
+    let app = routes().layer(TracingLayer::new().sampler(sampler));
+    const N: usize = 400;
+    roots(&app, N);
+    provider.force_flush().expect("flush");
+    let spans = exporter.get_finished_spans().expect("spans");
+    // Every kept span carries the trace id the layer decided on; a second, independent
+    // decision by the SDK on another id would keep about N/4 spans, many failing this.
+    assert!(spans.iter().all(kept_at_half), "a span the threshold drops");
+    // Binomial(400, 0.5): mean 200, sd 10; trace ids are random, so allow 6 sd.
+    assert!(
+        (140..=260).contains(&spans.len()),
+        "{} of {N} kept",
+        spans.len()
+    );
+    assert!(spans.iter().all(|s| !s.parent_span_is_remote));
+}
+
+#[test]
+fn without_root_ids_roots_fall_back_to_the_sdk_decision() {
+    let sampler = CustomSampler::new(SamplingConfig::default().base_rate(0.5)).expect("sampler");
+    let (provider, exporter, _guard) = root_telemetry(sampler.clone(), false);
+    let app = routes().layer(TracingLayer::new().sampler(sampler));
+    const N: usize = 400;
+    roots(&app, N);
+    provider.force_flush().expect("flush");
+    let spans = exporter.get_finished_spans().expect("spans");
+    assert!(spans.iter().all(kept_at_half), "a span the threshold drops");
+    // Still about half, not a quarter: after the first kept root the SDK alone decides.
+    assert!(
+        (140..=260).contains(&spans.len()),
+        "{} of {N} kept",
+        spans.len()
+    );
+}
+
+#[test]
+fn an_early_dropped_root_still_has_a_trace() {
+    let sampler = CustomSampler::new(SamplingConfig::default().base_rate(0.0)).expect("sampler");
+    let (provider, exporter, _guard) = root_telemetry(sampler.clone(), true);
+    let app = Router::new()
+        .route(
+            "/",
+            get(|trace: TraceContext| async move {
+                let cx = opentelemetry::Context::current();
+                let span = cx.span();
+                let sc = span.span_context();
+                format!(
+                    "{} {} {} {}",
+                    sc.is_valid(),
+                    sc.is_sampled(),
+                    sc.trace_id() == trace.trace_id,
+                    cx.is_trace_random()
+                )
+            }),
+        )
+        .layer(TracingLayer::new().sampler(sampler));
+    let body = send(
+        &app,
+        Request::get("/").body(Body::empty()).expect("request"),
+    );
+    assert_eq!(body, "true false true true");
+    provider.force_flush().expect("flush");
+    assert!(exporter.get_finished_spans().expect("spans").is_empty());
+}
