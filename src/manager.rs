@@ -65,6 +65,9 @@ pub struct TracingManager {
     counters: Arc<Counters>,
     shutdown_timeout: Duration,
     sampler: SamplerHandle,
+    // The provider's own sampler, shared with the server layers this manager hands out
+    // so that they can drop requests before building spans.
+    custom_sampler: CustomSampler,
     shut_down: bool,
 }
 
@@ -155,9 +158,14 @@ impl TracingManager {
             .map_err(|e| Error::setup("force_flush", e))
     }
 
-    /// A [`TracingLayer`] for the server side, using the sampling config's debug header.
+    /// A [`TracingLayer`] for the server side, using the sampling config's debug header
+    /// and sharing the provider's sampler, so that requests the sampler drops (an
+    /// unsampled caller, a root below the base rate) build no span at all (see
+    /// [`TracingLayer::sampler`]); their handlers and log lines still see the trace.
     pub fn server_layer(&self) -> TracingLayer {
-        TracingLayer::new().debug_header(self.sampler.debug_header())
+        TracingLayer::new()
+            .debug_header(self.sampler.debug_header())
+            .sampler(self.custom_sampler.clone())
     }
 
     /// The sampler's handle, to reload the sampling configuration at runtime.
@@ -397,6 +405,7 @@ impl TracingManagerBuilder {
     ) -> Result<(TracingManager, SdkTracerProvider), Error> {
         let sampler = CustomSampler::new(resolved.sampling.clone())?;
         let sampler_handle = sampler.handle();
+        let custom_sampler = sampler.clone();
         let counters = Arc::new(Counters::default());
         let exporter: Option<Box<dyn DynSpanExporter>> = match self.exporter.take() {
             Some(custom) => Some(custom),
@@ -420,6 +429,8 @@ impl TracingManagerBuilder {
         };
         let mut builder = SdkTracerProvider::builder()
             .with_sampler(sampler)
+            // Lets the server layer choose (and decide on) the trace id of root requests.
+            .with_id_generator(crate::server::RootIdGenerator::new())
             .with_span_limits(resolved.sampling.span_limits.to_sdk())
             .with_resource(build_resource(resolved));
         if let Some(exporter) = exporter {
@@ -437,6 +448,7 @@ impl TracingManagerBuilder {
             counters,
             shutdown_timeout: resolved.shutdown_timeout,
             sampler: sampler_handle,
+            custom_sampler,
             shut_down: false,
         };
         Ok((manager, provider))

@@ -922,3 +922,78 @@ async fn a_handler_log_line_carries_the_ids_of_the_exported_server_span() {
     assert_eq!(line["correlation_id"], "order-42");
     assert_eq!(manager.stats().exported, 1);
 }
+
+/// The manager's layer shares the provider's sampler, so dropped requests build no span;
+/// their handlers and log lines must still see the trace and the correlation id.
+#[tokio::test]
+async fn requests_dropped_before_any_span_still_log_their_trace_and_correlation_id() {
+    use tower::ServiceExt as _;
+
+    let capture = Capture::default();
+    let logs = SharedBuf::default();
+    let (manager, subscriber) = TracingManager::builder()
+        .sampling(SamplingConfig::default().base_rate(0.0))
+        .log_format(LogFormat::Json)
+        .log_writer(logs.clone())
+        .span_exporter(capture.clone())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = axum::Router::new()
+        .route(
+            "/orders/{id}",
+            axum::routing::get(|| async {
+                tracing::info!("loading order");
+                let mut headers = http::HeaderMap::new();
+                meshtrace::context::inject(&opentelemetry::Context::current(), &mut headers);
+                headers["traceparent"].to_str().unwrap().to_owned()
+            }),
+        )
+        .layer(manager.server_layer());
+
+    let cases = [
+        // An unsampled caller: the request keeps the caller's trace.
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+        // A root below the base rate: a new trace, dropped.
+        None,
+    ];
+    for (i, traceparent) in cases.into_iter().enumerate() {
+        let mut request =
+            http::Request::get("/orders/42").header("x-correlation-id", format!("req-{i}"));
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        let response = app
+            .clone()
+            .oneshot(request.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        let forwarded = String::from_utf8(body.to_vec()).unwrap();
+
+        let line: serde_json::Value = logs
+            .text()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["fields"]["message"] == "loading order")
+            .nth(i)
+            .unwrap_or_else(|| panic!("no handler log line in {}", logs.text()));
+        let trace_id = line["trace_id"].as_str().expect("a trace_id").to_owned();
+        assert_eq!(line["correlation_id"], format!("req-{i}"));
+        assert_eq!(line["span_id"].as_str().map(str::len), Some(16));
+        // The outgoing call continues the logged trace, unsampled.
+        assert!(
+            forwarded.starts_with(&format!("00-{trace_id}-")),
+            "{forwarded}"
+        );
+        assert!(!forwarded.ends_with("1"), "{forwarded}");
+        if let Some(traceparent) = traceparent {
+            assert!(traceparent.contains(&trace_id));
+        }
+    }
+    manager.force_flush().unwrap();
+    assert!(capture.spans().is_empty());
+    assert_eq!(manager.stats().exported, 0);
+}
