@@ -11,7 +11,7 @@
 //! | [`config`] | [`TracingConfig`](config::TracingConfig): the file / `OTEL_*` / builder configuration and its validation |
 //! | [`export`] | the sampled-only bounded export queue, [`ExportStats`](export::ExportStats), [`StdoutExporter`](export::StdoutExporter) |
 //! | [`context`] | W3C `traceparent` / `tracestate` / `baggage`, [`CorrelationId`](context::CorrelationId), [`W3cPropagator`](context::W3cPropagator) |
-//! | [`sampler`] | [`CustomSampler`](sampler::CustomSampler) and [`SamplingConfig`](sampler::SamplingConfig): priority-based, consistent (`ot=th`/`rv`) head sampling, runtime reload |
+//! | [`sampler`] | [`CustomSampler`] and [`SamplingConfig`]: priority-based, consistent (`ot=th`/`rv`) head sampling, runtime reload |
 //! | [`logging`] | log lines carrying `trace_id`, `span_id` and `correlation_id` (text or JSON) |
 //! | `extract` | axum extractors: `CorrelationId`, `TraceContext` (feature `axum`) |
 //! | `traced` | the `#[traced]` attribute: a span per function, no argument recorded unless listed (feature `macros`) |
