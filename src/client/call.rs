@@ -468,6 +468,37 @@ mod tests {
     }
 
     #[test]
+    fn hostile_baggage_values_are_encoded_never_panic() {
+        use opentelemetry::baggage::BaggageExt as _;
+        let cx = context::extract(&HeaderMap::new())
+            .with_baggage([
+                KeyValue::new("note", "line\r\nbreak, é; \u{0}"),
+                KeyValue::new("ok", "1"),
+            ])
+            .with_value(crate::context::CorrelationId::parse(b"job-7").unwrap());
+        let _attached = cx.attach();
+        let uri: Uri = "http://svc.internal/x".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        // No subscriber: no client span, the attached Context goes out as it is.
+        let call = OutgoingCall::start(
+            &ClientConfig::default(),
+            &Method::GET,
+            &Target::from_uri(&uri, &headers),
+            &Extensions::new(),
+        );
+        call.inject(&mut headers);
+        let baggage = headers["baggage"].to_str().unwrap();
+        assert!(baggage.contains("ok=1"), "{baggage}");
+        assert!(
+            !baggage.contains('\n') && !baggage.contains('é'),
+            "{baggage}"
+        );
+        assert_eq!(headers["x-correlation-id"], "job-7");
+        // A root Context has no span to send.
+        assert!(!headers.contains_key("traceparent"));
+    }
+
+    #[test]
     fn field_names_match_semantic_conventions() {
         use opentelemetry_semantic_conventions::attribute as a;
         let span_fields = [
