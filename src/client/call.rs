@@ -20,7 +20,7 @@ use super::layer::ClientConfig;
 use super::policy::Propagation;
 use super::{NoPropagation, UrlTemplate};
 use crate::context::{self, ContextExt, TraceRandom};
-use crate::server::attributes::{known_method, redact_query};
+use crate::server::attributes::{known_method, parse_host_port, redact_query, strip_brackets};
 
 /// Longest `url.full` recorded; longer URLs are cut (after redaction).
 const MAX_URL_LEN: usize = 2048;
@@ -52,7 +52,7 @@ impl<'a> Target<'a> {
             None => headers
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .and_then(split_host_port)
+                .and_then(parse_host_port)
                 .map_or((None, None), |(h, p)| (Some(h), p)),
         };
         Target {
@@ -78,11 +78,7 @@ impl<'a> Target<'a> {
 
     /// `server.address`: the host without IPv6 brackets.
     pub(crate) fn address(&self) -> Option<&'a str> {
-        self.host.map(|h| {
-            h.strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .unwrap_or(h)
-        })
+        self.host.map(strip_brackets)
     }
 
     /// `server.port`: the explicit port, else the scheme's default.
@@ -118,24 +114,6 @@ impl<'a> Target<'a> {
         truncate_owned(&mut url, MAX_URL_LEN);
         Some(url)
     }
-}
-
-/// `host[:port]` of a `Host` header; `None` unless well formed.
-fn split_host_port(raw: &str) -> Option<(&str, Option<u16>)> {
-    let (host, port) = if raw.starts_with('[') {
-        let end = raw.find(']')?;
-        (&raw[..=end], &raw[end + 1..])
-    } else {
-        match raw.rsplit_once(':') {
-            Some((h, _)) => (h, &raw[h.len()..]),
-            None => (raw, ""),
-        }
-    };
-    let port = match port {
-        "" => None,
-        p => Some(p.strip_prefix(':')?.parse::<u16>().ok()?),
-    };
-    Some((host, port))
 }
 
 /// A host we are willing to record and match: bounded, reg-name or IP-literal characters.

@@ -9,6 +9,7 @@ use super::policy::PropagationPolicy;
 use super::service::ClientTracingService;
 use crate::context::DEFAULT_CORRELATION_HEADER;
 use crate::server::DEFAULT_SENSITIVE_QUERY_PARAMS;
+use crate::server::attributes::sensitive_params;
 
 /// Everything a client needs, shared by every clone of the layer, the service and the
 /// reqwest middleware.
@@ -25,24 +26,8 @@ impl Default for ClientConfig {
         ClientConfig {
             correlation_header: DEFAULT_CORRELATION_HEADER,
             policy: PropagationPolicy::default(),
-            sensitive_query_params: DEFAULT_SENSITIVE_QUERY_PARAMS
-                .iter()
-                .map(|p| Box::from(*p))
-                .collect(),
+            sensitive_query_params: sensitive_params(DEFAULT_SENSITIVE_QUERY_PARAMS),
         }
-    }
-}
-
-impl ClientConfig {
-    pub(crate) fn set_sensitive_query_params<I, S>(&mut self, params: I)
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        self.sensitive_query_params = params
-            .into_iter()
-            .map(|p| Box::from(p.as_ref().to_ascii_lowercase()))
-            .collect();
     }
 }
 
@@ -57,39 +42,50 @@ pub struct ClientTracingLayer {
     pub(crate) config: Arc<ClientConfig>,
 }
 
+/// The builder methods `ClientTracingLayer` and `ReqwestTracingMiddleware` share: both
+/// wrap an `Arc<ClientConfig>` in a field named `config`, and their options must stay the
+/// same.
+macro_rules! client_builder_methods {
+    ($what:literal) => {
+        #[doc = concat!("A ", $what, " with the default settings: everything propagated")]
+        /// everywhere, the correlation id in `x-correlation-id`.
+        pub fn new() -> Self {
+            Self::default()
+        }
+
+        fn update(mut self, f: impl FnOnce(&mut $crate::client::layer::ClientConfig)) -> Self {
+            // Builders run before the value is shared, so this clones nothing in practice.
+            f(std::sync::Arc::make_mut(&mut self.config));
+            self
+        }
+
+        /// The header the correlation id is sent in (default `x-correlation-id`).
+        pub fn correlation_header(self, header: http::HeaderName) -> Self {
+            self.update(|c| c.correlation_header = header)
+        }
+
+        /// Which hosts receive which trace headers (default: everything everywhere).
+        pub fn propagation_policy(self, policy: $crate::client::PropagationPolicy) -> Self {
+            self.update(|c| c.policy = policy)
+        }
+
+        /// Replaces the list of query parameters whose values are recorded as `REDACTED`
+        /// in `url.full` (matched case-insensitively). Defaults to
+        /// [`DEFAULT_SENSITIVE_QUERY_PARAMS`](crate::server::DEFAULT_SENSITIVE_QUERY_PARAMS).
+        pub fn sensitive_query_params<I, S>(self, params: I) -> Self
+        where
+            I: IntoIterator<Item = S>,
+            S: AsRef<str>,
+        {
+            let params = $crate::server::attributes::sensitive_params(params);
+            self.update(|c| c.sensitive_query_params = params)
+        }
+    };
+}
+pub(crate) use client_builder_methods;
+
 impl ClientTracingLayer {
-    /// A layer with the default settings: everything propagated everywhere, the
-    /// correlation id in `x-correlation-id`.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn update(mut self, f: impl FnOnce(&mut ClientConfig)) -> Self {
-        // Builders run before the layer is shared, so this clones nothing in practice.
-        f(Arc::make_mut(&mut self.config));
-        self
-    }
-
-    /// The header the correlation id is sent in (default `x-correlation-id`).
-    pub fn correlation_header(self, header: HeaderName) -> Self {
-        self.update(|c| c.correlation_header = header)
-    }
-
-    /// Which hosts receive which trace headers (default: everything everywhere).
-    pub fn propagation_policy(self, policy: PropagationPolicy) -> Self {
-        self.update(|c| c.policy = policy)
-    }
-
-    /// Replaces the list of query parameters whose values are recorded as `REDACTED`
-    /// in `url.full` (matched case-insensitively). Defaults to
-    /// [`DEFAULT_SENSITIVE_QUERY_PARAMS`].
-    pub fn sensitive_query_params<I, S>(self, params: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        self.update(|c| c.set_sensitive_query_params(params))
-    }
+    client_builder_methods!("layer");
 }
 
 impl<S> Layer<S> for ClientTracingLayer {

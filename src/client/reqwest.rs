@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use http::{Extensions, HeaderName};
+use http::Extensions;
 use reqwest::{Request, Response, ResponseBuilderExt as _};
 use reqwest_middleware::{Middleware, Next};
 use tracing::{Instrument as _, Span};
@@ -13,7 +13,6 @@ use tracing::{Instrument as _, Span};
 use super::body::ResponseBody;
 use super::call::{OutgoingCall, Target, error_message, record_error, record_status};
 use super::layer::ClientConfig;
-use super::policy::PropagationPolicy;
 
 /// Traces every request of a `reqwest_middleware::ClientWithMiddleware` and hands the
 /// trace on (feature `reqwest`). See the [module documentation](crate::client) for
@@ -51,37 +50,7 @@ pub struct ReqwestTracingMiddleware {
 }
 
 impl ReqwestTracingMiddleware {
-    /// A middleware with the default settings: everything propagated everywhere, the
-    /// correlation id in `x-correlation-id`.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn update(mut self, f: impl FnOnce(&mut ClientConfig)) -> Self {
-        f(Arc::make_mut(&mut self.config));
-        self
-    }
-
-    /// The header the correlation id is sent in (default `x-correlation-id`).
-    pub fn correlation_header(self, header: HeaderName) -> Self {
-        self.update(|c| c.correlation_header = header)
-    }
-
-    /// Which hosts receive which trace headers (default: everything everywhere).
-    pub fn propagation_policy(self, policy: PropagationPolicy) -> Self {
-        self.update(|c| c.policy = policy)
-    }
-
-    /// Replaces the list of query parameters whose values are recorded as `REDACTED`
-    /// in `url.full` (matched case-insensitively). Defaults to
-    /// [`DEFAULT_SENSITIVE_QUERY_PARAMS`](crate::server::DEFAULT_SENSITIVE_QUERY_PARAMS).
-    pub fn sensitive_query_params<I, S>(self, params: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        self.update(|c| c.set_sensitive_query_params(params))
-    }
+    super::layer::client_builder_methods!("middleware");
 
     async fn traced(
         &self,

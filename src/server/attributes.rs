@@ -60,6 +60,18 @@ fn protocol_version(version: Version) -> Option<&'static str> {
     })
 }
 
+/// The list `redact_query` compares against: lower-case names.
+pub(crate) fn sensitive_params<I, S>(params: I) -> Vec<Box<str>>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    params
+        .into_iter()
+        .map(|p| Box::from(p.as_ref().to_ascii_lowercase()))
+        .collect()
+}
+
 /// Replaces the values of sensitive parameters with `REDACTED`. Borrows when nothing
 /// is sensitive, so the common case does not allocate.
 pub(crate) fn redact_query<'a>(query: &'a str, sensitive: &[Box<str>]) -> Cow<'a, str> {
@@ -110,11 +122,19 @@ fn server_address(parts: &Parts) -> (Option<&str>, Option<u16>) {
             None => return (None, None),
         },
     };
-    parse_host_port(raw).unwrap_or((None, None))
+    match parse_host_port(raw) {
+        Some((host, port)) => (Some(strip_brackets(host)), port),
+        None => (None, None),
+    }
 }
 
-fn parse_host_port(raw: &str) -> Option<(Option<&str>, Option<u16>)> {
-    let (host, port, ipv6) = if let Some(rest) = raw.strip_prefix('[') {
+/// `host[:port]` of an authority or `Host` header: the host as written (an IPv6 literal
+/// keeps its brackets) and the port. `None` unless well formed: a reg-name of letters,
+/// digits, `-`, `.`, `_`, or a bracketed IPv6 literal, at most 253 bytes, no userinfo, a
+/// valid port. Shared by the server (`server.address`) and the client (`Host` of relative
+/// URIs).
+pub(crate) fn parse_host_port(raw: &str) -> Option<(&str, Option<u16>)> {
+    let (host, inner, port) = if let Some(rest) = raw.strip_prefix('[') {
         let (v6, after) = rest.split_once(']')?;
         let valid = v6
             .bytes()
@@ -127,26 +147,30 @@ fn parse_host_port(raw: &str) -> Option<(Option<&str>, Option<u16>)> {
         } else {
             after.strip_prefix(':')?
         };
-        // Without the brackets, as the semantic conventions show IPv6 addresses.
-        (v6, port, true)
+        (&raw[..v6.len() + 2], v6, port)
     } else {
-        match raw.rsplit_once(':') {
-            Some((host, port)) => (host, port, false),
-            None => (raw, "", false),
+        let (host, port) = raw.rsplit_once(':').unwrap_or((raw, ""));
+        let reg_name = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_';
+        if !host.bytes().all(reg_name) {
+            return None;
         }
+        (host, host, port)
     };
-    if host.is_empty() || host.len() > MAX_HOST_LEN {
-        return None;
-    }
-    let reg_name = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_';
-    if !ipv6 && !host.bytes().all(reg_name) {
+    if inner.is_empty() || inner.len() > MAX_HOST_LEN {
         return None;
     }
     let port = match port {
         "" => None,
         p => Some(p.parse::<u16>().ok()?),
     };
-    Some((Some(host), port))
+    Some((host, port))
+}
+
+/// A host as the semantic conventions record it: IPv6 literals without brackets.
+pub(crate) fn strip_brackets(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 fn user_agent(parts: &Parts) -> Option<&str> {

@@ -87,10 +87,9 @@ impl Default for ServerConfig {
         ServerConfig {
             correlation_header: DEFAULT_CORRELATION_HEADER,
             echo_correlation: true,
-            sensitive_query_params: DEFAULT_SENSITIVE_QUERY_PARAMS
-                .iter()
-                .map(|p| Box::from(*p))
-                .collect(),
+            sensitive_query_params: super::attributes::sensitive_params(
+                DEFAULT_SENSITIVE_QUERY_PARAMS,
+            ),
             recorded_headers: Vec::new(),
             skip: None,
             untrusted: None,
@@ -167,10 +166,7 @@ impl TracingLayer {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let params = params
-            .into_iter()
-            .map(|p| Box::from(p.as_ref().to_ascii_lowercase()))
-            .collect();
+        let params = super::attributes::sensitive_params(params);
         self.update(|c| c.sensitive_query_params = params)
     }
 

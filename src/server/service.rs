@@ -80,17 +80,20 @@ where
             &parts,
             config,
         );
-        let root_offer = match decide_early(&parent, &parts, &correlation, config) {
+        let (root_offer, span) = match decide_early(&parent, &parts, &correlation, config) {
             Early::Drop(cx) => {
                 parts.extensions.insert(correlation);
                 parts.extensions.insert(RequestContext { cx: cx.clone() });
                 let request = Request::from_parts(parts, body);
                 return self.call_inner(request, None, Some(cx), echo);
             }
-            Early::SampledRoot(trace_id) => Some(trace_id),
-            Early::Undecided => None,
+            // The facts the decision was made on build the span: read once.
+            Early::SampledRoot(trace_id, facts) => (Some(trace_id), facts.span()),
+            Early::Undecided => (
+                None,
+                attributes::RequestFacts::read(&parts, config, &correlation).span(),
+            ),
         };
-        let span = attributes::RequestFacts::read(&parts, config, &correlation).span();
         // The parent must be set before anything starts the OpenTelemetry span, or the
         // sampler would see no parent (tracing-opentelemetry 0.34 starts it lazily).
         let attach = match span.set_parent(parent.clone()) {
@@ -156,11 +159,12 @@ impl<S> TracingService<S> {
 }
 
 /// What the layer could decide before building the span.
-enum Early {
+enum Early<'a> {
     /// The sampler drops the request: run it with this Context, without a span.
     Drop(opentelemetry::Context),
-    /// The sampler keeps this root request: build the span, with this trace id.
-    SampledRoot(TraceId),
+    /// The sampler keeps this root request: build the span from these facts, with this
+    /// trace id.
+    SampledRoot(TraceId, attributes::RequestFacts<'a>),
     /// Build the span and let the SDK's sampler decide.
     Undecided,
 }
@@ -178,12 +182,12 @@ enum Early {
 /// Never with a debug request (the sampler's debug rate limit must be consumed once) or
 /// a sampled parent (the span is built anyway). A dropped request gets what the SDK gives
 /// a dropped span: the trace id, a new span id, no flags, the sampler's tracestate.
-fn decide_early(
+fn decide_early<'a>(
     parent: &opentelemetry::Context,
-    parts: &http::request::Parts,
-    correlation: &CorrelationId,
+    parts: &'a http::request::Parts,
+    correlation: &'a CorrelationId,
     config: &ServerConfig,
-) -> Early {
+) -> Early<'a> {
     let Some(sampler) = config.sampler.as_ref() else {
         return Early::Undecided;
     };
@@ -193,6 +197,7 @@ fn decide_early(
     let span = parent.span();
     let sc = span.span_context();
     let root = !sc.is_valid();
+    let mut root_facts = None;
     let (trace_id, name, attributes) = if root {
         if !config.roots_decidable.load(Ordering::Relaxed) {
             return Early::Undecided;
@@ -211,7 +216,9 @@ fn decide_early(
         } else {
             facts.attributes()
         };
-        (ids::random_trace_id(), facts.name(), attributes)
+        let name = facts.name();
+        root_facts = Some(facts);
+        (ids::random_trace_id(), name, attributes)
     } else {
         if !sc.is_remote() || sc.is_sampled() || parent.get::<UntrustedEdge>().is_some() {
             return Early::Undecided;
@@ -238,8 +245,10 @@ fn decide_early(
             );
             Early::Drop(parent.with_remote_span_context(own))
         }
-        _ if root => Early::SampledRoot(trace_id),
-        _ => Early::Undecided,
+        _ => match root_facts {
+            Some(facts) => Early::SampledRoot(trace_id, facts),
+            None => Early::Undecided,
+        },
     }
 }
 
