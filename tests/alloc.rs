@@ -390,41 +390,31 @@ fn kept_at_half(span: &opentelemetry_sdk::trace::SpanData) -> bool {
 
 #[test]
 fn roots_are_decided_early_on_the_trace_id_the_span_then_gets() {
-    let sampler = CustomSampler::new(SamplingConfig::default().base_rate(0.5)).expect("sampler");
-    let (provider, exporter, _guard) = root_telemetry(sampler.clone(), true);
-    let app = routes().layer(TracingLayer::new().sampler(sampler));
-    const N: usize = 400;
-    roots(&app, N);
-    provider.force_flush().expect("flush");
-    let spans = exporter.get_finished_spans().expect("spans");
-    // Every kept span carries the trace id the layer decided on; a second, independent
-    // decision by the SDK on another id would keep about N/4 spans, many failing this.
-    assert!(spans.iter().all(kept_at_half), "a span the threshold drops");
-    // Binomial(400, 0.5): mean 200, sd 10; trace ids are random, so allow 6 sd.
-    assert!(
-        (140..=260).contains(&spans.len()),
-        "{} of {N} kept",
-        spans.len()
-    );
-    assert!(spans.iter().all(|s| !s.parent_span_is_remote));
-}
-
-#[test]
-fn without_root_ids_roots_fall_back_to_the_sdk_decision() {
-    let sampler = CustomSampler::new(SamplingConfig::default().base_rate(0.5)).expect("sampler");
-    let (provider, exporter, _guard) = root_telemetry(sampler.clone(), false);
-    let app = routes().layer(TracingLayer::new().sampler(sampler));
-    const N: usize = 400;
-    roots(&app, N);
-    provider.force_flush().expect("flush");
-    let spans = exporter.get_finished_spans().expect("spans");
-    assert!(spans.iter().all(kept_at_half), "a span the threshold drops");
-    // Still about half, not a quarter: after the first kept root the SDK alone decides.
-    assert!(
-        (140..=260).contains(&spans.len()),
-        "{} of {N} kept",
-        spans.len()
-    );
+    // With RootIdGenerator the span gets the trace id the layer decided on; without it,
+    // after the first kept root the SDK alone decides (so still about half, not a quarter).
+    for root_ids in [true, false] {
+        let sampler =
+            CustomSampler::new(SamplingConfig::default().base_rate(0.5)).expect("sampler");
+        let (provider, exporter, _guard) = root_telemetry(sampler.clone(), root_ids);
+        let app = routes().layer(TracingLayer::new().sampler(sampler));
+        const N: usize = 400;
+        roots(&app, N);
+        provider.force_flush().expect("flush");
+        let spans = exporter.get_finished_spans().expect("spans");
+        // Every kept span carries a trace id the threshold keeps; a second, independent
+        // decision by the SDK on another id would keep about N/4 spans, many failing this.
+        assert!(
+            spans.iter().all(kept_at_half),
+            "a span the threshold drops (root ids: {root_ids})"
+        );
+        // Binomial(400, 0.5): mean 200, sd 10; trace ids are random, so allow 6 sd.
+        assert!(
+            (140..=260).contains(&spans.len()),
+            "{} of {N} kept (root ids: {root_ids})",
+            spans.len()
+        );
+        assert!(spans.iter().all(|s| !s.parent_span_is_remote));
+    }
 }
 
 #[test]

@@ -872,20 +872,51 @@ fn install_fails_with_an_error_when_a_global_subscriber_is_set_or_the_config_is_
 // ---------------------------------------------------------------------------------------
 // the whole pipeline: Router + server_layer + JSON logs + export
 
+/// The whole pipeline of one test: the manager from `builder` with JSON log lines into a
+/// buffer and spans into memory, installed as this thread's subscriber.
+struct Pipeline {
+    manager: TracingManager,
+    capture: Capture,
+    logs: SharedBuf,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl Pipeline {
+    fn json(builder: TracingManagerBuilder) -> Self {
+        let capture = Capture::default();
+        let logs = SharedBuf::default();
+        let (manager, subscriber) = builder
+            .log_format(LogFormat::Json)
+            .log_writer(logs.clone())
+            .span_exporter(capture.clone())
+            .build()
+            .unwrap();
+        let guard = tracing::subscriber::set_default(subscriber);
+        Pipeline {
+            manager,
+            capture,
+            logs,
+            _guard: guard,
+        }
+    }
+
+    /// The log lines whose message is `message`, in order.
+    fn lines_saying(&self, message: &str) -> Vec<serde_json::Value> {
+        self.logs
+            .text()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["fields"]["message"] == message)
+            .collect()
+    }
+}
+
 #[tokio::test]
 async fn a_handler_log_line_carries_the_ids_of_the_exported_server_span() {
     use tower::ServiceExt as _;
 
-    let capture = Capture::default();
-    let logs = SharedBuf::default();
-    let (manager, subscriber) = TracingManager::builder()
-        .service_name("orders")
-        .log_format(LogFormat::Json)
-        .log_writer(logs.clone())
-        .span_exporter(capture.clone())
-        .build()
-        .unwrap();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let pipeline = Pipeline::json(TracingManager::builder().service_name("orders"));
+    let manager = &pipeline.manager;
     let app = axum::Router::new()
         .route(
             "/orders/{id}",
@@ -905,15 +936,12 @@ async fn a_handler_log_line_carries_the_ids_of_the_exported_server_span() {
         .unwrap();
     manager.force_flush().unwrap();
 
-    let spans = capture.spans();
+    let spans = pipeline.capture.spans();
     assert_eq!(spans.len(), 1, "{spans:?}");
     assert_eq!(spans[0].name, "GET /orders/{id}");
-    let text = logs.text();
-    let line: serde_json::Value = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|l| l["fields"]["message"] == "loading order")
-        .unwrap_or_else(|| panic!("no handler log line in {text}"));
+    let lines = pipeline.lines_saying("loading order");
+    assert_eq!(lines.len(), 1, "{}", pipeline.logs.text());
+    let line = &lines[0];
     assert_eq!(
         line["trace_id"],
         spans[0].span_context.trace_id().to_string()
@@ -929,16 +957,10 @@ async fn a_handler_log_line_carries_the_ids_of_the_exported_server_span() {
 async fn requests_dropped_before_any_span_still_log_their_trace_and_correlation_id() {
     use tower::ServiceExt as _;
 
-    let capture = Capture::default();
-    let logs = SharedBuf::default();
-    let (manager, subscriber) = TracingManager::builder()
-        .sampling(SamplingConfig::default().base_rate(0.0))
-        .log_format(LogFormat::Json)
-        .log_writer(logs.clone())
-        .span_exporter(capture.clone())
-        .build()
-        .unwrap();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let pipeline = Pipeline::json(
+        TracingManager::builder().sampling(SamplingConfig::default().base_rate(0.0)),
+    );
+    let manager = &pipeline.manager;
     let app = axum::Router::new()
         .route(
             "/orders/{id}",
@@ -973,13 +995,10 @@ async fn requests_dropped_before_any_span_still_log_their_trace_and_correlation_
             .unwrap();
         let forwarded = String::from_utf8(body.to_vec()).unwrap();
 
-        let line: serde_json::Value = logs
-            .text()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|l| l["fields"]["message"] == "loading order")
-            .nth(i)
-            .unwrap_or_else(|| panic!("no handler log line in {}", logs.text()));
+        let lines = pipeline.lines_saying("loading order");
+        let line = lines
+            .get(i)
+            .unwrap_or_else(|| panic!("no handler log line in {}", pipeline.logs.text()));
         let trace_id = line["trace_id"].as_str().expect("a trace_id").to_owned();
         assert_eq!(line["correlation_id"], format!("req-{i}"));
         assert_eq!(line["span_id"].as_str().map(str::len), Some(16));
@@ -988,12 +1007,13 @@ async fn requests_dropped_before_any_span_still_log_their_trace_and_correlation_
             forwarded.starts_with(&format!("00-{trace_id}-")),
             "{forwarded}"
         );
-        assert!(!forwarded.ends_with("1"), "{forwarded}");
+        let flags = u8::from_str_radix(&forwarded[forwarded.len() - 2..], 16).unwrap();
+        assert_eq!(flags & 0x01, 0, "sampled downstream: {forwarded}");
         if let Some(traceparent) = traceparent {
             assert!(traceparent.contains(&trace_id));
         }
     }
     manager.force_flush().unwrap();
-    assert!(capture.spans().is_empty());
+    assert!(pipeline.capture.spans().is_empty());
     assert_eq!(manager.stats().exported, 0);
 }
