@@ -1,7 +1,6 @@
 //! What both clients share: the current Context, the client span, the headers it sends,
 //! and how the outcome is recorded.
 
-use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt::{Display, Write as _};
 
@@ -20,7 +19,9 @@ use super::layer::ClientConfig;
 use super::policy::Propagation;
 use super::{NoPropagation, UrlTemplate};
 use crate::context::{self, ContextExt, TraceRandom};
-use crate::server::attributes::{known_method, parse_host_port, redact_query, strip_brackets};
+use crate::server::attributes::{
+    known_method, parse_host_port, redact_query, span_name, strip_brackets,
+};
 
 /// Longest `url.full` recorded; longer URLs are cut (after redaction).
 const MAX_URL_LEN: usize = 2048;
@@ -230,12 +231,8 @@ fn client_span(
 ) -> Span {
     let known = known_method(method);
     let template = template.map(|t| t.0);
-    let name: Cow<'static, str> = match (known, template) {
-        (Some(m), Some(t)) => Cow::Owned(format!("{m} {t}")),
-        (Some(m), None) => Cow::Borrowed(m),
-        (None, Some(t)) => Cow::Owned(format!("HTTP {t}")),
-        (None, None) => Cow::Borrowed("HTTP"),
-    };
+    // Named like server spans, with the URL template in place of the route.
+    let name = span_name(known, template);
     let original_method = match known {
         Some(_) => None,
         None => Some(method.as_str()),
@@ -244,7 +241,9 @@ fn client_span(
     tracing::info_span!(
         target: "meshtrace::client",
         "http.client.request",
-        otel.name = %name,
+        // A `str`, not `%name`: tracing-opentelemetry 0.34 formats `Display` values
+        // through `Debug` into a new `String`.
+        otel.name = &*name,
         otel.kind = "client",
         http.request.method = known.unwrap_or("_OTHER"),
         http.request.method_original = original_method,

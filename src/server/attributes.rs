@@ -39,7 +39,7 @@ pub(crate) fn known_method(method: &Method) -> Option<&'static str> {
 
 /// `{method} {route}`, `{method}`, or `HTTP`/`HTTP {route}` for unknown methods; never
 /// the raw path.
-fn span_name(method: Option<&'static str>, route: Option<&str>) -> Cow<'static, str> {
+pub(crate) fn span_name(method: Option<&'static str>, route: Option<&str>) -> Cow<'static, str> {
     match (method, route) {
         // Built by hand: `format!` goes through the formatting machinery on every request.
         (Some(m), Some(r)) => Cow::Owned([m, " ", r].concat()),
