@@ -64,10 +64,9 @@ pub struct TracingManager {
     provider: SdkTracerProvider,
     counters: Arc<Counters>,
     shutdown_timeout: Duration,
-    sampler: SamplerHandle,
     // The provider's own sampler, shared with the server layers this manager hands out
     // so that they can drop requests before building spans.
-    custom_sampler: CustomSampler,
+    sampler: CustomSampler,
     shut_down: bool,
 }
 
@@ -164,13 +163,13 @@ impl TracingManager {
     /// [`TracingLayer::sampler`]); their handlers and log lines still see the trace.
     pub fn server_layer(&self) -> TracingLayer {
         TracingLayer::new()
-            .debug_header(self.sampler.debug_header())
-            .sampler(self.custom_sampler.clone())
+            .debug_header(self.sampler.handle().debug_header())
+            .sampler(self.sampler.clone())
     }
 
     /// The sampler's handle, to reload the sampling configuration at runtime.
-    pub fn sampler(&self) -> &SamplerHandle {
-        &self.sampler
+    pub fn sampler(&self) -> SamplerHandle {
+        self.sampler.handle()
     }
 
     /// Flushes the queued spans and stops exporting, waiting at most the shutdown timeout;
@@ -404,8 +403,6 @@ impl TracingManagerBuilder {
         resolved: &Resolved,
     ) -> Result<(TracingManager, SdkTracerProvider), Error> {
         let sampler = CustomSampler::new(resolved.sampling.clone())?;
-        let sampler_handle = sampler.handle();
-        let custom_sampler = sampler.clone();
         let counters = Arc::new(Counters::default());
         let exporter: Option<Box<dyn DynSpanExporter>> = match self.exporter.take() {
             Some(custom) => Some(custom),
@@ -428,7 +425,7 @@ impl TracingManagerBuilder {
             },
         };
         let mut builder = SdkTracerProvider::builder()
-            .with_sampler(sampler)
+            .with_sampler(sampler.clone())
             // Lets the server layer choose (and decide on) the trace id of root requests.
             .with_id_generator(crate::server::RootIdGenerator::new())
             .with_span_limits(resolved.sampling.span_limits.to_sdk())
@@ -447,8 +444,7 @@ impl TracingManagerBuilder {
             provider: provider.clone(),
             counters,
             shutdown_timeout: resolved.shutdown_timeout,
-            sampler: sampler_handle,
-            custom_sampler,
+            sampler,
             shut_down: false,
         };
         Ok((manager, provider))
