@@ -36,6 +36,32 @@ pub(crate) fn record_error(span: &Span, error_type: &str, message: &str) {
     );
 }
 
+/// What both response bodies do with each frame they pass on: the span ends after the
+/// last frame, and a failed body is recorded (`error.type = "body"`) and ends it too.
+/// `body_ended` is asked only after a data frame; `message` only for an error.
+pub(crate) fn observe_body_frame<D, E>(
+    span: &mut Option<Span>,
+    frame: &Option<Result<http_body::Frame<D>, E>>,
+    body_ended: impl FnOnce() -> bool,
+    message: impl FnOnce(&E) -> String,
+) {
+    match frame {
+        None => {
+            span.take();
+        }
+        Some(Err(error)) => {
+            if let Some(span) = span.take() {
+                record_error(&span, "body", &message(error));
+            }
+        }
+        Some(Ok(_)) => {
+            if body_ended() {
+                span.take();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::truncate;

@@ -7,7 +7,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tracing::Span;
 
-use super::call::{error_message, record_error};
+use super::call::error_message;
+use crate::outcome::observe_body_frame;
 
 pin_project! {
     /// The response body of a traced client call.
@@ -41,21 +42,12 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        match &frame {
-            None => {
-                this.span.take();
-            }
-            Some(Err(error)) => {
-                if let Some(span) = this.span.take() {
-                    record_error(&span, "body", &error_message(error, None));
-                }
-            }
-            Some(Ok(_)) => {
-                if this.inner.is_end_stream() {
-                    this.span.take();
-                }
-            }
-        }
+        observe_body_frame(
+            this.span,
+            &frame,
+            || this.inner.is_end_stream(),
+            |error| error_message(error, None),
+        );
         Poll::Ready(frame)
     }
 

@@ -61,21 +61,12 @@ where
         match this.kind.project() {
             KindProj::Inner { mut body } => {
                 let frame = ready!(body.as_mut().poll_frame(cx));
-                match &frame {
-                    None => {
-                        this.span.take();
-                    }
-                    Some(Err(error)) => {
-                        if let Some(span) = this.span.take() {
-                            crate::outcome::record_error(&span, "body", &error.to_string());
-                        }
-                    }
-                    Some(Ok(_)) => {
-                        if body.is_end_stream() {
-                            this.span.take();
-                        }
-                    }
-                }
+                crate::outcome::observe_body_frame(
+                    this.span,
+                    &frame,
+                    || body.is_end_stream(),
+                    |error| error.to_string(),
+                );
                 Poll::Ready(frame)
             }
             KindProj::Empty => {
