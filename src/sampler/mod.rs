@@ -150,6 +150,17 @@ pub const SAMPLING_REASON: &str = "sampling.reason";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct UntrustedEdge;
 
+/// What [`CustomSampler`] decides a root span on, under the configuration in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RootInputs {
+    /// Base rate only, and it keeps every root: nothing to decide ahead of the SDK.
+    KeepsAll,
+    /// Base rate only: the trace id alone decides.
+    TraceId,
+    /// Rules or high-value operations: the span's attributes matter too.
+    Attributes,
+}
+
 /// Why a span was sampled (the value of `sampling.reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reason {
@@ -364,6 +375,19 @@ impl CustomSampler {
                 clock,
             }),
         })
+    }
+
+    /// What a root decision needs under the configuration in force (for the server
+    /// layer's early decision). Reads the configuration through the lock-free guard.
+    pub(crate) fn root_inputs(&self) -> RootInputs {
+        let compiled = self.inner.compiled.load();
+        if !compiled.rules.is_empty() || !compiled.high_value.is_empty() {
+            RootInputs::Attributes
+        } else if compiled.config.base_rate >= 1.0 {
+            RootInputs::KeepsAll
+        } else {
+            RootInputs::TraceId
+        }
     }
 
     /// A handle that swaps the configuration at runtime.

@@ -22,7 +22,7 @@ use super::future::{ResponseFuture, panic_message};
 use super::ids;
 use super::layer::ServerConfig;
 use crate::context::{self, CorrelationId};
-use crate::sampler::{DebugRequest, UntrustedEdge};
+use crate::sampler::{DebugRequest, RootInputs, UntrustedEdge};
 
 /// The service built by [`TracingLayer`](super::TracingLayer); see the
 /// [module documentation](crate::server).
@@ -202,19 +202,17 @@ fn decide_early<'a>(
         if !config.roots_decidable.load(Ordering::Relaxed) {
             return Early::Undecided;
         }
-        let sampling = sampler.handle().config();
-        // With neither rules nor high-value operations the sampler decides a root on its
-        // trace id alone (base rate): nothing to decide early when that keeps every root,
-        // and no attributes to build otherwise.
-        let base_only = sampling.rules.is_empty() && sampling.high_value.is_empty();
-        if base_only && sampling.base_rate >= 1.0 {
+        // Nothing to decide early when every root is kept; no attributes to build when
+        // the trace id alone decides.
+        let inputs = sampler.root_inputs();
+        if inputs == RootInputs::KeepsAll {
             return Early::Undecided;
         }
         let facts = attributes::RequestFacts::read(parts, config, correlation);
-        let attributes = if base_only {
-            Vec::new()
-        } else {
+        let attributes = if inputs == RootInputs::Attributes {
             facts.attributes()
+        } else {
+            Vec::new()
         };
         let name = facts.name();
         root_facts = Some(facts);
