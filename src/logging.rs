@@ -308,7 +308,23 @@ impl Visit for CorrelationVisitor {
 #[derive(Default)]
 struct Correlation {
     ids: Option<(TraceId, SpanId)>,
-    correlation_id: Option<Arc<str>>,
+    correlation_id: Option<CorrelationText>,
+}
+
+/// A correlation id to write, shared, not copied: captured from a span field, or the
+/// validated id of the current Context (a clone is a reference count).
+enum CorrelationText {
+    Field(Arc<str>),
+    Context(crate::context::CorrelationId),
+}
+
+impl CorrelationText {
+    fn as_str(&self) -> &str {
+        match self {
+            CorrelationText::Field(text) => text,
+            CorrelationText::Context(id) => id.as_str(),
+        }
+    }
 }
 
 impl Correlation {
@@ -327,7 +343,7 @@ impl Correlation {
                 found.ids = extensions.get::<OtelIds>().and_then(|ids| ids.0);
             }
             if let Some(CorrelationField(value)) = extensions.get::<CorrelationField>() {
-                found.correlation_id = Some(Arc::clone(value));
+                found.correlation_id = Some(CorrelationText::Field(Arc::clone(value)));
                 break;
             }
         }
@@ -349,7 +365,8 @@ impl Correlation {
                 ids: sc.is_valid().then(|| (sc.trace_id(), sc.span_id())),
                 correlation_id: cx
                     .get::<crate::context::CorrelationId>()
-                    .map(|id| Arc::from(id.as_str())),
+                    .cloned()
+                    .map(CorrelationText::Context),
             }
         })
     }
@@ -367,7 +384,7 @@ impl Correlation {
             )?;
             sep = ",";
         }
-        if let Some(cid) = &self.correlation_id {
+        if let Some(cid) = self.correlation_id.as_ref().map(CorrelationText::as_str) {
             write!(out, "{sep}\"correlation_id\":\"")?;
             write_json_escaped(out, cid)?;
             out.write_char('"')?;
@@ -379,7 +396,7 @@ impl Correlation {
         if let Some((trace_id, span_id)) = self.ids {
             write!(out, " trace_id={trace_id:032x} span_id={span_id:016x}")?;
         }
-        if let Some(cid) = &self.correlation_id {
+        if let Some(cid) = self.correlation_id.as_ref().map(CorrelationText::as_str) {
             if cid.bytes().all(is_plain_text_byte) {
                 write!(out, " correlation_id={cid}")?;
             } else {
@@ -583,7 +600,7 @@ mod tests {
     fn text_quotes_values_that_could_forge_fields_or_lines() {
         let correlation = Correlation {
             ids: None,
-            correlation_id: Some(Arc::from("x trace_id=1\nfake")),
+            correlation_id: Some(CorrelationText::Field(Arc::from("x trace_id=1\nfake"))),
         };
         let mut out = String::new();
         correlation.write_text(&mut out).unwrap();
@@ -593,7 +610,7 @@ mod tests {
     fn spliced(placement: Placement, chunks: &[&str]) -> String {
         let correlation = Correlation {
             ids: Some((TraceId::from(1), SpanId::from(2))),
-            correlation_id: Some(Arc::from("c")),
+            correlation_id: Some(CorrelationText::Field(Arc::from("c"))),
         };
         let mut out = String::new();
         let mut writer = Writer::new(&mut out);
