@@ -141,9 +141,9 @@ pub fn mark_root(span: &tracing::Span) {
     if span.is_disabled() || !tracing::Span::current().is_none() {
         return;
     }
-    let current = opentelemetry::Context::current();
-    if current.span().span_context().is_valid() {
+    if opentelemetry::Context::map_current(|cx| cx.span().span_context().is_valid()) {
         return;
     }
-    let _ = span.set_parent(current.with_value(crate::context::TraceRandom));
+    let root = opentelemetry::Context::current().with_value(crate::context::TraceRandom);
+    let _ = span.set_parent(root);
 }
