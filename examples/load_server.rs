@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use meshtrace::sampler::{CustomSampler, SamplingConfig};
-use meshtrace::server::{RootIdGenerator, TracingLayer};
+use meshtrace::server::TracingLayer;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
@@ -46,9 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let exported = exporter.0.clone();
     let provider = SdkTracerProvider::builder()
         .with_span_processor(BatchSpanProcessor::builder(exporter).build())
-        .with_sampler(sampler.clone())
-        // Lets the layer decide root requests before building their span.
-        .with_id_generator(RootIdGenerator::new())
+        .with_sampler(sampler)
         .build();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("load")));
@@ -57,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let routes = Router::new().route("/users/{id}", get(|| async { "alice" }));
     let app = match mode.as_str() {
         "bare" => routes,
-        "layer" => routes.layer(TracingLayer::new().sampler(sampler)),
+        "layer" => routes.layer(TracingLayer::new().tracer_provider(&provider)),
         other => return Err(format!("mode {other:?}: expected bare or layer").into()),
     };
 

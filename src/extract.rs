@@ -68,7 +68,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CorrelationId {
 pub struct TraceContext {
     /// The trace id (also when the span is not sampled).
     pub trace_id: TraceId,
-    /// The server span's id, or the remote parent's when the server span is disabled.
+    /// The server span's id (also when the span is not sampled).
     pub span_id: SpanId,
     /// Whether the server span is sampled (will be exported).
     pub sampled: bool,
@@ -80,6 +80,23 @@ impl TraceContext {
     /// The W3C baggage received with the request.
     pub fn baggage(&self) -> &Baggage {
         self.context.baggage()
+    }
+
+    /// Records an attribute on the server span, whatever `tracing` span the handler is in
+    /// (nothing when the span does not record). This is the way to add attributes to the
+    /// request's span from a handler.
+    ///
+    /// ```
+    /// use meshtrace::extract::TraceContext;
+    /// use opentelemetry::KeyValue;
+    ///
+    /// async fn order(trace: TraceContext) -> &'static str {
+    ///     trace.set_attribute(KeyValue::new("order.priority", "express"));
+    ///     "ok"
+    /// }
+    /// ```
+    pub fn set_attribute(&self, attribute: opentelemetry::KeyValue) {
+        self.context.span().set_attribute(attribute);
     }
 }
 

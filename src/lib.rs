@@ -33,13 +33,16 @@
 //! let provider = SdkTracerProvider::builder()
 //!     .with_simple_exporter(exporter.clone())
 //!     .build();
+//! // For `tracing` spans made in handlers (`#[instrument]`, `#[traced]`): children of the
+//! // server span.
 //! let subscriber = tracing_subscriber::registry()
 //!     .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("docs")));
 //! let _guard = tracing::subscriber::set_default(subscriber);
 //!
 //! let app = Router::new()
 //!     .route("/orders/{id}", get(|cid: CorrelationId| async move { cid.to_string() }))
-//!     .layer(TracingLayer::new());
+//!     // The server span is an OpenTelemetry span from this provider.
+//!     .layer(TracingLayer::new().tracer_provider(&provider));
 //!
 //! let request = http::Request::get("/orders/42")
 //!     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
@@ -67,10 +70,11 @@ mod error;
 pub mod export;
 #[cfg(feature = "axum")]
 pub mod extract;
+mod http;
+mod limits;
 pub mod logging;
 mod macro_support;
 pub mod manager;
-mod outcome;
 pub mod sampler;
 pub mod server;
 

@@ -37,7 +37,11 @@ pub trait ErrWithDisplay {
 impl<T, E: fmt::Display> ErrWithDisplay for &Returned<'_, Result<T, E>> {
     fn __meshtrace_record(&self, span: &tracing::Span) {
         if let Err(error) = self.0 {
-            record_error(span, std::any::type_name::<E>(), Some(error.to_string()));
+            record_error(
+                span,
+                std::any::type_name::<E>(),
+                Some(crate::limits::display_bounded(error)),
+            );
         }
     }
 }
@@ -51,7 +55,12 @@ pub trait ErrWithDebug {
 impl<T, E: fmt::Debug> ErrWithDebug for &Returned<'_, Result<T, E>> {
     fn __meshtrace_record(&self, span: &tracing::Span) {
         if let Err(error) = self.0 {
-            record_error(span, std::any::type_name::<E>(), Some(format!("{error:?}")));
+            let debug = crate::limits::DebugAsDisplay(error);
+            record_error(
+                span,
+                std::any::type_name::<E>(),
+                Some(crate::limits::display_bounded(&debug)),
+            );
         }
     }
 }

@@ -164,7 +164,8 @@ impl TracingManager {
     pub fn server_layer(&self) -> TracingLayer {
         TracingLayer::new()
             .debug_header(self.sampler.handle().debug_header())
-            .sampler(self.sampler.clone())
+            .tracer_provider(&self.provider)
+            .sampler_hint(self.sampler.clone())
     }
 
     /// The sampler's handle, to reload the sampling configuration at runtime.
@@ -395,6 +396,7 @@ impl TracingManagerBuilder {
         }
         opentelemetry::global::set_text_map_propagator(W3cPropagator::new());
         opentelemetry::global::set_tracer_provider(manager.provider.clone());
+        crate::http::tracer::set_installed(Some(&manager.provider));
         Ok(manager)
     }
 
@@ -403,6 +405,14 @@ impl TracingManagerBuilder {
         resolved: &Resolved,
     ) -> Result<(TracingManager, SdkTracerProvider), Error> {
         let sampler = CustomSampler::new(resolved.sampling.clone())?;
+        // One bound for every string recorded on a span: server, client, #[traced] and
+        // the export gate (see `limits`).
+        crate::limits::set_max_value_len(
+            match resolved.sampling.span_limits.max_attribute_value_length {
+                0 => crate::limits::DEFAULT_MAX_VALUE_LEN,
+                n => n as usize,
+            },
+        );
         let counters = Arc::new(Counters::default());
         let exporter: Option<Box<dyn DynSpanExporter>> = match self.exporter.take() {
             Some(custom) => Some(custom),
@@ -426,8 +436,6 @@ impl TracingManagerBuilder {
         };
         let mut builder = SdkTracerProvider::builder()
             .with_sampler(sampler.clone())
-            // Lets the server layer choose (and decide on) the trace id of root requests.
-            .with_id_generator(crate::server::RootIdGenerator::new())
             .with_span_limits(resolved.sampling.span_limits.to_sdk())
             .with_resource(build_resource(resolved));
         if let Some(exporter) = exporter {

@@ -10,13 +10,14 @@
 //!   baggage and the correlation id), attaches it around the call and every poll,
 //!   stores the id and the Context in the request extensions, echoes the id, and wraps
 //!   the response body (axum boxes the body of every layered service);
-//! * meshtrace's `TracingLayer` sharing the provider's sampler (the early decision), and
-//!   without it (the span path, for contrast).
+//! * meshtrace set up as the README recommends (`TracingManager`, `server_layer()`), and
+//!   a hand-built `TracingLayer::new().tracer_provider(..)` for contrast.
 //!
-//! The early-decision path must allocate no more than the minimal propagating layer, so
+//! The recommended setup must allocate no more than the minimal propagating layer, so
 //! everything it allocates beyond the Router is that Context (opentelemetry 0.33 keeps
 //! each Context value and the span in fresh `Arc`s, and `Baggage` is a `HashMap` of
-//! owned strings), its request extensions, the echoed id and the body wrapper.
+//! owned strings), its request extensions, the echoed id and the body wrapper: the
+//! dropped OpenTelemetry span itself allocates nothing beyond its place in the Context.
 
 mod common;
 
@@ -34,12 +35,14 @@ use axum::routing::get;
 use futures_util::FutureExt;
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
+use meshtrace::TracingManager;
 use meshtrace::context::{self, ContextExt, CorrelationId, DEFAULT_CORRELATION_HEADER};
 use meshtrace::extract::TraceContext;
-use meshtrace::sampler::{CustomSampler, SamplingConfig};
+use meshtrace::sampler::SamplingConfig;
 use meshtrace::server::TracingLayer;
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use tower::{Layer, Service, ServiceExt};
 
 const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
@@ -227,10 +230,39 @@ impl<S> Layer<S> for MinimalPropagationLayer {
     }
 }
 
+/// The README's setup: the manager's pipeline (its subscriber as this thread's default,
+/// logs into a sink), spans into memory.
+struct Recommended {
+    telemetry: TracingManager,
+    exporter: InMemorySpanExporter,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl Recommended {
+    fn new(sampling: SamplingConfig) -> Self {
+        let exporter = InMemorySpanExporter::default();
+        let (telemetry, subscriber) = TracingManager::builder()
+            .sampling(sampling)
+            .span_exporter(exporter.clone())
+            .log_writer(std::io::sink)
+            .build()
+            .expect("manager");
+        Recommended {
+            telemetry,
+            exporter,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    fn spans(&self) -> Vec<SpanData> {
+        self.telemetry.force_flush().expect("flush");
+        self.exporter.get_finished_spans().expect("spans")
+    }
+}
+
 #[test]
 fn the_unsampled_path_allocates_nothing_beyond_the_router_and_the_context() {
-    let sampler = CustomSampler::new(SamplingConfig::default()).expect("sampler");
-    let telemetry = common::Telemetry::with_sampler(sampler.clone());
+    let setup = Recommended::new(SamplingConfig::default());
     const N: u64 = 200;
 
     let bare = allocations_per_request(&routes(), N);
@@ -240,30 +272,25 @@ fn the_unsampled_path_allocates_nothing_beyond_the_router_and_the_context() {
         ))),
         N,
     );
-    let early = allocations_per_request(
-        &routes().layer(TracingLayer::new().sampler(sampler.clone())),
+    let recommended = allocations_per_request(&routes().layer(setup.telemetry.server_layer()), N);
+    let hand_built = allocations_per_request(
+        &routes().layer(TracingLayer::new().tracer_provider(setup.telemetry.tracer_provider())),
         N,
     );
-    let span_path = allocations_per_request(&routes().layer(TracingLayer::new()), N);
     println!(
         "allocations per unsampled request: bare Router {bare}, minimal propagating layer \
-         {minimal}, TracingLayer with the sampler {early}, without it {span_path}"
+         {minimal}, TracingManager::server_layer() {recommended}, hand-built TracingLayer {hand_built}"
     );
     assert!(
-        early <= minimal,
-        "the early decision allocates {early} per request, the minimal propagating layer {minimal}"
+        recommended <= minimal,
+        "the recommended setup allocates {recommended} per request, the minimal propagating layer {minimal}"
     );
-    assert!(
-        early < span_path,
-        "the early decision ({early}) should allocate less than building the span ({span_path})"
-    );
-    assert!(telemetry.spans().is_empty());
+    assert!(setup.spans().is_empty());
 }
 
 #[tokio::test]
-async fn an_early_dropped_request_keeps_trace_baggage_and_correlation() {
-    let sampler = CustomSampler::new(SamplingConfig::default()).expect("sampler");
-    let telemetry = common::Telemetry::with_sampler(sampler.clone());
+async fn a_dropped_request_keeps_trace_baggage_and_correlation() {
+    let setup = Recommended::new(SamplingConfig::default());
     let app = Router::new()
         .route(
             "/",
@@ -287,7 +314,7 @@ async fn an_early_dropped_request_keeps_trace_baggage_and_correlation() {
                 )
             }),
         )
-        .layer(TracingLayer::new().sampler(sampler));
+        .layer(setup.telemetry.server_layer());
     let response = common::send(
         app,
         common::get(
@@ -322,105 +349,43 @@ async fn an_early_dropped_request_keeps_trace_baggage_and_correlation() {
     );
     assert!(!outgoing.contains(PARENT_ID), "{outgoing}");
     assert!(outgoing.ends_with("-00"), "{outgoing}");
-    assert!(telemetry.spans().is_empty());
-}
-
-#[tokio::test]
-async fn sampled_debug_and_root_requests_still_build_the_span() {
-    let sampler = CustomSampler::new(SamplingConfig::default()).expect("sampler");
-    let telemetry = common::Telemetry::with_sampler(sampler.clone());
-    let app = routes().layer(TracingLayer::new().sampler(sampler));
-    let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    common::send(
-        app.clone(),
-        common::get("/users/1", &[("traceparent", sampled)]),
-    )
-    .await;
-    common::send(app.clone(), common::get("/users/2", &[])).await;
-    common::send(app, common::get("/users/3", &[("traceparent", UNSAMPLED)])).await;
-    let spans = telemetry.spans();
-    assert_eq!(spans.len(), 2, "sampled parent and root are exported");
-    assert!(spans.iter().all(|s| s.name == "GET /users/{id}"));
-}
-
-/// A provider with the given sampler and, optionally, `RootIdGenerator`, exporting into
-/// memory through a thread-default subscriber.
-fn root_telemetry(
-    sampler: CustomSampler,
-    root_ids: bool,
-) -> (
-    opentelemetry_sdk::trace::SdkTracerProvider,
-    opentelemetry_sdk::trace::InMemorySpanExporter,
-    tracing::subscriber::DefaultGuard,
-) {
-    use opentelemetry::trace::TracerProvider as _;
-    use tracing_subscriber::layer::SubscriberExt;
-    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
-    let mut builder = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .with_sampler(sampler);
-    if root_ids {
-        builder = builder.with_id_generator(meshtrace::server::RootIdGenerator::new());
-    }
-    let provider = builder.build();
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("alloc-tests"));
-    let guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(otel));
-    (provider, exporter, guard)
-}
-
-/// Sends `n` root requests.
-fn roots(app: &Router, n: usize) {
-    for _ in 0..n {
-        let body = send(
-            app,
-            Request::get("/users/1")
-                .body(Body::empty())
-                .expect("request"),
-        );
-        assert_eq!(body, "alice");
-    }
+    assert!(setup.spans().is_empty());
 }
 
 /// Whether the consistent-probability threshold for rate 0.5 keeps this trace id: its
 /// low 56 bits are at least 2^55.
-fn kept_at_half(span: &opentelemetry_sdk::trace::SpanData) -> bool {
+fn kept_at_half(span: &SpanData) -> bool {
     let id = u128::from_be_bytes(span.span_context.trace_id().to_bytes());
     (id & ((1 << 56) - 1)) >= 1 << 55
 }
 
 #[test]
-fn roots_are_decided_early_on_the_trace_id_the_span_then_gets() {
-    // With RootIdGenerator the span gets the trace id the layer decided on; without it,
-    // after the first kept root the SDK alone decides (so still about half, not a quarter).
-    for root_ids in [true, false] {
-        let sampler =
-            CustomSampler::new(SamplingConfig::default().base_rate(0.5)).expect("sampler");
-        let (provider, exporter, _guard) = root_telemetry(sampler.clone(), root_ids);
-        let app = routes().layer(TracingLayer::new().sampler(sampler));
-        const N: usize = 400;
-        roots(&app, N);
-        provider.force_flush().expect("flush");
-        let spans = exporter.get_finished_spans().expect("spans");
-        // Every kept span carries a trace id the threshold keeps; a second, independent
-        // decision by the SDK on another id would keep about N/4 spans, many failing this.
-        assert!(
-            spans.iter().all(kept_at_half),
-            "a span the threshold drops (root ids: {root_ids})"
-        );
-        // Binomial(400, 0.5): mean 200, sd 10; trace ids are random, so allow 6 sd.
-        assert!(
-            (140..=260).contains(&spans.len()),
-            "{} of {N} kept (root ids: {root_ids})",
-            spans.len()
-        );
-        assert!(spans.iter().all(|s| !s.parent_span_is_remote));
+fn roots_are_decided_once_on_the_trace_id_the_span_gets() {
+    let setup = Recommended::new(SamplingConfig::default().base_rate(0.5));
+    let app = routes().layer(setup.telemetry.server_layer());
+    const N: usize = 400;
+    for _ in 0..N {
+        let request = Request::get("/users/1")
+            .body(Body::empty())
+            .expect("request");
+        assert_eq!(send(&app, request), "alice");
     }
+    let spans = setup.spans();
+    // Every kept span carries a trace id the threshold keeps; a second, independent
+    // decision on another id would keep about N/4 spans, many failing this.
+    assert!(spans.iter().all(kept_at_half), "a span the threshold drops");
+    // Binomial(400, 0.5): mean 200, sd 10; trace ids are random, so allow 6 sd.
+    assert!(
+        (140..=260).contains(&spans.len()),
+        "{} of {N} kept",
+        spans.len()
+    );
+    assert!(spans.iter().all(|s| !s.parent_span_is_remote));
 }
 
 #[test]
-fn an_early_dropped_root_still_has_a_trace() {
-    let sampler = CustomSampler::new(SamplingConfig::default().base_rate(0.0)).expect("sampler");
-    let (provider, exporter, _guard) = root_telemetry(sampler.clone(), true);
+fn a_dropped_root_still_has_a_trace() {
+    let setup = Recommended::new(SamplingConfig::default().base_rate(0.0));
     let app = Router::new()
         .route(
             "/",
@@ -437,12 +402,11 @@ fn an_early_dropped_root_still_has_a_trace() {
                 )
             }),
         )
-        .layer(TracingLayer::new().sampler(sampler));
+        .layer(setup.telemetry.server_layer());
     let body = send(
         &app,
         Request::get("/").body(Body::empty()).expect("request"),
     );
     assert_eq!(body, "true false true true");
-    provider.force_flush().expect("flush");
-    assert!(exporter.get_finished_spans().expect("spans").is_empty());
+    assert!(setup.spans().is_empty());
 }

@@ -81,7 +81,7 @@ impl Setup {
     }
 }
 
-fn app() -> Router {
+fn app(provider: &SdkTracerProvider) -> Router {
     Router::new()
         .route(
             "/orders/{id}",
@@ -90,15 +90,15 @@ fn app() -> Router {
                 "order"
             }),
         )
-        .layer(TracingLayer::new())
+        .layer(TracingLayer::new().tracer_provider(provider))
 }
 
-async fn call(headers: &[(&str, &str)]) {
+async fn call(setup: &Setup, headers: &[(&str, &str)]) {
     let mut request = http::Request::get("/orders/42");
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = app()
+    let response = app(&setup.provider)
         .oneshot(request.body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -110,10 +110,13 @@ async fn call(headers: &[(&str, &str)]) {
 #[tokio::test]
 async fn json_log_line_has_the_exported_span_ids_and_the_correlation_id() {
     let setup = setup(LogFormat::Json);
-    call(&[
-        ("x-correlation-id", "order-42"),
-        ("baggage", "user=alice-secret"),
-    ])
+    call(
+        &setup,
+        &[
+            ("x-correlation-id", "order-42"),
+            ("baggage", "user=alice-secret"),
+        ],
+    )
     .await;
 
     let spans = setup.spans();
@@ -137,7 +140,7 @@ async fn json_log_line_has_the_exported_span_ids_and_the_correlation_id() {
 #[tokio::test]
 async fn text_log_line_has_the_ids_and_never_a_rejected_correlation_id() {
     let setup = setup(LogFormat::Text);
-    call(&[("x-correlation-id", "<script>alert(1)</script>")]).await;
+    call(&setup, &[("x-correlation-id", "<script>alert(1)</script>")]).await;
 
     let spans = setup.spans();
     let text = setup.logs.text();
@@ -167,10 +170,13 @@ async fn text_log_line_has_the_ids_and_never_a_rejected_correlation_id() {
 #[tokio::test]
 async fn an_unsampled_request_still_logs_its_trace_id() {
     let setup = setup(LogFormat::Json);
-    call(&[(
-        "traceparent",
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
-    )])
+    call(
+        &setup,
+        &[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        )],
+    )
     .await;
     assert!(setup.spans().is_empty());
     let lines = setup.logs.json();

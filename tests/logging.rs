@@ -131,7 +131,7 @@ fn json_event_carries_the_exported_span_ids_and_correlation_id() {
         attribute(&exported, "correlation.id").as_deref()
     );
     assert_eq!(line["correlation_id"], "req-42");
-    // The rest is tracing-subscriber's JSON format, untouched.
+    // The rest has tracing-subscriber's JSON shape, span names without their fields.
     assert_eq!(line["fields"]["message"], "order placed");
     assert_eq!(line["fields"]["order"], 7);
     assert_eq!(line["level"], "INFO");

@@ -87,7 +87,7 @@ async fn a_valid_debug_token_forces_sampling_at_base_rate_zero() {
     ];
     for (name, headers, sampled) in cases {
         let before = telemetry.spans().len();
-        let response = send(app(TracingLayer::new()), request("/users/1", headers)).await;
+        let response = send(app(telemetry.layer()), request("/users/1", headers)).await;
         text(response).await;
         let after = telemetry.spans();
         assert_eq!(after.len() - before, usize::from(*sampled), "case {name}");
@@ -109,7 +109,9 @@ async fn the_debug_header_name_is_configurable() {
             .base_rate(0.0)
             .debug(DebugConfig::default().token("t0k3n")),
     );
-    let layer = TracingLayer::new().debug_header(http::HeaderName::from_static("x-trace-me"));
+    let layer = telemetry
+        .layer()
+        .debug_header(http::HeaderName::from_static("x-trace-me"));
     text(
         send(
             app(layer.clone()),
@@ -132,11 +134,11 @@ async fn rules_by_route_win_over_the_base_rate() {
                 .method("GET"),
         ),
     );
-    text(send(app(TracingLayer::new()), request("/users/1", &[])).await).await;
+    text(send(app(telemetry.layer()), request("/users/1", &[])).await).await;
     let checkout = Request::post("/checkout")
         .body(axum::body::Body::empty())
         .unwrap();
-    text(send(app(TracingLayer::new()), checkout).await).await;
+    text(send(app(telemetry.layer()), checkout).await).await;
 
     let spans = telemetry.spans();
     assert_eq!(spans.len(), 1, "only the rule's route is kept");
@@ -157,8 +159,8 @@ async fn high_value_operations_are_kept_at_their_own_rate() {
     let checkout = Request::post("/checkout")
         .body(axum::body::Body::empty())
         .unwrap();
-    text(send(app(TracingLayer::new()), checkout).await).await;
-    text(send(app(TracingLayer::new()), request("/users/1", &[])).await).await;
+    text(send(app(telemetry.layer()), checkout).await).await;
+    text(send(app(telemetry.layer()), request("/users/1", &[])).await).await;
 
     let spans = telemetry.spans();
     assert_eq!(spans.len(), 1);
@@ -173,7 +175,7 @@ async fn high_value_operations_are_kept_at_their_own_rate() {
 async fn an_incoming_threshold_is_preserved_downstream() {
     let telemetry = telemetry(SamplingConfig::default().base_rate(0.0));
     let response = send(
-        app(TracingLayer::new()),
+        app(telemetry.layer()),
         request(
             "/forward",
             &[
@@ -204,7 +206,7 @@ async fn an_incoming_threshold_is_preserved_downstream() {
 #[tokio::test]
 async fn a_probabilistic_root_decision_is_announced_in_tracestate() {
     let telemetry = telemetry(SamplingConfig::default().base_rate(1.0));
-    let forwarded = text(send(app(TracingLayer::new()), request("/forward", &[])).await).await;
+    let forwarded = text(send(app(telemetry.layer()), request("/forward", &[])).await).await;
     assert!(
         forwarded.contains("ot=th:0"),
         "forwarded tracestate {forwarded:?}"
@@ -215,7 +217,9 @@ async fn a_probabilistic_root_decision_is_announced_in_tracestate() {
 #[tokio::test]
 async fn untrusted_edges_decide_again_instead_of_following_the_caller() {
     let telemetry = telemetry(SamplingConfig::default().base_rate(0.0));
-    let layer = TracingLayer::new().untrusted_if(|req| !req.headers.contains_key("x-internal"));
+    let layer = telemetry
+        .layer()
+        .untrusted_if(|req| !req.headers.contains_key("x-internal"));
 
     // From outside the mesh: the caller's sampled flag is ignored, base rate 0 drops it.
     text(

@@ -11,13 +11,12 @@ use axum::body::Body;
 use axum::routing::get;
 use common::{Telemetry, attr, attr_str, get as request, send, serve, text};
 use http::{Response, StatusCode};
+use meshtrace::context::TraceFutureExt as _;
 use meshtrace::context::{ContextExt, CorrelationId};
 use meshtrace::extract::TraceContext;
-use meshtrace::server::TracingLayer;
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt};
 use tower::{ServiceBuilder, ServiceExt};
-use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -25,16 +24,20 @@ const PARENT_ID: &str = "00f067aa0ba902b7";
 const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
 
-fn users() -> Router {
+fn users(telemetry: &Telemetry) -> Router {
     Router::new()
         .route("/users/{id}", get(|| async { "alice" }))
-        .layer(TracingLayer::new())
+        .layer(telemetry.layer())
 }
 
 #[tokio::test]
 async fn continues_the_incoming_trace_with_a_remote_parent() {
     let telemetry = Telemetry::new();
-    let response = send(users(), request("/users/42", &[("traceparent", SAMPLED)])).await;
+    let response = send(
+        users(&telemetry),
+        request("/users/42", &[("traceparent", SAMPLED)]),
+    )
+    .await;
     assert_eq!(text(response).await, "alice");
 
     let span = telemetry.span("GET /users/{id}");
@@ -58,7 +61,7 @@ async fn starts_a_new_trace_without_or_with_an_invalid_traceparent() {
             .map(|t| ("traceparent", t))
             .into_iter()
             .collect();
-        let response = send(users(), request("/users/1", &headers)).await;
+        let response = send(users(&telemetry), request("/users/1", &headers)).await;
         assert_eq!(
             response.status(),
             StatusCode::OK,
@@ -85,7 +88,7 @@ async fn unsampled_parent_is_not_exported_but_the_handler_keeps_the_trace() {
                     format!("{} {}", trace.trace_id, trace.sampled)
                 }),
             )
-            .layer(TracingLayer::new());
+            .layer(telemetry.layer());
     let response = send(app, request("/", &[("traceparent", UNSAMPLED)])).await;
     assert_eq!(text(response).await, format!("{TRACE_ID} false"));
     assert!(telemetry.spans().is_empty());
@@ -95,7 +98,7 @@ async fn unsampled_parent_is_not_exported_but_the_handler_keeps_the_trace() {
 async fn records_http_semantic_convention_attributes() {
     let telemetry = Telemetry::new();
     let response = send(
-        users(),
+        users(&telemetry),
         request(
             "/users/42?q=rust&token=s3cr3t&Signature=abc",
             &[("host", "api.example.com:8443"), ("user-agent", "curl/8.5")],
@@ -143,7 +146,8 @@ async fn records_http_semantic_convention_attributes() {
 async fn never_records_credentials_even_when_asked() {
     let telemetry = Telemetry::new();
     let app = Router::new().route("/", get(|| async { "ok" })).layer(
-        TracingLayer::new()
+        telemetry
+            .layer()
             .record_request_header(http::header::AUTHORIZATION)
             .record_request_header(http::header::COOKIE)
             .record_request_header(http::HeaderName::from_static("x-tenant")),
@@ -176,12 +180,12 @@ async fn span_name_uses_the_route_template_or_only_the_method() {
     let telemetry = Telemetry::new();
     // Wrapping the whole Router (outside routing) there is no MatchedPath yet.
     let outer = ServiceBuilder::new()
-        .layer(TracingLayer::new())
+        .layer(telemetry.layer())
         .service(Router::new().route("/users/{id}", get(|| async { "alice" })));
     let response = outer.oneshot(request("/users/7", &[])).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     drop(response);
-    send(users(), request("/users/7", &[])).await;
+    send(users(&telemetry), request("/users/7", &[])).await;
 
     let names: Vec<_> = telemetry.spans().into_iter().map(|s| s.name).collect();
     assert_eq!(names, vec!["GET", "GET /users/{id}"]);
@@ -194,7 +198,7 @@ async fn server_errors_are_errors_client_errors_are_not() {
     let app = Router::new()
         .route("/fail", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
         .route("/missing", get(|| async { StatusCode::NOT_FOUND }))
-        .layer(TracingLayer::new());
+        .layer(telemetry.layer());
     assert_eq!(send(app.clone(), request("/fail", &[])).await.status(), 503);
     assert_eq!(send(app, request("/missing", &[])).await.status(), 404);
 
@@ -223,7 +227,7 @@ async fn a_panicking_handler_is_recorded_and_the_span_ends() {
                 "unreachable"
             }),
         )
-        .layer(TracingLayer::new());
+        .layer(telemetry.layer());
     let response = send(app, request("/boom", &[("x-correlation-id", "panic-1")])).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(response.headers()["x-correlation-id"], "panic-1");
@@ -251,7 +255,7 @@ async fn inner_service_errors_are_recorded_with_error_type() {
         }
     }
     let service = ServiceBuilder::new()
-        .layer(TracingLayer::new())
+        .layer(telemetry.layer())
         .service_fn(|_req: http::Request<Body>| async { Err::<Response<Body>, _>(Refused) });
     let error = service.oneshot(request("/", &[])).await.unwrap_err();
     assert_eq!(error.to_string(), "upstream refused");
@@ -279,7 +283,7 @@ async fn the_span_ends_when_a_streamed_body_ends() {
                 }
             }),
         )
-        .layer(TracingLayer::new());
+        .layer(telemetry.layer());
 
     let response = send(app, request("/stream", &[])).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -297,7 +301,7 @@ async fn the_span_ends_when_a_streamed_body_ends() {
 #[tokio::test]
 async fn a_dropped_body_ends_the_span() {
     let telemetry = Telemetry::new();
-    let response = send(users(), request("/users/1", &[])).await;
+    let response = send(users(&telemetry), request("/users/1", &[])).await;
     assert!(telemetry.spans().is_empty());
     drop(response);
     telemetry.span("GET /users/{id}");
@@ -312,7 +316,7 @@ async fn correlation_id_is_accepted_generated_rejected_and_echoed() {
                 "/",
                 get(|cid: CorrelationId| async move { cid.to_string() }),
             )
-            .layer(TracingLayer::new())
+            .layer(telemetry.layer())
     };
 
     // Accepted: echoed, visible in the handler, recorded on the span.
@@ -363,9 +367,11 @@ async fn correlation_id_is_accepted_generated_rejected_and_echoed() {
 
 #[tokio::test]
 async fn custom_correlation_header() {
-    let _telemetry = Telemetry::new();
+    let telemetry = Telemetry::new();
     let app = Router::new().route("/", get(|| async { "ok" })).layer(
-        TracingLayer::new().correlation_header(http::HeaderName::from_static("x-trace-tag")),
+        telemetry
+            .layer()
+            .correlation_header(http::HeaderName::from_static("x-trace-tag")),
     );
     let response = send(app, request("/", &[("x-trace-tag", "tag-1")])).await;
     assert_eq!(response.headers()["x-trace-tag"], "tag-1");
@@ -379,7 +385,8 @@ async fn handler_sees_span_baggage_and_correlation_in_the_current_context() {
             "/",
             get(|trace: TraceContext| async move {
                 let cx = opentelemetry::Context::current();
-                let current_span = tracing::Span::current()
+                // A `tracing` span made here is a child of the server span.
+                let current_span = tracing::info_span!("child")
                     .context()
                     .span()
                     .span_context()
@@ -391,7 +398,7 @@ async fn handler_sees_span_baggage_and_correlation_in_the_current_context() {
                 format!("{current_span} {cx_span} {user:?} {cid:?} {extracted_user:?}")
             }),
         )
-        .layer(TracingLayer::new());
+        .layer(telemetry.layer());
     let response = send(
         app,
         request(
@@ -406,10 +413,12 @@ async fn handler_sees_span_baggage_and_correlation_in_the_current_context() {
     .await;
     let body = text(response).await;
     let span = telemetry.span("GET /");
-    let id = span.span_context.span_id();
+    let child = telemetry.span("child");
+    assert_eq!(child.parent_span_id, span.span_context.span_id());
+    let (id, child) = (span.span_context.span_id(), child.span_context.span_id());
     assert_eq!(
         body,
-        format!("{id} {id} Some(\"alice\") Some(\"c-1\") Some(\"alice\")")
+        format!("{child} {id} Some(\"alice\") Some(\"c-1\") Some(\"alice\")")
     );
 }
 
@@ -428,12 +437,12 @@ async fn spawned_work_instrumented_with_the_span_keeps_the_trace() {
                         tracing::info_span!("background").in_scope(|| ());
                         format!("{trace_id} {cid:?}")
                     }
-                    .instrument(tracing::Span::current()),
+                    .in_current_trace(),
                 );
                 task.await.unwrap()
             }),
         )
-        .layer(TracingLayer::new());
+        .layer(telemetry.layer());
     let response = send(
         app,
         request(
@@ -462,7 +471,7 @@ async fn skipped_requests_are_not_traced_but_get_a_correlation_id() {
             get(|cid: CorrelationId| async move { cid.to_string() }),
         )
         .route("/work", get(|| async { "done" }))
-        .layer(TracingLayer::new().skip_if(|req| req.uri.path() == "/health"));
+        .layer(telemetry.layer().skip_if(|req| req.uri.path() == "/health"));
     let response = send(
         app.clone(),
         request("/health", &[("x-correlation-id", "probe-1")]),
@@ -477,9 +486,10 @@ async fn skipped_requests_are_not_traced_but_get_a_correlation_id() {
 }
 
 #[tokio::test]
-async fn a_disabled_span_still_carries_the_extracted_context() {
-    // The EnvFilter turns the server span off.
-    let telemetry = Telemetry::with_filter("meshtrace::server=off,info");
+async fn a_quiet_log_filter_changes_no_span() {
+    // A registry-wide EnvFilter that turns meshtrace off: the server span is an
+    // OpenTelemetry span, so the handler still sees it and it is still exported.
+    let telemetry = Telemetry::with_filter("error,meshtrace=off");
     let app = Router::new()
         .route(
             "/",
@@ -488,28 +498,27 @@ async fn a_disabled_span_still_carries_the_extracted_context() {
                 let span = cx.span();
                 let sc = span.span_context();
                 format!(
-                    "{} {} {} {}",
+                    "{} {} {}",
                     sc.trace_id(),
                     sc.span_id(),
                     cx.baggage()
                         .get("tenant")
                         .map(|v| v.to_string())
                         .unwrap_or_default(),
-                    trace.trace_id
-                )
+                ) + &format!(" {}", trace.span_id)
             }),
         )
-        .layer(TracingLayer::new());
+        .layer(telemetry.layer());
     let response = send(
         app,
         request("/", &[("traceparent", SAMPLED), ("baggage", "tenant=acme")]),
     )
     .await;
-    assert_eq!(
-        text(response).await,
-        format!("{TRACE_ID} {PARENT_ID} acme {TRACE_ID}")
-    );
-    assert!(telemetry.spans().is_empty());
+    let body = text(response).await;
+    let span = telemetry.span("GET /");
+    let id = span.span_context.span_id();
+    assert_eq!(body, format!("{TRACE_ID} {id} acme {id}"));
+    assert_eq!(span.parent_span_id.to_string(), PARENT_ID);
 }
 
 #[tokio::test]
@@ -547,7 +556,7 @@ async fn hostile_headers_never_fail_the_request() {
         vec![("x-correlation-id", ""), ("x-request-id", "\t")],
     ];
     for headers in &cases {
-        let response = send(users(), request("/users/1", headers)).await;
+        let response = send(users(&telemetry), request("/users/1", headers)).await;
         assert_eq!(response.status(), StatusCode::OK, "{headers:?}");
         text(response).await;
     }
@@ -556,7 +565,7 @@ async fn hostile_headers_never_fail_the_request() {
 
 #[tokio::test]
 async fn concurrent_requests_on_a_real_server_do_not_share_context() {
-    let _telemetry = Telemetry::new();
+    let telemetry = Telemetry::new();
     let app = Router::new()
         .route(
             "/",
@@ -576,7 +585,7 @@ async fn concurrent_requests_on_a_real_server_do_not_share_context() {
                 format!("{} {}", cid.unwrap_or_default(), user.unwrap_or_default())
             }),
         )
-        .layer(TracingLayer::new());
+        .layer(telemetry.layer());
     let addr = serve(app).await;
     let client = reqwest::Client::new();
     let calls = (0..20).map(|i| {

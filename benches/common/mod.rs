@@ -12,7 +12,6 @@ use axum::body::Body;
 use http::Request;
 use http_body_util::BodyExt;
 use meshtrace::sampler::CustomSampler;
-use meshtrace::server::RootIdGenerator;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchSpanProcessor, SdkTracerProvider, ShouldSample, SpanData, SpanExporter,
@@ -42,14 +41,9 @@ pub fn provider(sampler: impl ShouldSample + 'static) -> (SdkTracerProvider, Arc
     build(SdkTracerProvider::builder().with_sampler(sampler))
 }
 
-/// The same, set up as meshtrace recommends: its sampler, and `RootIdGenerator` so that
-/// `TracingLayer::sampler` can decide root requests before building their span.
+/// The same with meshtrace's sampler.
 pub fn meshtrace_provider(sampler: CustomSampler) -> (SdkTracerProvider, Arc<AtomicU64>) {
-    build(
-        SdkTracerProvider::builder()
-            .with_sampler(sampler)
-            .with_id_generator(RootIdGenerator::new()),
-    )
+    build(SdkTracerProvider::builder().with_sampler(sampler))
 }
 
 fn build(builder: TracerProviderBuilder) -> (SdkTracerProvider, Arc<AtomicU64>) {

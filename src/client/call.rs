@@ -1,36 +1,28 @@
 //! What both clients share: the current Context, the client span, the headers it sends,
 //! and how the outcome is recorded.
 
-use std::error::Error as StdError;
-use std::fmt::{Display, Write as _};
+use std::fmt::Write as _;
 
-use http::{Extensions, HeaderMap, Method, StatusCode, Uri};
-use opentelemetry::Context;
+use http::{Extensions, HeaderMap, Method, Uri};
 use opentelemetry::baggage::BaggageExt;
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_semantic_conventions::attribute as a;
 use tracing::Span;
-use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-
-pub(crate) use crate::outcome::record_error;
-use crate::outcome::{MAX_MESSAGE_LEN, truncate};
 
 use super::layer::ClientConfig;
 use super::policy::Propagation;
 use super::{NoPropagation, UrlTemplate};
 use crate::context::{self, ContextExt, TraceRandom};
-use crate::server::attributes::{
+use crate::http::attributes::{
     known_method, parse_host_port, redact_query, span_name, strip_brackets,
 };
+use crate::http::outcome::{OpenSpan, Side};
+use crate::limits::{bound_owned, bounded};
 
-/// Longest `url.full` recorded; longer URLs are cut (after redaction).
-const MAX_URL_LEN: usize = 2048;
 /// Longest host recorded or matched (a DNS name is at most 253 bytes).
 const MAX_HOST_LEN: usize = 253;
-/// Longest error message recorded on a span.
-/// Deepest error `source()` chain followed (chains are finite in practice; this bounds a
-/// pathological one).
-const MAX_ERROR_CHAIN: usize = 16;
 
 /// The destination of a request, borrowed from its URI (or `url::Url`).
 #[derive(Debug, Default)]
@@ -83,7 +75,7 @@ impl<'a> Target<'a> {
     }
 
     /// `server.port`: the explicit port, else the scheme's default.
-    fn server_port(&self) -> Option<u16> {
+    pub(crate) fn server_port(&self) -> Option<u16> {
         self.port.or(match self.scheme {
             Some(s) if s.eq_ignore_ascii_case("http") => Some(80),
             Some(s) if s.eq_ignore_ascii_case("https") => Some(443),
@@ -92,7 +84,7 @@ impl<'a> Target<'a> {
     }
 
     /// `scheme://host[:port]/path[?query]`, sensitive query values `REDACTED`, no
-    /// userinfo, at most [`MAX_URL_LEN`] bytes. `None` without a scheme and a host.
+    /// userinfo, bounded like every recorded value. `None` without a scheme and a host.
     pub(crate) fn url_full(&self, sensitive: &[Box<str>]) -> Option<String> {
         let (scheme, host) = (self.scheme?, self.host?);
         let mut url = String::with_capacity(
@@ -112,8 +104,7 @@ impl<'a> Target<'a> {
             url.push('?');
             url.push_str(&redact_query(query, sensitive));
         }
-        truncate_owned(&mut url, MAX_URL_LEN);
-        Some(url)
+        Some(bound_owned(url))
     }
 }
 
@@ -124,11 +115,6 @@ fn valid_host(host: &str) -> bool {
         && host.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
         })
-}
-
-fn truncate_owned(s: &mut String, max: usize) {
-    let end = truncate(s, max).len();
-    s.truncate(end);
 }
 
 /// The Context outgoing calls continue: the current `tracing` span's OpenTelemetry
@@ -156,10 +142,11 @@ pub(crate) fn current_context() -> Context {
 
 /// One outgoing call: its span, and what goes into the request headers.
 pub(crate) struct OutgoingCall {
-    pub(crate) span: Span,
+    /// The client span's Context (the current Context plus the client span).
+    pub(crate) cx: Context,
+    /// The client span, while it records.
+    pub(crate) span: Option<OpenSpan>,
     propagation: Propagation,
-    /// The client span's Context (or the current one when the span has none).
-    inject_cx: Context,
     correlation_header: http::HeaderName,
 }
 
@@ -180,24 +167,20 @@ impl OutgoingCall {
         } else {
             current.with_value(TraceRandom)
         };
-        let span = client_span(config, method, target, extensions.get::<UrlTemplate>());
-        // Before anything starts the OpenTelemetry span (tracing-opentelemetry 0.34
-        // starts it lazily), or the sampler would not see the parent.
-        let inject_cx = match span.set_parent(parent.clone()) {
-            Ok(()) => span.context(),
-            // Disabled span or no tracing-opentelemetry layer: hand on the current
-            // Context as it is.
-            Err(_) => parent,
-        };
+        let builder = client_span(config, method, target, extensions.get::<UrlTemplate>());
+        let started = config.source.start(builder, &parent, Vec::new);
         let propagation = if extensions.get::<NoPropagation>().is_some() {
             Propagation::None
         } else {
             config.policy.decide(target.address())
         };
+        let span = started
+            .recording
+            .then(|| OpenSpan::new(started.cx.clone(), Side::Client));
         OutgoingCall {
+            cx: started.cx,
             span,
             propagation,
-            inject_cx,
             correlation_header: config.correlation_header.clone(),
         }
     }
@@ -209,11 +192,11 @@ impl OutgoingCall {
         match self.propagation {
             Propagation::None => {}
             Propagation::TraceContext => {
-                context::inject(&self.inject_cx.with_cleared_baggage(), headers);
+                context::inject(&self.cx.with_cleared_baggage(), headers);
             }
             Propagation::All => {
-                context::inject(&self.inject_cx, headers);
-                if let Some(id) = self.inject_cx.correlation_id()
+                context::inject(&self.cx, headers);
+                if let Some(id) = self.cx.correlation_id()
                     && !headers.contains_key(&self.correlation_header)
                 {
                     headers.insert(self.correlation_header.clone(), id.header_value().clone());
@@ -223,111 +206,43 @@ impl OutgoingCall {
     }
 }
 
+/// The client span as it starts, with every attribute the sampler may read.
 fn client_span(
     config: &ClientConfig,
     method: &Method,
     target: &Target<'_>,
     template: Option<&UrlTemplate>,
-) -> Span {
+) -> SpanBuilder {
     let known = known_method(method);
     let template = template.map(|t| t.0);
     // Named like server spans, with the URL template in place of the route.
     let name = span_name(known, template);
-    let original_method = match known {
-        Some(_) => None,
-        None => Some(method.as_str()),
-    };
-    let url_full = target.url_full(&config.sensitive_query_params);
-    tracing::info_span!(
-        target: "meshtrace::client",
-        "http.client.request",
-        // A `str`, not `%name`: tracing-opentelemetry 0.34 formats `Display` values
-        // through `Debug` into a new `String`.
-        otel.name = &*name,
-        otel.kind = "client",
-        http.request.method = known.unwrap_or("_OTHER"),
-        http.request.method_original = original_method,
-        server.address = target.address(),
-        // tracing-opentelemetry 0.34 has no `record_u64`: unsigned values would become
-        // strings, so integers are recorded as i64.
-        server.port = target.server_port().map(i64::from),
-        url.full = url_full.as_deref(),
-        url.template = template,
-        http.response.status_code = Empty,
-        error.type = Empty,
-        otel.status_code = Empty,
-        otel.status_description = Empty,
-    )
-}
-
-/// Records the response status; client spans are errors on 4xx and 5xx.
-pub(crate) fn record_status(span: &Span, status: StatusCode) {
-    span.record("http.response.status_code", i64::from(status.as_u16()));
-    if status.is_client_error() || status.is_server_error() {
-        span.record("error.type", status.as_str());
-        span.record("otel.status_code", "error");
+    let mut attributes = Vec::with_capacity(6);
+    attributes.push(KeyValue::new(
+        a::HTTP_REQUEST_METHOD,
+        known.unwrap_or("_OTHER"),
+    ));
+    if known.is_none() {
+        attributes.push(KeyValue::new(
+            a::HTTP_REQUEST_METHOD_ORIGINAL,
+            bounded(method.as_str()).to_owned(),
+        ));
     }
-}
-
-/// `error`'s message followed by its sources, `a: b: c`, bounded.
-pub(crate) fn error_message(
-    error: &dyn Display,
-    source: Option<&(dyn StdError + 'static)>,
-) -> String {
-    let mut message = error.to_string();
-    let mut next = source;
-    for _ in 0..MAX_ERROR_CHAIN {
-        let Some(e) = next else { break };
-        if message.len() >= MAX_MESSAGE_LEN {
-            break;
-        }
-        let _ = write!(message, ": {e}");
-        next = e.source();
+    if let Some(address) = target.address() {
+        attributes.push(KeyValue::new(a::SERVER_ADDRESS, address.to_owned()));
     }
-    truncate_owned(&mut message, MAX_MESSAGE_LEN);
-    message
-}
-
-/// `timeout` or `connect` when an error in the chain says so.
-pub(crate) fn classify_chain(error: &(dyn StdError + 'static)) -> Option<&'static str> {
-    let mut next = Some(error);
-    for _ in 0..MAX_ERROR_CHAIN {
-        let e = next?;
-        if e.is::<tokio::time::error::Elapsed>() {
-            return Some("timeout");
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                std::io::ErrorKind::TimedOut => return Some("timeout"),
-                std::io::ErrorKind::ConnectionRefused => return Some("connect"),
-                _ => {}
-            }
-        }
-        next = e.source();
+    if let Some(port) = target.server_port() {
+        attributes.push(KeyValue::new(a::SERVER_PORT, i64::from(port)));
     }
-    None
-}
-
-type BoxError = Box<dyn StdError + Send + Sync>;
-
-/// `error.type` and the message for an error of any tower client.
-///
-/// The service's error type is only known to be `Display`, so its `source()` chain can
-/// be followed only when it is a `BoxError` (what tower's own middleware returns) or an
-/// `io::Error`; other errors are typed by their Rust type name, as the semantic
-/// conventions ask for exceptions.
-pub(crate) fn describe_error<E: Display + 'static>(error: &E) -> (&'static str, String) {
-    let any: &dyn std::any::Any = error;
-    if let Some(boxed) = any.downcast_ref::<BoxError>() {
-        let dyn_error: &(dyn StdError + 'static) = boxed.as_ref();
-        let kind = classify_chain(dyn_error).unwrap_or("_OTHER");
-        return (kind, error_message(error, dyn_error.source()));
+    if let Some(url) = target.url_full(&config.sensitive_query_params) {
+        attributes.push(KeyValue::new(a::URL_FULL, url));
     }
-    if let Some(io) = any.downcast_ref::<std::io::Error>() {
-        let kind = classify_chain(io).unwrap_or("std::io::Error");
-        return (kind, error_message(error, io.source()));
+    if let Some(template) = template {
+        attributes.push(KeyValue::new(a::URL_TEMPLATE, template));
     }
-    (std::any::type_name::<E>(), error_message(error, None))
+    SpanBuilder::from_name(name)
+        .with_kind(SpanKind::Client)
+        .with_attributes(attributes)
 }
 
 #[cfg(test)]
@@ -336,7 +251,7 @@ mod tests {
     use http::HeaderValue;
 
     fn sensitive() -> Vec<Box<str>> {
-        crate::server::DEFAULT_SENSITIVE_QUERY_PARAMS
+        crate::http::DEFAULT_SENSITIVE_QUERY_PARAMS
             .iter()
             .map(|p| Box::from(*p))
             .collect()
@@ -407,12 +322,15 @@ mod tests {
 
     #[test]
     fn long_urls_are_bounded() {
-        let uri: Uri = format!("http://a.b/{}", "x".repeat(10_000))
+        let uri: Uri = format!("http://a.b/{}", "x".repeat(60_000))
             .parse()
             .unwrap();
         let headers = HeaderMap::new();
         let target = Target::from_uri(&uri, &headers);
-        assert_eq!(target.url_full(&sensitive()).unwrap().len(), MAX_URL_LEN);
+        assert_eq!(
+            target.url_full(&sensitive()).unwrap().len(),
+            crate::limits::max_value_len()
+        );
     }
 
     #[test]
@@ -444,50 +362,5 @@ mod tests {
         assert_eq!(headers["x-correlation-id"], "job-7");
         // A root Context has no span to send.
         assert!(!headers.contains_key("traceparent"));
-    }
-
-    #[test]
-    fn span_fields_use_semantic_convention_names() {
-        use opentelemetry_semantic_conventions::attribute as a;
-        let uri: Uri = "http://svc.internal:81/x?q=1".parse().unwrap();
-        let headers = HeaderMap::new();
-        let target = Target::from_uri(&uri, &headers);
-        // The real span's field names, as tracing-opentelemetry turns them into keys.
-        let span = tracing::subscriber::with_default(tracing_subscriber::registry(), || {
-            client_span(&ClientConfig::default(), &Method::GET, &target, None)
-        });
-        let fields: Vec<&str> = span
-            .metadata()
-            .expect("an enabled span")
-            .fields()
-            .iter()
-            .map(|f| f.name())
-            .collect();
-        for name in [
-            a::HTTP_REQUEST_METHOD,
-            a::HTTP_REQUEST_METHOD_ORIGINAL,
-            a::SERVER_ADDRESS,
-            a::SERVER_PORT,
-            a::URL_FULL,
-            a::URL_TEMPLATE,
-            a::HTTP_RESPONSE_STATUS_CODE,
-            a::ERROR_TYPE,
-        ] {
-            assert!(fields.contains(&name), "{name} is not a span field");
-        }
-    }
-
-    #[test]
-    fn errors_are_typed() {
-        let refused: BoxError =
-            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert_eq!(describe_error(&refused).0, "connect");
-        let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);
-        assert_eq!(describe_error(&timed_out).0, "timeout");
-        let other: BoxError = "boom".into();
-        assert_eq!(describe_error(&other), ("_OTHER", "boom".to_owned()));
-        let (kind, message) = describe_error(&"x".repeat(2000));
-        assert_eq!(kind, "alloc::string::String");
-        assert_eq!(message.len(), MAX_MESSAGE_LEN);
     }
 }

@@ -8,55 +8,65 @@ use std::task::{Context, Poll, ready};
 
 use http::Response;
 use pin_project_lite::pin_project;
-use tracing::Span;
 
-use super::body::ResponseBody;
-use super::call::{describe_error, record_error, record_status};
+use crate::http::TracedBody;
+use crate::http::outcome::{OpenSpan, describe_error};
 
 pin_project! {
     /// The response future of a [`ClientTracingService`](super::ClientTracingService).
+    ///
+    /// Dropped before the response arrived (an outer timeout, an aborted task), it ends
+    /// the span with `error.type = "cancelled"`.
     pub struct ResponseFuture<F> {
         #[pin]
         future: F,
-        // Taken when the response (or error) arrives.
-        span: Option<Span>,
+        // The client span's Context, attached on every poll.
+        cx: opentelemetry::Context,
+        // The span, while it records and the response has not arrived.
+        span: Option<OpenSpan>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(mut span) = this.project().span.take() {
+                span.record_cancelled(false);
+            }
+        }
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(future: F, span: Span) -> Self {
-        ResponseFuture {
-            future,
-            span: Some(span),
-        }
+    pub(crate) fn new(future: F, cx: opentelemetry::Context, span: Option<OpenSpan>) -> Self {
+        ResponseFuture { future, cx, span }
     }
 }
 
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
     E: Display + 'static,
 {
-    type Output = Result<Response<ResponseBody<B>>, E>;
+    type Output = Result<Response<TracedBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = {
-            let _entered = this.span.as_ref().map(Span::enter);
+            let _attached = this.cx.clone().attach();
             ready!(this.future.poll(cx))
         };
-        let span = this.span.take();
+        let mut span = this.span.take();
         Poll::Ready(match result {
             Ok(response) => {
-                if let Some(span) = &span {
-                    record_status(span, response.status());
+                if let Some(span) = &mut span {
+                    span.record_status(response.status());
                 }
-                Ok(response.map(|body| ResponseBody::new(body, span)))
+                Ok(response.map(|body| TracedBody::new(body, span)))
             }
             Err(error) => {
-                if let Some(span) = &span {
+                if let Some(span) = &mut span {
                     let (kind, message) = describe_error(&error);
-                    record_error(span, kind, &message);
+                    span.record_error(kind, &message);
                 }
                 Err(error)
             }

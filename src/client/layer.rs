@@ -8,8 +8,9 @@ use tower_layer::Layer;
 use super::policy::PropagationPolicy;
 use super::service::ClientTracingService;
 use crate::context::DEFAULT_CORRELATION_HEADER;
-use crate::server::DEFAULT_SENSITIVE_QUERY_PARAMS;
-use crate::server::attributes::sensitive_params;
+use crate::http::DEFAULT_SENSITIVE_QUERY_PARAMS;
+use crate::http::attributes::sensitive_params;
+use crate::http::tracer::SpanSource;
 
 /// Everything a client needs, shared by every clone of the layer, the service and the
 /// reqwest middleware.
@@ -19,6 +20,8 @@ pub(crate) struct ClientConfig {
     pub(crate) policy: PropagationPolicy,
     /// Lower-case parameter names.
     pub(crate) sensitive_query_params: Vec<Box<str>>,
+    /// Where spans start.
+    pub(crate) source: SpanSource,
 }
 
 impl Default for ClientConfig {
@@ -27,6 +30,7 @@ impl Default for ClientConfig {
             correlation_header: DEFAULT_CORRELATION_HEADER,
             policy: PropagationPolicy::default(),
             sensitive_query_params: sensitive_params(DEFAULT_SENSITIVE_QUERY_PARAMS),
+            source: SpanSource::default(),
         }
     }
 }
@@ -71,17 +75,29 @@ macro_rules! client_builder_methods {
 
         /// Replaces the list of query parameters whose values are recorded as `REDACTED`
         /// in `url.full` (matched case-insensitively). Defaults to
-        /// [`DEFAULT_SENSITIVE_QUERY_PARAMS`](crate::server::DEFAULT_SENSITIVE_QUERY_PARAMS).
+        /// [`DEFAULT_SENSITIVE_QUERY_PARAMS`](crate::client::DEFAULT_SENSITIVE_QUERY_PARAMS).
         pub fn sensitive_query_params<I, S>(self, params: I) -> Self
         where
             I: IntoIterator<Item = S>,
             S: AsRef<str>,
         {
-            let params = $crate::server::attributes::sensitive_params(params);
+            let params = $crate::http::attributes::sensitive_params(params);
             self.update(|c| c.sensitive_query_params = params)
+        }
+
+        /// Starts the client spans with this provider's tracer (instead of the installed
+        /// [`TracingManager`](crate::TracingManager)'s, or OpenTelemetry's global
+        /// provider). The provider's sampler decides every span, once.
+        pub fn tracer_provider(
+            self,
+            provider: &opentelemetry_sdk::trace::SdkTracerProvider,
+        ) -> Self {
+            let source = $crate::http::tracer::SpanSource::provider(provider);
+            self.update(|c| c.source = source)
         }
     };
 }
+#[cfg(feature = "reqwest")]
 pub(crate) use client_builder_methods;
 
 impl ClientTracingLayer {

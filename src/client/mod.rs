@@ -10,12 +10,14 @@
 //!    incoming baggage and correlation id. When `Context::current()` holds that same
 //!    span (as it does inside the span), it is used, so baggage the caller attached on
 //!    top (`Context::current_with_baggage(..)`) is sent too;
-//! 2. the **client span** (kind Client) is created with every field the sampler reads
-//!    (`otel.name`, `http.request.method`, `server.address`, `server.port`,
-//!    `url.full`) and its parent set to that Context **before** it starts. Its name is
-//!    `{method}`, or `{method} {template}` when the request carries a [`UrlTemplate`].
-//!    With no valid current span (a background job) it is the root of a new trace,
-//!    decided by the sampler, and the W3C random flag goes out with it;
+//! 2. the **client span** (kind Client), an OpenTelemetry SDK span, starts as a child of
+//!    that Context with every attribute the sampler reads (`http.request.method`,
+//!    `server.address`, `server.port`, `url.full`). Its name is `{method}`, or
+//!    `{method} {template}` when the request carries a [`UrlTemplate`]. With no valid
+//!    current span (a background job) it is the root of a new trace, decided by the
+//!    sampler, and the W3C random flag goes out with it. It comes from the layer's
+//!    `tracer_provider(..)`, else the installed [`TracingManager`](crate::TracingManager),
+//!    else OpenTelemetry's global provider;
 //! 3. the headers are written from the client span's Context, so each call carries a
 //!    new parent-id: `traceparent` (sampled and random flags kept), `tracestate`,
 //!    `baggage`, and the correlation id header (`x-correlation-id` by default, from the
@@ -28,15 +30,22 @@
 //!    the caller set is left alone;
 //! 4. the inner client is called inside the span;
 //! 5. on the response: `http.response.status_code`; 4xx and 5xx mark the span as an
-//!    error with `error.type` = the status code. A transport error (connection refused,
-//!    timeout, ...) marks it as an error with a short `error.type` (`connect`,
-//!    `timeout`, or the error's type name) and an `exception` event, and is returned
-//!    to the caller unchanged;
+//!    error with `error.type` = the status code. A transport error marks it as an error
+//!    with a short `error.type` (`connect` for a refused connection, `timeout`, or the
+//!    error's type name; with feature `hyper`, hyper-util's client errors are typed too)
+//!    and an `exception` event, and is returned to the caller unchanged;
 //! 6. **the span ends when the response body has been read to its end, fails, or is
 //!    dropped**, so a streamed download is timed to its end.
 //!
+//! A call dropped before its response (an outer `tokio::time::timeout` or
+//! `tower::timeout`, an aborted task) ends its span then, with `error.type = "cancelled"`
+//! and status Error. A response body the caller drops before its end records
+//! `error.type = "cancelled"` and keeps the status the response code gives: the caller
+//! chose to stop reading. A timeout a layer *below* this one reports as an error (tower's
+//! `Elapsed`, reqwest's own timeout) is `error.type = "timeout"`.
+//!
 //! `url.full` never contains userinfo, and the values of sensitive query parameters
-//! ([`DEFAULT_SENSITIVE_QUERY_PARAMS`](crate::server::DEFAULT_SENSITIVE_QUERY_PARAMS))
+//! ([`DEFAULT_SENSITIVE_QUERY_PARAMS`])
 //! are recorded as `REDACTED`, as on the server side.
 //!
 //! With hyper-util's client (or any tower service of `http::Request`):
@@ -67,7 +76,6 @@
 //!
 //! With reqwest, see `ReqwestTracingMiddleware` (feature `reqwest`).
 
-mod body;
 mod call;
 mod future;
 mod layer;
@@ -76,7 +84,7 @@ mod policy;
 mod reqwest;
 mod service;
 
-pub use body::ResponseBody;
+pub use crate::http::{DEFAULT_SENSITIVE_QUERY_PARAMS, TracedBody};
 pub use future::ResponseFuture;
 pub use layer::ClientTracingLayer;
 pub use policy::{Propagation, PropagationPolicy, PropagationPolicyBuilder};

@@ -6,13 +6,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use http::Extensions;
+use opentelemetry::context::FutureExt as _;
 use reqwest::{Request, Response, ResponseBuilderExt as _};
 use reqwest_middleware::{Middleware, Next};
-use tracing::{Instrument as _, Span};
 
-use super::body::ResponseBody;
-use super::call::{OutgoingCall, Target, error_message, record_error, record_status};
+use super::call::{OutgoingCall, Target};
 use super::layer::ClientConfig;
+use crate::http::TracedBody;
+use crate::http::outcome::{OpenSpan, error_message};
 
 /// Traces every request of a `reqwest_middleware::ClientWithMiddleware` and hands the
 /// trace on (feature `reqwest`). See the [module documentation](crate::client) for
@@ -65,20 +66,42 @@ impl ReqwestTracingMiddleware {
             extensions,
         );
         call.inject(request.headers_mut());
-        let span = call.span;
-        match next.run(request, extensions).instrument(span.clone()).await {
-            Ok(response) => {
-                record_status(&span, response.status());
-                Ok(end_with_body(response, span))
-            }
-            Err(error) => Err(record_failure(error, &span)),
+        // Ends the span as `cancelled` if this future is dropped before the response
+        // (an outer `tokio::time::timeout`, an aborted task).
+        let mut open = Pending(call.span);
+        let result = next.run(request, extensions).with_context(call.cx).await;
+        let mut span = open.0.take();
+        match result {
+            Ok(response) => match span {
+                Some(mut span) => {
+                    span.record_status(response.status());
+                    Ok(end_with_body(response, span))
+                }
+                None => Ok(response),
+            },
+            Err(error) => Err(record_failure(error, span.as_mut())),
+        }
+    }
+}
+
+/// The span of a call still waiting for its response.
+struct Pending(Option<OpenSpan>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut span) = self.0.take() {
+            span.record_cancelled(false);
         }
     }
 }
 
 /// Records a failed call. The message is taken with the URL removed: reqwest 0.13 puts
 /// the full URL (query and userinfo included) in its error messages.
-fn record_failure(error: reqwest_middleware::Error, span: &Span) -> reqwest_middleware::Error {
+fn record_failure(
+    error: reqwest_middleware::Error,
+    span: Option<&mut OpenSpan>,
+) -> reqwest_middleware::Error {
+    let Some(span) = span else { return error };
     match error {
         reqwest_middleware::Error::Reqwest(e) => {
             let kind = if e.is_timeout() {
@@ -100,11 +123,7 @@ fn record_failure(error: reqwest_middleware::Error, span: &Span) -> reqwest_midd
             };
             let url = e.url().cloned();
             let e = e.without_url();
-            record_error(
-                span,
-                kind,
-                &error_message(&e, std::error::Error::source(&e)),
-            );
+            span.record_error(kind, &error_message(&e, std::error::Error::source(&e)));
             let e = match url {
                 Some(url) => e.with_url(url),
                 None => e,
@@ -112,7 +131,7 @@ fn record_failure(error: reqwest_middleware::Error, span: &Span) -> reqwest_midd
             reqwest_middleware::Error::Reqwest(e)
         }
         reqwest_middleware::Error::Middleware(e) => {
-            record_error(span, "middleware", &error_message(&e, e.source()));
+            span.record_error("middleware", &error_message(&e, e.source()));
             reqwest_middleware::Error::Middleware(e)
         }
     }
@@ -123,7 +142,7 @@ fn record_failure(error: reqwest_middleware::Error, span: &Span) -> reqwest_midd
 /// reqwest 0.13 can only rebuild a `Response` from an `http::Response`; the request URL
 /// survives the round trip through its `ResponseBuilderExt::url` extension. If that ever
 /// fails, the span ends here, at the headers.
-fn end_with_body(response: Response, span: Span) -> Response {
+fn end_with_body(response: Response, span: OpenSpan) -> Response {
     let Ok(url) = http::Response::builder()
         .url(response.url().clone())
         .body(())
@@ -134,7 +153,7 @@ fn end_with_body(response: Response, span: Span) -> Response {
     response
         .extensions_mut()
         .extend(url.into_parts().0.extensions);
-    Response::from(response.map(|body| reqwest::Body::wrap(ResponseBody::new(body, Some(span)))))
+    Response::from(response.map(|body| reqwest::Body::wrap(TracedBody::new(body, Some(span)))))
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -7,10 +7,10 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::body::ResponseBody;
 use super::call::{OutgoingCall, Target};
 use super::future::ResponseFuture;
 use super::layer::ClientConfig;
+use crate::http::TracedBody;
 
 /// The service built by [`ClientTracingLayer`](super::ClientTracingLayer); see the
 /// [module documentation](crate::client).
@@ -38,8 +38,9 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ClientTracingService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Display + 'static,
+    ResBody: http_body::Body,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<TracedBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -55,11 +56,10 @@ where
             request.extensions(),
         );
         call.inject(request.headers_mut());
-        let span = call.span;
         let future = {
-            let _entered = span.enter();
+            let _attached = call.cx.clone().attach();
             self.inner.call(request)
         };
-        ResponseFuture::new(future, span)
+        ResponseFuture::new(future, call.cx, call.span)
     }
 }

@@ -60,6 +60,7 @@
 
 mod baggage;
 mod correlation;
+mod future;
 mod propagator;
 mod traceparent;
 mod tracestate;
@@ -69,6 +70,7 @@ pub use correlation::{
     CorrelationId, CorrelationSource, DEFAULT_CORRELATION_HEADER, FALLBACK_CORRELATION_HEADER,
     MAX_CORRELATION_ID_LEN,
 };
+pub use future::{InCurrentTrace, TraceFutureExt};
 pub use propagator::W3cPropagator;
 pub use traceparent::{TraceParent, TraceParentError};
 pub use tracestate::{
@@ -150,11 +152,101 @@ pub trait ContextExt {
 
 impl ContextExt for Context {
     fn correlation_id(&self) -> Option<&CorrelationId> {
-        self.get::<CorrelationId>()
+        match self.get::<RequestMeta>() {
+            Some(meta) => Some(&meta.correlation),
+            None => self.get::<CorrelationId>(),
+        }
     }
 
     fn is_trace_random(&self) -> bool {
-        self.get::<TraceRandom>().is_some()
+        self.get::<TraceRandom>().is_some() || self.get::<RequestMeta>().is_some_and(|m| m.random)
+    }
+}
+
+/// What the server layer keeps about a request in its Context, as one value: every
+/// `Context::with_value` copies the Context's value map, so one value costs less than a
+/// correlation id and a marker apart. Read it through [`ContextExt`].
+#[derive(Clone, Debug)]
+pub(crate) struct RequestMeta {
+    pub(crate) correlation: CorrelationId,
+    /// The trace id's low 56 bits are random (see [`TraceRandom`]).
+    pub(crate) random: bool,
+}
+
+/// The parent Context of a request at the server edge: the extracted trace context and
+/// baggage (with `Context::new()` as the base) and the request's correlation id.
+pub(crate) fn extract_request(headers: &HeaderMap, correlation: CorrelationId) -> Context {
+    let parsed = parse_parts(
+        &Context::new(),
+        headers
+            .get_all(&TRACEPARENT_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes),
+        headers
+            .get_all(&TRACESTATE_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes),
+        headers
+            .get_all(&BAGGAGE_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    );
+    let mut cx = Context::new();
+    if let Some(span_context) = parsed.span_context {
+        cx = cx.with_remote_span_context(span_context);
+    }
+    if !parsed.baggage.is_empty() {
+        cx = cx.with_baggage(parsed.baggage);
+    }
+    cx.with_value(RequestMeta {
+        correlation,
+        random: parsed.random,
+    })
+}
+
+/// What the three headers say.
+struct Parsed {
+    span_context: Option<SpanContext>,
+    /// The trace is random: the parent said so, or there is no parent (a new root's id
+    /// comes from the SDK's random id generator).
+    random: bool,
+    baggage: opentelemetry::baggage::Baggage,
+}
+
+fn parse_parts<'a>(
+    base: &Context,
+    traceparent: impl IntoIterator<Item = &'a [u8]>,
+    tracestate: impl IntoIterator<Item = &'a [u8]>,
+    baggage: impl IntoIterator<Item = &'a [u8]>,
+) -> Parsed {
+    let mut traceparent = traceparent.into_iter();
+    let parent = match (traceparent.next(), traceparent.next()) {
+        (Some(value), None) => TraceParent::parse(value).ok(),
+        _ => None,
+    };
+    let (span_context, random) = match parent {
+        Some(parent) => {
+            let flags = TraceFlags::new(parent.flags.to_u8() & KNOWN_FLAGS);
+            // The tracestate is read only after a valid traceparent; a bad one is dropped alone.
+            let state = parse_tracestate(tracestate).unwrap_or_default();
+            let random = flags & RANDOM_FLAG == RANDOM_FLAG;
+            (
+                Some(SpanContext::new(
+                    parent.trace_id,
+                    parent.parent_id,
+                    flags,
+                    true,
+                    state,
+                )),
+                random,
+            )
+        }
+        None => (None, !base.span().span_context().is_valid()),
+    };
+    Parsed {
+        span_context,
+        random,
+        baggage: parse_baggage(baggage),
     }
 }
 
@@ -165,33 +257,16 @@ fn extract_parts<'a>(
     tracestate: impl IntoIterator<Item = &'a [u8]>,
     baggage: impl IntoIterator<Item = &'a [u8]>,
 ) -> Context {
-    let mut traceparent = traceparent.into_iter();
-    let parent = match (traceparent.next(), traceparent.next()) {
-        (Some(value), None) => TraceParent::parse(value).ok(),
-        _ => None,
-    };
+    let parsed = parse_parts(base, traceparent, tracestate, baggage);
     let mut cx = base.clone();
-    match parent {
-        Some(parent) => {
-            let flags = TraceFlags::new(parent.flags.to_u8() & KNOWN_FLAGS);
-            // The tracestate is read only after a valid traceparent; a bad one is dropped alone.
-            let state = parse_tracestate(tracestate).unwrap_or_default();
-            let span_context =
-                SpanContext::new(parent.trace_id, parent.parent_id, flags, true, state);
-            cx = cx.with_remote_span_context(span_context);
-            if flags & RANDOM_FLAG == RANDOM_FLAG {
-                cx = cx.with_value(TraceRandom);
-            }
-        }
-        None => {
-            if !base.span().span_context().is_valid() {
-                cx = cx.with_value(TraceRandom);
-            }
-        }
+    if let Some(span_context) = parsed.span_context {
+        cx = cx.with_remote_span_context(span_context);
     }
-    let baggage = parse_baggage(baggage);
-    if !baggage.is_empty() {
-        cx = cx.with_baggage(baggage);
+    if parsed.random {
+        cx = cx.with_value(TraceRandom);
+    }
+    if !parsed.baggage.is_empty() {
+        cx = cx.with_baggage(parsed.baggage);
     }
     cx
 }

@@ -150,15 +150,16 @@ pub const SAMPLING_REASON: &str = "sampling.reason";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct UntrustedEdge;
 
-/// What [`CustomSampler`] decides a root span on, under the configuration in force.
+/// Which start attributes a [`CustomSampler`] decision reads (see
+/// `CustomSampler::attributes_read`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RootInputs {
-    /// Base rate only, and it keeps every root: nothing to decide ahead of the SDK.
-    KeepsAll,
-    /// Base rate only: the trace id alone decides.
-    TraceId,
-    /// Rules or high-value operations: the span's attributes matter too.
-    Attributes,
+pub(crate) enum AttributesRead {
+    /// None: the Context or the trace id decides.
+    None,
+    /// `http.route` and `http.request.method` (and the span kind).
+    RouteAndMethod,
+    /// Any attribute: a rule matches on attributes.
+    All,
 }
 
 /// Why a span was sampled (the value of `sampling.reason`).
@@ -377,16 +378,29 @@ impl CustomSampler {
         })
     }
 
-    /// What a root decision needs under the configuration in force (for the server
-    /// layer's early decision). Reads the configuration through the lock-free guard.
-    pub(crate) fn root_inputs(&self) -> RootInputs {
+    /// Which of a span's start attributes a decision on it reads, under the
+    /// configuration in force (for the server layer the manager hands out: attributes no
+    /// decision reads are added only once the span records). Reads the configuration
+    /// through the lock-free guard.
+    pub(crate) fn attributes_read(&self, parent: &Context) -> AttributesRead {
+        let span = parent.span();
+        let sc = span.span_context();
+        // Steps 1-2 decide on the Context alone: a debug token, or a parent that is
+        // followed (a remote one unless the request comes from an untrusted edge).
+        if sc.is_valid() && (!sc.is_remote() || parent.get::<UntrustedEdge>().is_none()) {
+            return AttributesRead::None;
+        }
         let compiled = self.inner.compiled.load();
-        if !compiled.rules.is_empty() || !compiled.high_value.is_empty() {
-            RootInputs::Attributes
-        } else if compiled.config.base_rate >= 1.0 {
-            RootInputs::KeepsAll
+        if compiled
+            .rules
+            .iter()
+            .any(|rule| !rule.attributes.is_empty())
+        {
+            AttributesRead::All
+        } else if compiled.rules.is_empty() && compiled.high_value.is_empty() {
+            AttributesRead::None
         } else {
-            RootInputs::TraceId
+            AttributesRead::RouteAndMethod
         }
     }
 

@@ -1,6 +1,6 @@
-//! [`ResponseFuture`]: records the response on the span and hands the span to the body.
+//! [`ResponseFuture`]: runs the inner service with the request's Context attached,
+//! records the response on the span and hands the span to the body.
 
-use std::any::Any;
 use std::fmt::Display;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -10,25 +10,37 @@ use std::task::{Context, Poll};
 
 use http::{HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
-use tracing::Span;
 
-use super::body::TracedBody;
 use super::layer::ServerConfig;
-use crate::outcome::{MAX_MESSAGE_LEN, record_error, truncate};
+use crate::http::TracedBody;
+use crate::http::outcome::{OpenSpan, describe_error, panic_message};
 
 pin_project! {
     /// The response future of a [`TracingService`](super::TracingService).
+    ///
+    /// Dropped before the inner service answered (the client hung up, an outer timeout),
+    /// it ends the span with `error.type = "cancelled"`.
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
-        // `None` for requests the skip predicate excluded.
-        span: Option<Span>,
-        // The extracted Context, attached on every poll when the span cannot carry it
-        // (span disabled by a filter, or no tracing-opentelemetry layer).
-        attach: Option<opentelemetry::Context>,
+        // The request's Context, attached on every poll. `None` for requests the skip
+        // predicate excluded.
+        cx: Option<opentelemetry::Context>,
+        // The span, while it records and the response has not been produced.
+        span: Option<OpenSpan>,
+        // A `HEAD` request: its response has no body to wait for.
+        head: bool,
         // The correlation id to echo, if echoing is on.
         echo: Option<HeaderValue>,
         config: Arc<ServerConfig>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(mut span) = this.project().span.take() {
+                span.record_cancelled(false);
+            }
+        }
     }
 }
 
@@ -44,15 +56,32 @@ pin_project! {
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(
         future: F,
-        span: Option<Span>,
-        attach: Option<opentelemetry::Context>,
+        cx: opentelemetry::Context,
+        span: Option<OpenSpan>,
+        head: bool,
         echo: Option<HeaderValue>,
         config: Arc<ServerConfig>,
     ) -> Self {
         ResponseFuture {
             state: State::Running { future },
+            cx: Some(cx),
             span,
-            attach,
+            head,
+            echo,
+            config,
+        }
+    }
+
+    pub(crate) fn untraced(
+        future: F,
+        echo: Option<HeaderValue>,
+        config: Arc<ServerConfig>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Running { future },
+            cx: None,
+            span: None,
+            head: false,
             echo,
             config,
         }
@@ -60,7 +89,8 @@ impl<F> ResponseFuture<F> {
 
     pub(crate) fn panicked(
         message: String,
-        span: Option<Span>,
+        cx: opentelemetry::Context,
+        span: Option<OpenSpan>,
         echo: Option<HeaderValue>,
         config: Arc<ServerConfig>,
     ) -> Self {
@@ -68,8 +98,9 @@ impl<F> ResponseFuture<F> {
             state: State::Panicked {
                 message: Some(message),
             },
+            cx: Some(cx),
             span,
-            attach: None,
+            head: false,
             echo,
             config,
         }
@@ -84,15 +115,15 @@ enum Outcome<T> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    E: Display,
+    B: http_body::Body,
+    E: Display + 'static,
 {
     type Output = Result<Response<TracedBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let outcome = {
-            let _entered = this.span.as_ref().map(Span::enter);
-            let _attached = this.attach.as_ref().map(|cx| cx.clone().attach());
+            let _attached = this.cx.as_ref().map(|cx| cx.clone().attach());
             match this.state.project() {
                 StateProj::Running { future } => {
                     if this.config.catch_panic {
@@ -113,26 +144,38 @@ where
                 }
             }
         };
-        let span = this.span.take();
+        let mut span = this.span.take();
+        this.cx.take();
         let result = match outcome {
             Outcome::Done(Ok(mut response)) => {
-                if let Some(span) = &span {
-                    record_status(span, response.status());
+                if let Some(span) = &mut span {
+                    span.record_status(response.status());
                 }
                 echo_correlation(&mut response, this.echo.take(), this.config);
+                // Responses that carry no body end their span with the head: a peer
+                // never polls their body.
+                let status = response.status();
+                let bodyless = *this.head
+                    || status.is_informational()
+                    || status == StatusCode::NO_CONTENT
+                    || status == StatusCode::NOT_MODIFIED;
+                let span = if bodyless { None } else { span };
                 Ok(response.map(|body| TracedBody::new(body, span)))
             }
             Outcome::Done(Err(error)) => {
-                if let Some(span) = &span {
-                    record_error(span, std::any::type_name::<E>(), &error.to_string());
+                if let Some(span) = &mut span {
+                    let (kind, message) = describe_error(&error);
+                    span.record_error(kind, &message);
                 }
                 Err(error)
             }
             Outcome::Panic(message) => {
-                if let Some(span) = &span {
-                    record_panic(span, &message);
+                if let Some(span) = &mut span {
+                    span.record_status_code(StatusCode::INTERNAL_SERVER_ERROR);
+                    span.record_error("panic", &message);
                 }
-                let mut response = Response::new(TracedBody::empty(span));
+                drop(span);
+                let mut response = Response::new(TracedBody::empty());
                 *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                 echo_correlation(&mut response, this.echo.take(), this.config);
                 Ok(response)
@@ -155,29 +198,4 @@ fn echo_correlation<B>(
                 .insert(config.correlation_header.clone(), value);
         }
     }
-}
-
-fn record_status(span: &Span, status: StatusCode) {
-    span.record("http.response.status_code", i64::from(status.as_u16()));
-    // Server spans are errors on 5xx only; a 4xx is the client's failure.
-    if status.is_server_error() {
-        span.record("error.type", status.as_str());
-        span.record("otel.status_code", "error");
-    }
-}
-
-fn record_panic(span: &Span, message: &str) {
-    span.record("http.response.status_code", 500i64);
-    record_error(span, "panic", message);
-}
-
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    let message = if let Some(s) = payload.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.as_str()
-    } else {
-        "panic"
-    };
-    truncate(message, MAX_MESSAGE_LEN).to_owned()
 }

@@ -2,49 +2,20 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::HeaderName;
 use http::request::Parts;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tower_layer::Layer;
 
 use super::service::TracingService;
 use crate::context::DEFAULT_CORRELATION_HEADER;
-use crate::sampler::{CustomSampler, DEFAULT_DEBUG_HEADER};
+use crate::http::tracer::SpanSource;
+use crate::http::{DEFAULT_SENSITIVE_QUERY_PARAMS, NEVER_RECORDED_HEADERS};
+use crate::sampler::{AttributesRead, CustomSampler};
 
-/// Query parameters whose values are replaced by `REDACTED` in `url.query` by default
-/// (matched case-insensitively). The OpenTelemetry HTTP semantic conventions name
-/// `AWSAccessKeyId`, `Signature`, `sig` and `X-Goog-Signature`; the rest are common
-/// carriers of credentials.
-pub const DEFAULT_SENSITIVE_QUERY_PARAMS: &[&str] = &[
-    "token",
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "sig",
-    "signature",
-    "password",
-    "passwd",
-    "secret",
-    "client_secret",
-    "key",
-    "api_key",
-    "apikey",
-    "x-amz-signature",
-    "x-amz-credential",
-    "x-amz-security-token",
-    "awsaccesskeyid",
-    "x-goog-signature",
-    "x-goog-credential",
-];
-
-/// Headers that are never recorded, whatever the configuration says.
-pub(crate) const NEVER_RECORDED_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-];
+/// The debug-trace request header read by default.
+pub const DEFAULT_DEBUG_HEADER: &str = "x-debug-trace";
 
 pub(crate) type RequestPredicate = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 
@@ -61,23 +32,22 @@ pub(crate) struct ServerConfig {
     pub(crate) untrusted: Option<RequestPredicate>,
     pub(crate) debug_header: HeaderName,
     pub(crate) catch_panic: bool,
-    /// The provider's sampler, when the user shares it with the layer: lets the layer
-    /// drop a request before building a span that the sampler would drop anyway.
+    /// Where spans start.
+    pub(crate) source: SpanSource,
+    /// The provider's sampler, when the manager hands out the layer: it says whether a
+    /// root decision reads more than the route and the method, so that the rest of the
+    /// request's attributes are built only for spans that record. Without it the span
+    /// starts with every attribute (any sampler may read them).
     pub(crate) sampler: Option<CustomSampler>,
-    /// Cleared when a root offered to the id generator was not taken: the provider does
-    /// not use [`RootIdGenerator`](super::RootIdGenerator), so roots are left to the SDK.
-    pub(crate) roots_decidable: Arc<AtomicBool>,
 }
 
 impl ServerConfig {
-    pub(crate) fn roots_unsupported(&self) {
-        if self.roots_decidable.swap(false, Ordering::Relaxed) {
-            tracing::warn!(
-                target: "meshtrace::server",
-                "TracingLayer::sampler: the tracer provider does not use \
-                 meshtrace::server::RootIdGenerator, so root requests are sampled by the SDK \
-                 after their span is built"
-            );
+    /// Which start attributes the sampler reads for a span with this parent: all of
+    /// them unless the layer knows its sampler.
+    pub(crate) fn attributes_read(&self, parent: &opentelemetry::Context) -> AttributesRead {
+        match &self.sampler {
+            Some(sampler) => sampler.attributes_read(parent),
+            None => AttributesRead::All,
         }
     }
 }
@@ -87,7 +57,7 @@ impl Default for ServerConfig {
         ServerConfig {
             correlation_header: DEFAULT_CORRELATION_HEADER,
             echo_correlation: true,
-            sensitive_query_params: super::attributes::sensitive_params(
+            sensitive_query_params: crate::http::attributes::sensitive_params(
                 DEFAULT_SENSITIVE_QUERY_PARAMS,
             ),
             recorded_headers: Vec::new(),
@@ -95,8 +65,8 @@ impl Default for ServerConfig {
             untrusted: None,
             debug_header: HeaderName::from_static(DEFAULT_DEBUG_HEADER),
             catch_panic: true,
+            source: SpanSource::default(),
             sampler: None,
-            roots_decidable: Arc::new(AtomicBool::new(true)),
         }
     }
 }
@@ -129,7 +99,7 @@ impl fmt::Debug for TracingLayer {
             .field("untrusted", &self.config.untrusted.is_some())
             .field("debug_header", &self.config.debug_header)
             .field("catch_panic", &self.config.catch_panic)
-            .field("sampler", &self.config.sampler.is_some())
+            .field("source", &self.config.source)
             .finish()
     }
 }
@@ -166,7 +136,7 @@ impl TracingLayer {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let params = super::attributes::sensitive_params(params);
+        let params = crate::http::attributes::sensitive_params(params);
         self.update(|c| c.sensitive_query_params = params)
     }
 
@@ -211,29 +181,17 @@ impl TracingLayer {
         self.update(|c| c.debug_header = header)
     }
 
-    /// Shares the tracer provider's sampler with the layer (pass a clone of the
-    /// [`CustomSampler`] installed with `SdkTracerProvider::builder().with_sampler(..)`),
-    /// so that the layer decides, before building any span, the requests whose decision
-    /// the sampler can make exactly as the SDK would:
-    ///
-    /// * a trusted remote parent that is not sampled (and no debug request): the sampler
-    ///   follows the parent;
-    /// * a root request (no valid parent, no debug request), when the provider also uses
-    ///   [`RootIdGenerator`](super::RootIdGenerator): the layer chooses the trace id, the
-    ///   sampler decides on it and on the span's HTTP attributes, and a kept root is
-    ///   started with that id. Without the generator the layer notices on the first kept
-    ///   root, logs a warning once, and leaves roots to the SDK.
-    ///
-    /// A request the sampler drops then builds no `tracing` span and no OpenTelemetry
-    /// span: it runs with a Context holding a non-recording span context (the trace id, a
-    /// new span id, the sampler's tracestate), the baggage and the correlation id,
-    /// attached as the current OpenTelemetry Context while the inner service runs, so
-    /// outgoing calls and child spans continue the trace exactly as with a dropped span.
-    /// Log events of such a request have no meshtrace span around them: a log layer reads
-    /// the ids from `opentelemetry::Context::current()`.
-    ///
-    /// Without this setting every request builds a span and the SDK's sampler decides.
-    pub fn sampler(self, sampler: CustomSampler) -> Self {
+    /// Starts the server spans with this provider's tracer (instead of the installed
+    /// [`TracingManager`](crate::TracingManager)'s, or OpenTelemetry's global provider).
+    /// The provider's sampler decides every span, once, with all of its attributes.
+    pub fn tracer_provider(self, provider: &SdkTracerProvider) -> Self {
+        let source = SpanSource::provider(provider);
+        self.update(|c| c.source = source)
+    }
+
+    /// For the manager: the provider's own sampler, so that attributes no sampling rule
+    /// reads are built only for spans that record.
+    pub(crate) fn sampler_hint(self, sampler: CustomSampler) -> Self {
         self.update(|c| c.sampler = Some(sampler))
     }
 

@@ -7,23 +7,53 @@
 //! 2. if the [skip predicate](TracingLayer::skip_if) matches, calls the inner service
 //!    untraced and only echoes the correlation id;
 //! 3. extracts `traceparent`, `tracestate` and `baggage` with `Context::new()` as the base
-//!    (never the ambient context), adds the correlation id (and, for the sampler, the
+//!    (never the ambient context) and adds the correlation id (and, for the sampler, the
 //!    debug header and the untrusted-edge marker) to that parent Context;
-//! 4. creates the server span with every field the sampler needs (`otel.name`,
-//!    `http.request.method`, `http.route`, `url.path`, ...) and sets its parent
-//!    **before** it is entered, so the OpenTelemetry sampler decides with them;
-//! 5. stores the span's Context in the request extensions (read it with the
-//!    [`TraceContext`](crate::extract::TraceContext) extractor) and calls the inner
-//!    service inside the span; with tracing-opentelemetry's default context activation,
-//!    `opentelemetry::Context::current()` in the handler carries the span, the baggage
-//!    and the correlation id. When the span is disabled (for example by an `EnvFilter`)
-//!    or no tracing-opentelemetry layer is installed, the extracted Context is attached
-//!    instead, so outgoing calls still continue the trace;
+//! 4. starts the server span, an OpenTelemetry SDK span (kind Server), with a
+//!    `SpanBuilder` that carries what the sampler reads (`http.request.method`,
+//!    `http.route`, `url.scheme`, ...), so the provider's sampler decides once, with the
+//!    parent and the attributes in hand. The span comes from
+//!    [`TracingLayer::tracer_provider`], else the installed
+//!    [`TracingManager`](crate::TracingManager), else OpenTelemetry's global provider;
+//! 5. stores the request's Context (the span, the baggage, the correlation id) in the
+//!    request extensions (read it with the [`TraceContext`](crate::extract::TraceContext)
+//!    extractor) and attaches it as `opentelemetry::Context::current()` on every poll of
+//!    the inner service: `tracing` spans made in the handler (`#[instrument]`,
+//!    `#[traced]`, `info_span!`) are its children (through tracing-opentelemetry), log
+//!    lines carry its ids, outgoing calls continue its trace. This holds for sampled and
+//!    dropped requests alike: a dropped span still has its trace id and span id;
 //! 6. on the response: records `http.response.status_code`, marks 5xx and inner-service
 //!    errors as errors (with `error.type`), echoes the correlation id header, and wraps
-//!    the body so that **the span ends when the body has been fully sent or dropped**;
+//!    the body so that **the span ends when the body has been fully sent, fails, or is
+//!    dropped** (a `HEAD` request and 1xx/204/304 responses end at the head);
 //! 7. a panic in the handler becomes a `500` response; the span records it as an error
 //!    (`error.type = "panic"` and an `exception` event) and still ends.
+//!
+//! # What each outcome records
+//!
+//! | what happened | `error.type` | span status |
+//! |---|---|---|
+//! | the handler answered 5xx | the status code | Error |
+//! | the handler answered 4xx | - | Unset (the client's failure) |
+//! | the inner service returned an error | its kind (`timeout`, ...) or its type name | Error |
+//! | the handler panicked | `panic` | Error |
+//! | the response body failed | `body` | Error |
+//! | the client went away before the response (the future was dropped) | `cancelled` | Error |
+//! | the response body was dropped before its end (the client hung up mid-stream) | `cancelled` | Error |
+//!
+//! A layer only sees that its future or body was dropped, not why, so every drop is
+//! `cancelled`. A server that could not deliver its response failed, as the conventions
+//! say of network errors; the span ends at the drop, so its duration is what the exchange
+//! really took. Client spans record the same values with the client-side rules (see the
+//! [client module](crate::client)).
+//!
+//! # Adding attributes from a handler
+//!
+//! The one way: the [`TraceContext`](crate::extract::TraceContext) extractor (or the
+//! [`RequestContext`] extension with plain tower) holds the server span;
+//! `trace.set_attribute(KeyValue::new("order.id", id))` records on it, whatever `tracing`
+//! span the handler is in. `opentelemetry::Context::current().span()` is the innermost
+//! span instead, which inside an `#[instrument]` span is that span.
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -37,17 +67,14 @@
 //!     .layer(TracingLayer::new().skip_if(|req| req.uri.path() == "/health"));
 //! ```
 
-pub(crate) mod attributes;
-mod body;
 mod future;
-mod ids;
 mod layer;
 mod service;
+mod span;
 
-pub use body::TracedBody;
+pub use crate::http::{DEFAULT_SENSITIVE_QUERY_PARAMS, TracedBody};
 pub use future::ResponseFuture;
-pub use ids::RootIdGenerator;
-pub use layer::{DEFAULT_SENSITIVE_QUERY_PARAMS, TracingLayer};
+pub use layer::{DEFAULT_DEBUG_HEADER, TracingLayer};
 pub use service::TracingService;
 
 /// The request's trace Context, stored in the request extensions by [`TracingService`].
@@ -61,9 +88,15 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// The OpenTelemetry Context of the request: the server span (or the remote parent
-    /// when the span is disabled), baggage and correlation id.
+    /// The OpenTelemetry Context of the request: the server span, baggage and
+    /// correlation id.
     pub fn context(&self) -> &opentelemetry::Context {
         &self.cx
+    }
+
+    /// Records an attribute on the server span (nothing when the span does not record).
+    pub fn set_attribute(&self, attribute: opentelemetry::KeyValue) {
+        use opentelemetry::trace::TraceContextExt as _;
+        self.cx.span().set_attribute(attribute);
     }
 }

@@ -56,7 +56,11 @@ async fn status(
 }
 
 impl Backend {
-    pub async fn start() -> Self {
+    pub async fn start(telemetry: &super::Telemetry) -> Self {
+        Self::start_with(telemetry.layer()).await
+    }
+
+    pub async fn start_with(layer: TracingLayer) -> Self {
         let received = Received::default();
         let app = Router::new()
             .route("/echo", get(echo))
@@ -70,7 +74,7 @@ impl Backend {
                 }),
             )
             .with_state(received.clone())
-            .layer(TracingLayer::new());
+            .layer(layer);
         Backend {
             addr: serve(app).await,
             received,

@@ -92,6 +92,24 @@ impl Telemetry {
     }
 }
 
+impl Telemetry {
+    /// `TracingLayer` starting its spans from this provider.
+    pub fn layer(&self) -> meshtrace::server::TracingLayer {
+        meshtrace::server::TracingLayer::new().tracer_provider(&self.provider)
+    }
+
+    /// `ClientTracingLayer` starting its spans from this provider.
+    pub fn client_layer(&self) -> meshtrace::client::ClientTracingLayer {
+        meshtrace::client::ClientTracingLayer::new().tracer_provider(&self.provider)
+    }
+
+    /// `ReqwestTracingMiddleware` starting its spans from this provider.
+    #[cfg(feature = "reqwest")]
+    pub fn middleware(&self) -> meshtrace::client::ReqwestTracingMiddleware {
+        meshtrace::client::ReqwestTracingMiddleware::new().tracer_provider(&self.provider)
+    }
+}
+
 /// The value of an attribute of a span.
 pub fn attr(span: &SpanData, key: &str) -> Option<Value> {
     span.attributes

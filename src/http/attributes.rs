@@ -1,19 +1,10 @@
-//! The server span and the HTTP semantic-convention values recorded on it.
-//!
-//! Field names are the stable OpenTelemetry HTTP semantic conventions; `tracing` needs
-//! them as literal identifiers, so a test checks them against
-//! `opentelemetry-semantic-conventions`.
+//! HTTP semantic-convention values that server and client spans share: methods, span
+//! names, protocol versions, `Host`/authority parsing, query redaction.
 
 use std::borrow::Cow;
 
 use http::request::Parts;
 use http::{Method, Version};
-use opentelemetry::KeyValue;
-use tracing::Span;
-use tracing::field::Empty;
-
-use super::layer::ServerConfig;
-use crate::context::CorrelationId;
 
 /// Longest `user_agent.original` we record; a client chooses it, so it is bounded.
 const MAX_USER_AGENT_LEN: usize = 256;
@@ -49,7 +40,68 @@ pub(crate) fn span_name(method: Option<&'static str>, route: Option<&str>) -> Co
     }
 }
 
-fn protocol_version(version: Version) -> Option<&'static str> {
+/// Most route templates whose span names are interned; a Router has a fixed, small set
+/// (they come from the code, never from a request), so this only bounds a pathological
+/// one. Beyond it names are allocated per request.
+const MAX_INTERNED_ROUTES: usize = 1024;
+
+/// The span names of one route template, per known method (index of [`METHODS`]).
+struct RouteNames {
+    route: &'static str,
+    names: [std::sync::OnceLock<&'static str>; METHODS.len()],
+}
+
+const METHODS: [&str; 9] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+];
+
+static ROUTES: std::sync::LazyLock<
+    std::sync::RwLock<std::collections::HashMap<&'static str, &'static RouteNames>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The route template and its span name `{method} {route}` as `'static` strings, so that
+/// a span built for every request copies neither (the SDK's `SpanBuilder` wants a
+/// `Cow<'static, str>` name, and an `&'static str` attribute value is not copied either).
+/// Route templates are few and fixed, so each is leaked once, up to
+/// [`MAX_INTERNED_ROUTES`]; `None` beyond that.
+pub(crate) fn interned_route(
+    method: Option<&'static str>,
+    route: &str,
+) -> Option<(&'static str, Cow<'static, str>)> {
+    let lookup = |map: &std::collections::HashMap<&'static str, &'static RouteNames>| {
+        map.get(route).copied()
+    };
+    let names = match ROUTES.read().ok().and_then(|map| lookup(&map)) {
+        Some(names) => names,
+        None => {
+            let mut map = ROUTES.write().ok()?;
+            match lookup(&map) {
+                Some(names) => names,
+                None => {
+                    if map.len() >= MAX_INTERNED_ROUTES || route.len() > 1024 {
+                        return None;
+                    }
+                    let route: &'static str = Box::leak(Box::from(route));
+                    let names: &'static RouteNames = Box::leak(Box::new(RouteNames {
+                        route,
+                        names: Default::default(),
+                    }));
+                    map.insert(route, names);
+                    names
+                }
+            }
+        }
+    };
+    let name = match method.and_then(|m| METHODS.iter().position(|known| *known == m)) {
+        Some(i) => Cow::Borrowed(
+            *names.names[i].get_or_init(|| Box::leak(span_name(method, Some(route)).into())),
+        ),
+        None => span_name(method, Some(route)),
+    };
+    Some((names.route, name))
+}
+
+pub(crate) fn protocol_version(version: Version) -> Option<&'static str> {
     Some(match version {
         Version::HTTP_09 => "0.9",
         Version::HTTP_10 => "1.0",
@@ -110,7 +162,7 @@ pub(crate) fn redact_query<'a>(query: &'a str, sensitive: &[Box<str>]) -> Cow<'a
 /// the `Host` header (HTTP/1.1). The client chooses the value, so only a well-formed
 /// `host[:port]` (reg-name or IP literal, no userinfo) is recorded. Parsed by hand
 /// because `http::uri::Authority::from_str` copies the value on every request.
-fn server_address(parts: &Parts) -> (Option<&str>, Option<u16>) {
+pub(crate) fn server_address(parts: &Parts) -> (Option<&str>, Option<u16>) {
     let raw = match parts.uri.authority() {
         Some(a) => a.as_str(),
         None => match parts
@@ -173,7 +225,7 @@ pub(crate) fn strip_brackets(host: &str) -> &str {
         .unwrap_or(host)
 }
 
-fn user_agent(parts: &Parts) -> Option<&str> {
+pub(crate) fn user_agent(parts: &Parts) -> Option<&str> {
     let ua = parts.headers.get(http::header::USER_AGENT)?.to_str().ok()?;
     if ua.len() <= MAX_USER_AGENT_LEN {
         return Some(ua);
@@ -195,117 +247,6 @@ pub(crate) fn route(parts: &Parts) -> Option<&str> {
     {
         let _ = parts;
         None
-    }
-}
-
-/// What the server span records when it is created: the values the sampler decides on.
-pub(crate) struct RequestFacts<'a> {
-    method: Option<&'static str>,
-    original_method: Option<&'a str>,
-    route: Option<&'a str>,
-    path: &'a str,
-    scheme: &'a str,
-    query: Option<Cow<'a, str>>,
-    address: Option<&'a str>,
-    port: Option<u16>,
-    user_agent: Option<&'a str>,
-    version: Option<&'static str>,
-    correlation: &'a str,
-}
-
-impl<'a> RequestFacts<'a> {
-    pub(crate) fn read(
-        parts: &'a Parts,
-        config: &ServerConfig,
-        correlation: &'a CorrelationId,
-    ) -> Self {
-        let method = known_method(&parts.method);
-        let route = route(parts);
-        let (address, port) = server_address(parts);
-        RequestFacts {
-            method,
-            original_method: match method {
-                Some(_) => None,
-                None => Some(parts.method.as_str()),
-            },
-            route,
-            path: parts.uri.path(),
-            scheme: parts.uri.scheme_str().unwrap_or("http"),
-            query: parts
-                .uri
-                .query()
-                .map(|q| redact_query(q, &config.sensitive_query_params)),
-            address,
-            port,
-            user_agent: user_agent(parts),
-            version: protocol_version(parts.version),
-            correlation: correlation.as_str(),
-        }
-    }
-
-    /// `{method} {route}`, `{method}`, or `HTTP`/`HTTP {route}`; never the raw path.
-    pub(crate) fn name(&self) -> Cow<'static, str> {
-        span_name(self.method, self.route)
-    }
-
-    /// Creates the server span with every field the sampler reads already set, so that
-    /// tracing-opentelemetry hands them to the sampler when the OpenTelemetry span starts.
-    pub(crate) fn span(&self) -> Span {
-        let name = self.name();
-        tracing::info_span!(
-            target: "meshtrace::server",
-            "http.server.request",
-            // A `str`, not `%name`: tracing-opentelemetry 0.34 formats `Display` values
-            // through `Debug` into a new `String`; a `str` is copied once.
-            otel.name = &*name,
-            otel.kind = "server",
-            http.request.method = self.method.unwrap_or("_OTHER"),
-            http.request.method_original = self.original_method,
-            http.route = self.route,
-            url.path = self.path,
-            url.scheme = self.scheme,
-            url.query = self.query.as_deref(),
-            server.address = self.address,
-            // tracing-opentelemetry 0.34 has no `record_u64`: unsigned values would become
-            // strings, so integers are recorded as i64.
-            server.port = self.port.map(i64::from),
-            user_agent.original = self.user_agent,
-            network.protocol.version = self.version,
-            correlation.id = self.correlation,
-            http.response.status_code = Empty,
-            error.type = Empty,
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-        )
-    }
-
-    /// The attributes the span above starts with, as the SDK hands them to the sampler
-    /// (without tracing-opentelemetry's own location and thread attributes).
-    pub(crate) fn attributes(&self) -> Vec<KeyValue> {
-        use opentelemetry_semantic_conventions::attribute as a;
-        let mut out = Vec::with_capacity(11);
-        out.push(KeyValue::new(
-            a::HTTP_REQUEST_METHOD,
-            self.method.unwrap_or("_OTHER"),
-        ));
-        let mut push = |key: &'static str, value: Option<&str>| {
-            if let Some(value) = value {
-                out.push(KeyValue::new(key, value.to_owned()));
-            }
-        };
-        push(a::HTTP_REQUEST_METHOD_ORIGINAL, self.original_method);
-        push(a::HTTP_ROUTE, self.route);
-        push(a::URL_PATH, Some(self.path));
-        push(a::URL_SCHEME, Some(self.scheme));
-        push(a::URL_QUERY, self.query.as_deref());
-        push(a::SERVER_ADDRESS, self.address);
-        push(a::USER_AGENT_ORIGINAL, self.user_agent);
-        push(a::NETWORK_PROTOCOL_VERSION, self.version);
-        push("correlation.id", Some(self.correlation));
-        if let Some(port) = self.port {
-            out.push(KeyValue::new(a::SERVER_PORT, i64::from(port)));
-        }
-        out
     }
 }
 
@@ -396,54 +337,5 @@ mod tests {
         let long = "a".repeat(400);
         let p = parts(&long);
         assert_eq!(server_address(&p), (None, None));
-    }
-
-    #[test]
-    fn span_fields_use_semantic_convention_names_and_the_sampler_sees_only_those() {
-        use opentelemetry_semantic_conventions::attribute as a;
-        let (parts, _) = http::Request::builder()
-            .method("PURGE")
-            .uri("http://api.example.com:8443/x?q=1")
-            .header("user-agent", "curl/8.5")
-            .body(())
-            .unwrap()
-            .into_parts();
-        let config = ServerConfig::default();
-        let correlation = CorrelationId::parse(b"c-1").unwrap();
-        let facts = RequestFacts::read(&parts, &config, &correlation);
-        // The real span's field names, as tracing-opentelemetry turns them into keys.
-        let span =
-            tracing::subscriber::with_default(tracing_subscriber::registry(), || facts.span());
-        let fields: Vec<&str> = span
-            .metadata()
-            .expect("an enabled span")
-            .fields()
-            .iter()
-            .map(|f| f.name())
-            .collect();
-        for name in [
-            a::HTTP_REQUEST_METHOD,
-            a::HTTP_REQUEST_METHOD_ORIGINAL,
-            a::HTTP_ROUTE,
-            a::URL_PATH,
-            a::URL_SCHEME,
-            a::URL_QUERY,
-            a::SERVER_ADDRESS,
-            a::SERVER_PORT,
-            a::USER_AGENT_ORIGINAL,
-            a::NETWORK_PROTOCOL_VERSION,
-            a::HTTP_RESPONSE_STATUS_CODE,
-            a::ERROR_TYPE,
-        ] {
-            assert!(fields.contains(&name), "{name} is not a span field");
-        }
-        // The early root decision must see what the SDK's sampler would see.
-        for kv in facts.attributes() {
-            assert!(
-                fields.contains(&kv.key.as_str()),
-                "{} is given to the sampler but is not a span field",
-                kv.key
-            );
-        }
     }
 }

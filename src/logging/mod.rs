@@ -113,6 +113,9 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+mod lines;
+
+use lines::LogLayer;
 use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
 use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
@@ -139,18 +142,20 @@ pub enum LogFormat {
     Json,
 }
 
-/// A log layer writing to stdout whose every event inside a span carries `trace_id`
-/// (32 hex), `span_id` (16 hex) and `correlation_id`; see the [module docs](self).
+/// A log layer writing to stdout: one line per event with its timestamp, level, the
+/// names of the spans it is in, its target, its fields, and `trace_id`, `span_id` and
+/// `correlation_id`; see the [module docs](self).
+///
+/// Span fields (the HTTP attributes of a request, say) are not printed and not even
+/// formatted: a client-chosen 60 KB path never reaches a log line.
+/// [`fmt_layer_with_span_fields`] brings them back.
 ///
 /// Text output uses ANSI colours when stdout is a terminal and `NO_COLOR` is not set.
 pub fn fmt_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync + 'static>
 where
     S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {
-    use std::io::IsTerminal as _;
-    let ansi = std::io::stdout().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
-    build_layer(format, std::io::stdout, ansi)
+    Box::new(LogLayer::new(format, std::io::stdout, stdout_ansi()))
 }
 
 /// Like [`fmt_layer`], writing to `writer` (never with ANSI colours).
@@ -162,7 +167,28 @@ where
     S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    Box::new(LogLayer::new(format, writer, false))
+}
+
+/// `tracing-subscriber`'s own format (`fmt::layer()`, `.json()` for JSON) with the three
+/// ids added: every span field of every span in scope is printed on every line, and
+/// formatted when the span is created, whether or not a line is ever printed. Choose it
+/// when you want the span fields in your logs; [`fmt_layer`] is the cheaper default.
+pub fn fmt_layer_with_span_fields<S, W>(
+    format: LogFormat,
+    writer: W,
+) -> Box<dyn Layer<S> + Send + Sync + 'static>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     build_layer(format, writer, false)
+}
+
+fn stdout_ansi() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
 }
 
 fn build_layer<S, W>(
@@ -235,33 +261,12 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if attrs
-            .metadata()
-            .fields()
-            .field(CORRELATION_ID_FIELD)
-            .is_none()
-        {
-            return;
-        }
-        let mut visitor = CorrelationVisitor(None);
-        attrs.record(&mut visitor);
-        if let (Some(value), Some(span)) = (visitor.0, ctx.span(id)) {
-            span.extensions_mut().replace(CorrelationField(value));
-        }
+        capture_correlation_field(attrs.metadata(), |v| attrs.record(v), id, &ctx);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        let Some(field) = span.metadata().fields().field(CORRELATION_ID_FIELD) else {
-            return;
-        };
-        if !values.contains(&field) {
-            return;
-        }
-        let mut visitor = CorrelationVisitor(None);
-        values.record(&mut visitor);
-        if let Some(value) = visitor.0 {
-            span.extensions_mut().replace(CorrelationField(value));
+        if let Some(span) = ctx.span(id) {
+            capture_correlation_field(span.metadata(), |v| values.record(v), id, &ctx);
         }
     }
 
@@ -284,12 +289,38 @@ where
     }
 }
 
+/// Keeps a span's `correlation.id` field (bounded) in its extensions, when the span has
+/// one and `record` sets it: at creation (`Attributes`) or later (`Record`).
+fn capture_correlation_field<S>(
+    meta: &tracing::Metadata<'_>,
+    record: impl FnOnce(&mut dyn Visit),
+    id: &Id,
+    ctx: &Context<'_, S>,
+) where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    if meta.fields().field(CORRELATION_ID_FIELD).is_none() {
+        return;
+    }
+    let mut visitor = CorrelationVisitor(None);
+    record(&mut visitor);
+    if let (Some(value), Some(span)) = (visitor.0, ctx.span(id)) {
+        span.extensions_mut().replace(CorrelationField(value));
+    }
+}
+
+/// Longest `correlation.id` span field printed.
+const MAX_CORRELATION_FIELD: usize = 256;
+
 struct CorrelationVisitor(Option<Arc<str>>);
 
 impl Visit for CorrelationVisitor {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == CORRELATION_ID_FIELD && !value.is_empty() {
-            self.0 = Some(Arc::from(value));
+            self.0 = Some(Arc::from(crate::limits::truncate(
+                value,
+                MAX_CORRELATION_FIELD,
+            )));
         }
     }
 
@@ -297,7 +328,10 @@ impl Visit for CorrelationVisitor {
         if field.name() == CORRELATION_ID_FIELD {
             let value = format!("{value:?}");
             if !value.is_empty() {
-                self.0 = Some(Arc::from(value));
+                self.0 = Some(Arc::from(crate::limits::truncate(
+                    &value,
+                    MAX_CORRELATION_FIELD,
+                )));
             }
         }
     }
@@ -328,47 +362,71 @@ impl CorrelationText {
 }
 
 impl Correlation {
+    /// For [`CorrelatedFormat`]: the innermost span's captured ids and the nearest
+    /// `correlation.id` field; what is missing comes from the current OpenTelemetry Context.
     fn of<S, N>(ctx: &FmtContext<'_, S, N>) -> Self
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
         N: for<'a> FormatFields<'a> + 'static,
     {
         let mut found = Self::default();
-        let Some(scope) = ctx.event_scope() else {
-            return Self::of_current_context();
-        };
-        for (depth, span) in scope.enumerate() {
-            let extensions = span.extensions();
-            if depth == 0 {
-                found.ids = extensions.get::<OtelIds>().and_then(|ids| ids.0);
-            }
-            if let Some(CorrelationField(value)) = extensions.get::<CorrelationField>() {
-                found.correlation_id = Some(CorrelationText::Field(Arc::clone(value)));
-                break;
+        if let Some(scope) = ctx.event_scope() {
+            for (depth, span) in scope.enumerate() {
+                let extensions = span.extensions();
+                if depth == 0 {
+                    found.ids = extensions.get::<OtelIds>().and_then(|ids| ids.0);
+                }
+                if let Some(CorrelationField(value)) = extensions.get::<CorrelationField>() {
+                    found.correlation_id = Some(CorrelationText::Field(Arc::clone(value)));
+                    break;
+                }
             }
         }
+        found.fill_from_current_context();
         found
     }
 
-    /// For an event outside any `tracing` span: the current OpenTelemetry Context. A
-    /// request that `TracingLayer` decided to drop before building a span runs with its
-    /// Context attached (trace id, its own span id, the validated correlation id), so its
-    /// log lines stay correlated; outside a request the Context is empty and nothing is
-    /// added.
-    fn of_current_context() -> Self {
-        use opentelemetry::trace::TraceContextExt as _;
-
-        opentelemetry::Context::map_current(|cx| {
-            let span = cx.span();
-            let sc = span.span_context();
-            Correlation {
-                ids: sc.is_valid().then(|| (sc.trace_id(), sc.span_id())),
-                correlation_id: cx
-                    .get::<crate::context::CorrelationId>()
-                    .cloned()
-                    .map(CorrelationText::Context),
+    /// For [`LogLayer`]: the ids of the current OpenTelemetry Context (the innermost
+    /// span bridged by tracing-opentelemetry, which attaches its Context on enter, or the
+    /// request's span), and the nearest `correlation.id` span field, else the Context's
+    /// correlation id.
+    fn for_event<S>(ctx: &Context<'_, S>, event: &Event<'_>) -> Self
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let mut found = Self::default();
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope {
+                if let Some(CorrelationField(value)) = span.extensions().get::<CorrelationField>() {
+                    found.correlation_id = Some(CorrelationText::Field(Arc::clone(value)));
+                    break;
+                }
             }
-        })
+        }
+        found.fill_from_current_context();
+        found
+    }
+
+    /// Fills what is missing from the current OpenTelemetry Context. A request traced by
+    /// `TracingLayer` runs with its Context attached (the span's ids, the validated
+    /// correlation id), so its log lines are correlated whether or not a `tracing` span is
+    /// in scope; outside a request the Context is empty and nothing is added.
+    fn fill_from_current_context(&mut self) {
+        use crate::context::ContextExt as _;
+
+        if self.ids.is_some() && self.correlation_id.is_some() {
+            return;
+        }
+        opentelemetry::Context::map_current(|cx| {
+            if self.ids.is_none() {
+                let span = cx.span();
+                let sc = span.span_context();
+                self.ids = sc.is_valid().then(|| (sc.trace_id(), sc.span_id()));
+            }
+            if self.correlation_id.is_none() {
+                self.correlation_id = cx.correlation_id().cloned().map(CorrelationText::Context);
+            }
+        });
     }
 
     fn is_empty(&self) -> bool {

@@ -1,0 +1,140 @@
+//! [`TracedBody`]: the response body that ends its request's span when it is done.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::outcome::OpenSpan;
+
+pin_project! {
+    /// The response body of a traced request, on the server
+    /// ([`TracingService`](crate::server::TracingService)) and the client
+    /// ([`ClientTracingService`](crate::client::ClientTracingService), reqwest).
+    ///
+    /// It holds the request's span and ends it when the last frame has passed, when the
+    /// body fails (`error.type = "body"`), or when the body is dropped before its end
+    /// (`error.type = "cancelled"`; see [the outcome table](crate::server#what-each-outcome-records)),
+    /// so a streamed response is timed to its end, not to its headers. Frames pass through
+    /// unchanged.
+    pub struct TracedBody<B> {
+        #[pin]
+        kind: Kind<B>,
+        span: Option<OpenSpan>,
+    }
+
+    impl<B> PinnedDrop for TracedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // Still open: the body had more to send (an ended body gives its span up at
+            // its last frame). Dropping the span ends it, now.
+            if let Some(mut span) = this.span.take() {
+                span.record_cancelled(true);
+            }
+        }
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        // The body of the `500` response that replaces a panic: empty, so it works for
+        // any `B::Data`.
+        Empty,
+    }
+}
+
+/// Whether nothing is left to send: the body says so, or says it has no bytes left.
+fn body_is_over<B: ?Sized>(body: &B) -> bool
+where
+    B: Body,
+{
+    body.is_end_stream() || body.size_hint().upper() == Some(0)
+}
+
+impl<B: Body> TracedBody<B> {
+    /// A body that ends `span` (if any) when it is done; at once when it has nothing to
+    /// send (a peer may never poll such a body).
+    pub(crate) fn new(body: B, span: Option<OpenSpan>) -> Self {
+        let span = span.filter(|_| !body_is_over(&body));
+        TracedBody {
+            kind: Kind::Inner { body },
+            span,
+        }
+    }
+}
+
+impl<B> TracedBody<B> {
+    /// An empty body (the `500` that replaces a panic); its span was ended already.
+    pub(crate) fn empty() -> Self {
+        TracedBody {
+            kind: Kind::Empty,
+            span: None,
+        }
+    }
+}
+
+impl<B: Body> Body for TracedBody<B>
+where
+    B::Error: std::fmt::Display,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Inner { mut body } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                match &frame {
+                    None => {
+                        this.span.take();
+                    }
+                    Some(Err(error)) => {
+                        if let Some(mut span) = this.span.take() {
+                            span.record_error("body", &error.to_string());
+                        }
+                    }
+                    // A peer may stop polling once the body says it is over.
+                    Some(Ok(_)) => {
+                        if body.is_end_stream() {
+                            this.span.take();
+                        }
+                    }
+                }
+                Poll::Ready(frame)
+            }
+            KindProj::Empty => {
+                this.span.take();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for TracedBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracedBody")
+            .field("span_open", &self.span.is_some())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,263 @@
+//! How a request ends, recorded the same way by the server and the client: the status,
+//! errors with a low-cardinality `error.type`, cancellation, and the end of the span.
+//!
+//! | what happened | `error.type` | span status |
+//! |---|---|---|
+//! | server answered 5xx | the status code | Error |
+//! | server answered 4xx | - | Unset (the client's failure) |
+//! | client got 4xx or 5xx | the status code | Error |
+//! | the inner service returned an error | `connect`, `timeout`, ... or the error's type | Error |
+//! | the handler panicked | `panic` | Error |
+//! | the response body failed | `body` | Error |
+//! | server: the caller went away before the response (future dropped) | `cancelled` | Error |
+//! | server: the response body was dropped before its end (client hung up mid-stream) | `cancelled` | Error |
+//! | client: the call was dropped before the response (an outer timeout, an abort) | `cancelled` | Error |
+//! | client: the caller dropped the response body before its end | `cancelled` | as the status code says |
+//!
+//! `cancelled` is one value for every drop: a layer only sees that its future or body was
+//! dropped, not why (an outer `tokio::time::timeout` and a hung-up client look the same).
+//! A timeout the layer does see as an error (tower's `Elapsed` or reqwest's timeout from
+//! a service below it) is `timeout`. A server that could not deliver its response, and a
+//! call that got no response, failed: status Error, as the conventions ask for network
+//! errors. A caller that stops reading a response it already has made a choice, not a
+//! failed request: the span records `cancelled` and keeps the status the response code
+//! gives. In every case the span ends when the drop happens, so its duration is what the
+//! exchange really took.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::fmt::{Display, Write as _};
+
+use http::StatusCode;
+use opentelemetry::trace::{Status, TraceContextExt as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_semantic_conventions::attribute::{
+    ERROR_TYPE, EXCEPTION_MESSAGE, EXCEPTION_TYPE, HTTP_RESPONSE_STATUS_CODE,
+};
+
+use crate::limits::{bound_owned, bounded, display_bounded};
+
+/// Deepest error `source()` chain followed (chains are finite in practice; this bounds a
+/// pathological one).
+const MAX_ERROR_CHAIN: usize = 16;
+
+/// `error.type` of a request whose future or body was dropped before its end.
+pub(crate) const CANCELLED: &str = "cancelled";
+
+/// Which side of the exchange a span describes; the conventions differ on what an error is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Server,
+    Client,
+}
+
+/// The recording span of one request, held until the request ends. Dropping it ends the
+/// span, at that moment: whatever else still holds the request's Context (a task the
+/// handler spawned, say) cannot stretch its duration.
+///
+/// A span gets one `error.type`, the first failure recorded (the SDK keeps every
+/// `set_attribute`, duplicates included): a 503 whose body is then dropped stays `503`.
+#[derive(Debug)]
+pub(crate) struct OpenSpan {
+    cx: Context,
+    side: Side,
+    error_type_set: bool,
+}
+
+impl OpenSpan {
+    pub(crate) fn new(cx: Context, side: Side) -> Self {
+        OpenSpan {
+            cx,
+            side,
+            error_type_set: false,
+        }
+    }
+
+    fn set_error_type(&mut self, error_type: impl Into<opentelemetry::Value>) {
+        if !self.error_type_set {
+            self.error_type_set = true;
+            self.cx
+                .span()
+                .set_attribute(KeyValue::new(ERROR_TYPE, error_type));
+        }
+    }
+
+    /// Records `http.response.status_code` alone.
+    pub(crate) fn record_status_code(&mut self, status: StatusCode) {
+        self.cx.span().set_attribute(KeyValue::new(
+            HTTP_RESPONSE_STATUS_CODE,
+            i64::from(status.as_u16()),
+        ));
+    }
+
+    /// Records the response status; server spans are errors on 5xx, client spans on 4xx
+    /// and 5xx.
+    pub(crate) fn record_status(&mut self, status: StatusCode) {
+        self.record_status_code(status);
+        let failed = match self.side {
+            Side::Server => status.is_server_error(),
+            Side::Client => status.is_client_error() || status.is_server_error(),
+        };
+        if failed {
+            self.set_error_type(status.as_str().to_owned());
+            // No description: the status code says it.
+            self.cx.span().set_status(Status::error(""));
+        }
+    }
+
+    /// Marks the span as failed: `error.type`, status Error with the (bounded) message as
+    /// its description, and an `exception` event with the type and message.
+    pub(crate) fn record_error(&mut self, error_type: impl Into<Cow<'static, str>>, message: &str) {
+        let error_type = error_type.into();
+        let message = bounded(message).to_owned();
+        self.set_error_type(error_type.clone());
+        let span = self.cx.span();
+        span.add_event(
+            "exception",
+            vec![
+                KeyValue::new(EXCEPTION_TYPE, error_type),
+                KeyValue::new(EXCEPTION_MESSAGE, message.clone()),
+            ],
+        );
+        span.set_status(Status::error(message));
+    }
+
+    /// The request was dropped before its end; see the [module docs](self) for when that
+    /// is an error. `after_response`: the response head had already been produced.
+    pub(crate) fn record_cancelled(&mut self, after_response: bool) {
+        self.set_error_type(CANCELLED);
+        if self.side == Side::Server || !after_response {
+            self.cx.span().set_status(Status::error(""));
+        }
+    }
+}
+
+impl Drop for OpenSpan {
+    fn drop(&mut self) {
+        self.cx.span().end();
+    }
+}
+
+/// `error`'s message followed by its sources, `a: b: c`, bounded.
+pub(crate) fn error_message(
+    error: &dyn Display,
+    source: Option<&(dyn StdError + 'static)>,
+) -> String {
+    let max = crate::limits::max_value_len();
+    let mut message = display_bounded(error);
+    let mut next = source;
+    for _ in 0..MAX_ERROR_CHAIN {
+        let Some(e) = next else { break };
+        if message.len() >= max {
+            break;
+        }
+        let _ = write!(message, ": {e}");
+        next = e.source();
+    }
+    bound_owned(message)
+}
+
+/// `timeout` or `connect` when an error in the chain says so.
+pub(crate) fn classify_chain(error: &(dyn StdError + 'static)) -> Option<&'static str> {
+    let mut next = Some(error);
+    for _ in 0..MAX_ERROR_CHAIN {
+        let e = next?;
+        if e.is::<tokio::time::error::Elapsed>() || e.is::<tower::timeout::error::Elapsed>() {
+            return Some("timeout");
+        }
+        #[cfg(feature = "hyper")]
+        if let Some(hyper) = e.downcast_ref::<hyper_util::client::legacy::Error>()
+            && hyper.is_connect()
+        {
+            // A refused connection, DNS failure, or connect timeout: which one is in the
+            // chain below, looked at next.
+            return Some(classify_chain_below(hyper).unwrap_or("connect"));
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::TimedOut => return Some("timeout"),
+                std::io::ErrorKind::ConnectionRefused => return Some("connect"),
+                _ => {}
+            }
+        }
+        next = e.source();
+    }
+    None
+}
+
+#[cfg(feature = "hyper")]
+fn classify_chain_below(error: &(dyn StdError + 'static)) -> Option<&'static str> {
+    let mut next = error.source();
+    for _ in 0..MAX_ERROR_CHAIN {
+        let e = next?;
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return Some("timeout");
+        }
+        next = e.source();
+    }
+    None
+}
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// `error.type` and the message for an error of any tower client or server.
+///
+/// The service's error type is only known to be `Display`, so its `source()` chain can
+/// be followed only when it is a `BoxError` (what tower's own middleware returns), an
+/// `io::Error`, or (feature `hyper`) hyper-util's client error; other errors are typed by
+/// their Rust type name, as the semantic conventions ask for exceptions.
+pub(crate) fn describe_error<E: Display + 'static>(error: &E) -> (Cow<'static, str>, String) {
+    let any: &dyn Any = error;
+    if let Some(boxed) = any.downcast_ref::<BoxError>() {
+        let dyn_error: &(dyn StdError + 'static) = boxed.as_ref();
+        let kind = classify_chain(dyn_error).unwrap_or("_OTHER");
+        return (kind.into(), error_message(error, dyn_error.source()));
+    }
+    if let Some(io) = any.downcast_ref::<std::io::Error>() {
+        let kind = classify_chain(io).unwrap_or("std::io::Error");
+        return (kind.into(), error_message(error, io.source()));
+    }
+    #[cfg(feature = "hyper")]
+    if let Some(hyper) = any.downcast_ref::<hyper_util::client::legacy::Error>() {
+        let kind = classify_chain(hyper).unwrap_or("hyper_util::client::legacy::Error");
+        return (kind.into(), error_message(error, hyper.source()));
+    }
+    (
+        std::any::type_name::<E>().into(),
+        error_message(error, None),
+    )
+}
+
+/// The message of a caught panic, bounded.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    let message = if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.as_str()
+    } else {
+        "panic"
+    };
+    bounded(message).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_typed() {
+        let refused: BoxError =
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(describe_error(&refused).0, "connect");
+        let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert_eq!(describe_error(&timed_out).0, "timeout");
+        let other: BoxError = "boom".into();
+        assert_eq!(describe_error(&other), ("_OTHER".into(), "boom".to_owned()));
+        let (kind, message) = describe_error(&"x".repeat(100_000));
+        assert_eq!(kind, "alloc::string::String");
+        assert_eq!(message.len(), crate::limits::max_value_len());
+    }
+}

@@ -1,0 +1,213 @@
+//! The server span: what it records when it starts, read once from the request head.
+
+use http::request::Parts;
+use opentelemetry::trace::{SpanBuilder, SpanKind};
+use opentelemetry::{Array, KeyValue, StringValue, Value};
+use opentelemetry_semantic_conventions::attribute as a;
+
+use super::layer::ServerConfig;
+use crate::context::CorrelationId;
+use crate::http::attributes::{
+    interned_route, known_method, protocol_version, redact_query, route, server_address, span_name,
+    user_agent,
+};
+use crate::limits::{bound_cow, bounded};
+use crate::sampler::AttributesRead;
+
+/// The request's span facts, borrowed from its head.
+pub(crate) struct RequestFacts<'a> {
+    parts: &'a Parts,
+    config: &'a ServerConfig,
+    method: Option<&'static str>,
+    route: Option<&'a str>,
+    correlation: &'a CorrelationId,
+}
+
+impl<'a> RequestFacts<'a> {
+    pub(crate) fn read(
+        parts: &'a Parts,
+        config: &'a ServerConfig,
+        correlation: &'a CorrelationId,
+    ) -> Self {
+        RequestFacts {
+            parts,
+            config,
+            method: known_method(&parts.method),
+            route: route(parts),
+            correlation,
+        }
+    }
+
+    /// The span as it starts, with the attributes the sampler reads (`read`; all of
+    /// them when the sampler is not known: any sampler may read them), plus those that
+    /// cost nothing; [`rest`](Self::rest) has the others. Its name is
+    /// `{method} {route}`, `{method}`, or `HTTP`/`HTTP {route}`; never the raw path.
+    pub(crate) fn builder(&self, read: AttributesRead) -> SpanBuilder {
+        let interned = self
+            .route
+            .and_then(|route| interned_route(self.method, route));
+        let name = match &interned {
+            Some((_, name)) => name.clone(),
+            None => span_name(self.method, self.route),
+        };
+        let builder = SpanBuilder::from_name(name).with_kind(SpanKind::Server);
+        if read == AttributesRead::None {
+            return builder;
+        }
+        let mut attributes = Vec::with_capacity(if read == AttributesRead::All { 14 } else { 4 });
+        attributes.push(KeyValue::new(
+            a::HTTP_REQUEST_METHOD,
+            self.method.unwrap_or("_OTHER"),
+        ));
+        match (interned, self.route) {
+            (Some((route, _)), _) => attributes.push(KeyValue::new(a::HTTP_ROUTE, route)),
+            (None, Some(route)) => {
+                attributes.push(KeyValue::new(a::HTTP_ROUTE, bounded(route).to_owned()))
+            }
+            (None, None) => {}
+        }
+        if read == AttributesRead::All {
+            self.push_free(&mut attributes);
+            self.push_rest(&mut attributes);
+        }
+        builder.with_attributes(attributes)
+    }
+
+    /// What [`builder`](Self::builder) left out for `read`.
+    pub(crate) fn late(&self, read: AttributesRead) -> Vec<KeyValue> {
+        let mut attributes = Vec::with_capacity(12);
+        match read {
+            AttributesRead::All => {}
+            AttributesRead::RouteAndMethod => {
+                self.push_free(&mut attributes);
+                self.push_rest(&mut attributes);
+            }
+            AttributesRead::None => {
+                attributes.push(KeyValue::new(
+                    a::HTTP_REQUEST_METHOD,
+                    self.method.unwrap_or("_OTHER"),
+                ));
+                if let Some(route) = self.route {
+                    let route = match interned_route(self.method, route) {
+                        Some((route, _)) => Value::from(route),
+                        None => Value::from(bounded(route).to_owned()),
+                    };
+                    attributes.push(KeyValue::new(a::HTTP_ROUTE, route));
+                }
+                self.push_free(&mut attributes);
+                self.push_rest(&mut attributes);
+            }
+        }
+        attributes
+    }
+
+    /// Attributes whose values are `'static`.
+    fn push_free(&self, out: &mut Vec<KeyValue>) {
+        // The URI carries a scheme only in absolute form (HTTP/2 `:scheme`, proxies);
+        // `http` otherwise.
+        let scheme = match self.parts.uri.scheme_str() {
+            Some("https") => "https",
+            _ => "http",
+        };
+        out.push(KeyValue::new(a::URL_SCHEME, scheme));
+        if let Some(version) = protocol_version(self.parts.version) {
+            out.push(KeyValue::new(a::NETWORK_PROTOCOL_VERSION, version));
+        }
+    }
+
+    fn push_rest(&self, out: &mut Vec<KeyValue>) {
+        let parts = self.parts;
+        if self.method.is_none() {
+            out.push(KeyValue::new(
+                a::HTTP_REQUEST_METHOD_ORIGINAL,
+                bounded(parts.method.as_str()).to_owned(),
+            ));
+        }
+        out.push(KeyValue::new(
+            a::URL_PATH,
+            bounded(parts.uri.path()).to_owned(),
+        ));
+        if let Some(query) = parts.uri.query() {
+            let query = bound_cow(redact_query(query, &self.config.sensitive_query_params));
+            out.push(KeyValue::new(a::URL_QUERY, query.into_owned()));
+        }
+        let (address, port) = server_address(parts);
+        if let Some(address) = address {
+            out.push(KeyValue::new(a::SERVER_ADDRESS, address.to_owned()));
+        }
+        if let Some(port) = port {
+            out.push(KeyValue::new(a::SERVER_PORT, i64::from(port)));
+        }
+        if let Some(agent) = user_agent(parts) {
+            out.push(KeyValue::new(a::USER_AGENT_ORIGINAL, agent.to_owned()));
+        }
+        out.push(KeyValue::new(
+            "correlation.id",
+            self.correlation.as_str().to_owned(),
+        ));
+        for (header, key) in &self.config.recorded_headers {
+            let values: Vec<StringValue> = parts
+                .headers
+                .get_all(header)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(|v| StringValue::from(bounded(v).to_owned()))
+                .collect();
+            if !values.is_empty() {
+                out.push(KeyValue::new(
+                    key.clone(),
+                    Value::Array(Array::String(values)),
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_and_late_attributes_are_the_same_set() {
+        let (parts, _) = http::Request::builder()
+            .method("PURGE")
+            .uri("http://api.example.com:8443/x?q=1&token=t")
+            .header("user-agent", "curl/8.5")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let config = ServerConfig::default();
+        let correlation = CorrelationId::parse(b"c-1").unwrap();
+        let facts = RequestFacts::read(&parts, &config, &correlation);
+        let keys = |kvs: &[KeyValue]| {
+            let mut keys: Vec<String> = kvs.iter().map(|kv| kv.key.to_string()).collect();
+            keys.sort();
+            keys
+        };
+        let eager = facts.builder(AttributesRead::All).attributes.unwrap();
+        assert!(facts.late(AttributesRead::All).is_empty());
+        for read in [AttributesRead::RouteAndMethod, AttributesRead::None] {
+            let mut lazy = facts.builder(read).attributes.unwrap_or_default();
+            lazy.extend(facts.late(read));
+            assert_eq!(keys(&eager), keys(&lazy), "{read:?}");
+        }
+        for key in [
+            a::HTTP_REQUEST_METHOD,
+            a::HTTP_REQUEST_METHOD_ORIGINAL,
+            a::URL_PATH,
+            a::URL_SCHEME,
+            a::URL_QUERY,
+            a::SERVER_ADDRESS,
+            a::SERVER_PORT,
+            a::USER_AGENT_ORIGINAL,
+            a::NETWORK_PROTOCOL_VERSION,
+        ] {
+            assert!(keys(&eager).iter().any(|k| k == key), "{key} is missing");
+        }
+        let query = eager
+            .iter()
+            .find(|kv| kv.key.as_str() == a::URL_QUERY)
+            .unwrap();
+        assert_eq!(query.value.as_str(), "q=1&token=REDACTED");
+    }
+}
