@@ -47,10 +47,7 @@ pin_project! {
 }
 
 /// Whether nothing is left to send: the body says so, or says it has no bytes left.
-fn body_is_over<B: ?Sized>(body: &B) -> bool
-where
-    B: Body,
-{
+fn body_is_over<B: Body + ?Sized>(body: &B) -> bool {
     body.is_end_stream() || body.size_hint().upper() == Some(0)
 }
 
