@@ -20,6 +20,7 @@ use axum::extract::State;
 use axum::routing::get;
 use bytes::Bytes;
 use common::{DropSignal, Logs, attr_str};
+use futures_util::StreamExt as _;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -549,5 +550,57 @@ async fn log_lines_do_not_carry_client_chosen_span_fields() {
             keys[0], keys[1],
             "{how:?}: sampled and dropped lines differ"
         );
+    }
+}
+
+/// A streaming body's producer runs in the connection's task, not the handler's: its
+/// log lines still carry the request's ids.
+#[tokio::test]
+async fn a_streaming_body_logs_with_the_request_ids() {
+    for how in SETUPS {
+        for rate in [1.0, 0.0] {
+            let setup = Setup::new(how, SamplingConfig::default().base_rate(rate));
+            let app = Router::new()
+                .route(
+                    "/events",
+                    get(|| async {
+                        let events = futures_util::stream::iter(0..2).then(|i| async move {
+                            tokio::task::yield_now().await;
+                            tracing::warn!(event = i, "sending an event");
+                            Ok::<_, Infallible>(Bytes::from(format!("event {i}\n")))
+                        });
+                        Body::from_stream(events)
+                    }),
+                )
+                .layer(setup.server_layer());
+            let addr = common::serve(app).await;
+            let response = reqwest::Client::new()
+                .get(format!("http://{addr}/events"))
+                .header("x-correlation-id", "sse-1")
+                .send()
+                .await
+                .expect("response");
+            let trace_id = response.headers().get("x-correlation-id").cloned();
+            assert_eq!(trace_id.as_ref().map(|v| v.as_bytes()), Some(&b"sse-1"[..]));
+            assert_eq!(response.text().await.expect("body"), "event 0\nevent 1\n");
+            let lines: Vec<serde_json::Value> = setup
+                .logs
+                .json()
+                .into_iter()
+                .filter(|l| l["fields"]["message"] == "sending an event")
+                .collect();
+            assert_eq!(lines.len(), 2, "{how:?} at {rate}");
+            for line in &lines {
+                assert_eq!(line["correlation_id"], "sse-1", "{how:?} at {rate}: {line}");
+                assert_eq!(line["trace_id"].as_str().map(str::len), Some(32));
+            }
+            if rate == 1.0 {
+                let server = setup.only(SpanKind::Server);
+                assert_eq!(
+                    lines[0]["span_id"],
+                    server.span_context.span_id().to_string()
+                );
+            }
+        }
     }
 }
