@@ -140,6 +140,9 @@ pub enum OtlpProtocol {
     /// Protobuf over HTTP/1.1 (`http/protobuf`), port 4318.
     #[serde(rename = "http/protobuf")]
     HttpProtobuf,
+    /// JSON over HTTP/1.1 (`http/json`), port 4318.
+    #[serde(rename = "http/json")]
+    HttpJson,
     /// gRPC (`grpc`), port 4317.
     #[serde(rename = "grpc")]
     Grpc,
@@ -487,12 +490,13 @@ pub(crate) fn from_env_lookup(
     )? {
         otlp.protocol = Some(match value.as_str() {
             "http/protobuf" => OtlpProtocol::HttpProtobuf,
+            "http/json" => OtlpProtocol::HttpJson,
             "grpc" => OtlpProtocol::Grpc,
             _ => {
                 return Err(Error::config(
                     name,
                     value,
-                    "supported protocols are `http/protobuf` and `grpc`",
+                    "supported protocols are `http/protobuf`, `http/json` and `grpc`",
                 ));
             }
         });
@@ -815,6 +819,19 @@ pub(crate) struct ResolvedOtlp {
     /// Lower-case names, validated as HTTP header names and values.
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) timeout: Duration,
+    /// Custom CA and client identity for `https://` endpoints (PEM, read at build time).
+    #[cfg_attr(not(feature = "otlp-tls"), allow(dead_code))]
+    pub(crate) tls: Option<ResolvedTls>,
+}
+
+/// TLS material for the OTLP exporter; `None` fields use the defaults (platform roots, no
+/// client certificate).
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(not(feature = "otlp-tls"), allow(dead_code))]
+pub(crate) struct ResolvedTls {
+    pub(crate) ca_pem: Option<Vec<u8>>,
+    pub(crate) client_cert_pem: Option<Vec<u8>>,
+    pub(crate) client_key_pem: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -951,13 +968,17 @@ fn resolve_otlp(otlp: OtlpConfig) -> Result<ResolvedOtlp, Error> {
         (None, base) => {
             let field = "exporter.endpoint";
             let base = base.unwrap_or_else(|| match protocol {
-                OtlpProtocol::HttpProtobuf => "http://localhost:4318".to_owned(),
+                OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
+                    "http://localhost:4318".to_owned()
+                }
                 OtlpProtocol::Grpc => "http://localhost:4317".to_owned(),
             });
             check_url(field, &base)?;
             match protocol {
                 // The specification: signal path appended to the base URL for HTTP only.
-                OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
+                OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
+                    format!("{}/v1/traces", base.trim_end_matches('/'))
+                }
                 OtlpProtocol::Grpc => base,
             }
         }
@@ -1004,6 +1025,7 @@ fn resolve_otlp(otlp: OtlpConfig) -> Result<ResolvedOtlp, Error> {
         compression: otlp.compression.unwrap_or(OtlpCompression::Gzip),
         headers,
         timeout: Duration::from_millis(timeout_ms),
+        tls: None,
     })
 }
 

@@ -156,8 +156,8 @@ fn env(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
 
 /// Records a root span with a child through `builder`'s pipeline and flushes it.
 fn export_two_spans(builder: TracingManagerBuilder) -> TracingManager {
-    let (manager, subscriber) = builder.log_writer(std::io::sink).build().expect("build");
-    tracing::subscriber::with_default(subscriber, || {
+    let (manager, layers) = builder.log_writer(std::io::sink).build().expect("build");
+    tracing::subscriber::with_default(layers.into_subscriber(), || {
         tracing::info_span!("root", order.id = 42_i64).in_scope(|| {
             tracing::info_span!("child").in_scope(|| {});
         });
@@ -338,7 +338,7 @@ async fn requests_are_unaffected_and_drops_counted_while_a_grpc_collector_hangs(
 
 async fn collector_hangs(protocol: OtlpProtocol) {
     let (_listener, addr) = blackhole();
-    let (manager, subscriber) = TracingManager::builder()
+    let (manager, layers) = TracingManager::builder()
         .exporter(ExporterConfig::Otlp(
             OtlpConfig::new(format!("http://{addr}"))
                 .protocol(protocol)
@@ -353,7 +353,7 @@ async fn collector_hangs(protocol: OtlpProtocol) {
         .log_writer(std::io::sink)
         .build()
         .unwrap();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = tracing::subscriber::set_default(layers.into_subscriber());
     let app = traced_app(&manager);
 
     let started = Instant::now();
@@ -389,7 +389,7 @@ async fn collector_hangs(protocol: OtlpProtocol) {
 async fn failed_exports_are_counted_when_the_collector_refuses_connections() {
     // A port that was just free: connections to it are refused.
     let addr = blackhole().1;
-    let (manager, subscriber) = TracingManager::builder()
+    let (manager, layers) = TracingManager::builder()
         .exporter(ExporterConfig::Otlp(
             OtlpConfig::new(format!("http://{addr}")).timeout(Duration::from_millis(300)),
         ))
@@ -397,7 +397,7 @@ async fn failed_exports_are_counted_when_the_collector_refuses_connections() {
         .log_writer(std::io::sink)
         .build()
         .unwrap();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = tracing::subscriber::set_default(layers.into_subscriber());
     let app = traced_app(&manager);
     for i in 0..3 {
         let response = common::send(app.clone(), common::get(&format!("/orders/{i}"), &[])).await;
@@ -441,4 +441,79 @@ fn a_file_endpoint_and_an_env_api_key_combine() {
         "from-file"
     );
     assert_root_and_child(&received);
+}
+
+// ---------------------------------------------------------------------------------------
+// the exporter never traces itself
+
+/// Runs `child_exports_one_app_span` in a child process, where the pipeline is installed
+/// globally as in a service (the exporter's own threads then see the subscriber too), with
+/// `RUST_LOG=trace` and the span filter at `trace`, and returns the names of the spans that
+/// arrived.
+fn spans_exported_by_a_child(protocol: &str) -> Vec<String> {
+    let receiver = Receiver::start();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_exports_one_app_span",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("MESHTRACE_TEST_RECEIVER", receiver.addr.to_string())
+        .env("MESHTRACE_TEST_PROTOCOL", protocol)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "child failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    receiver
+        .take()
+        .iter()
+        .flat_map(|r| spans(&r.request))
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+#[test]
+#[ignore = "run in a child process by the exporter_never_traces_itself tests"]
+fn child_exports_one_app_span() {
+    let Ok(addr) = std::env::var("MESHTRACE_TEST_RECEIVER") else {
+        return;
+    };
+    let protocol = match std::env::var("MESHTRACE_TEST_PROTOCOL").as_deref() {
+        Ok("grpc") => OtlpProtocol::Grpc,
+        _ => OtlpProtocol::HttpProtobuf,
+    };
+    let manager = TracingManager::from_env_with(env(&[
+        ("RUST_LOG", "trace".into()),
+        ("MESHTRACE_SPAN_FILTER", "trace".into()),
+    ]))
+    .exporter(ExporterConfig::Otlp(
+        OtlpConfig::new(format!("http://{addr}"))
+            .protocol(protocol)
+            .timeout(Duration::from_secs(2)),
+    ))
+    .log_writer(std::io::sink)
+    .install()
+    .expect("install");
+    tracing::info_span!("app").in_scope(|| tracing::info!("inside"));
+    // Each flush exports what the previous export emitted, if anything leaks.
+    for _ in 0..5 {
+        manager.force_flush().expect("flush");
+    }
+}
+
+#[test]
+fn the_grpc_exporter_never_traces_itself() {
+    let names = spans_exported_by_a_child("grpc");
+    assert_eq!(names, ["app"], "{} spans: {names:?}", names.len());
+}
+
+#[test]
+fn the_http_exporter_never_traces_itself() {
+    let names = spans_exported_by_a_child("http/protobuf");
+    assert_eq!(names, ["app"], "{} spans: {names:?}", names.len());
 }
