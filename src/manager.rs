@@ -98,6 +98,8 @@ use crate::config::{
     self, BatchConfig, ExporterConfig, OtlpConfig, Resolved, ResolvedExporter, TracingConfig,
 };
 use crate::context::W3cPropagator;
+use crate::export::events::ErrorEvents;
+use crate::export::suppress::Events;
 use crate::export::{
     Counters, CountingExporter, DynSpanExporter, ExportGate, ExportStats, SpanFilter,
 };
@@ -549,7 +551,7 @@ impl TracingManagerBuilder {
                 .parse(&log_directives)
                 .map_err(|e| Error::config("log_filter", &log_directives, e.to_string()))
         };
-        let span_filter = || -> Result<SpanFilter, Error> {
+        let span_filter = |events: Events| -> Result<SpanFilter, Error> {
             let invalid = |e: &dyn std::fmt::Display| {
                 Error::config(span_field, &span_directives, e.to_string())
             };
@@ -564,10 +566,11 @@ impl TracingManagerBuilder {
                 .parse(&span_directives)
                 .map_err(|e| invalid(&e))?
                 .add_directive(own);
-            Ok(SpanFilter::new(directives))
+            Ok(SpanFilter::new(directives, events))
         };
         // Both filters are checked before anything starts a thread.
-        let (layer_log_filter, layer_span_filter) = (log_filter()?, span_filter()?);
+        let (layer_log_filter, layer_span_filter) =
+            (log_filter()?, span_filter(Events::NotErrors)?);
         let (manager, provider) = self.build_provider(&resolved)?;
         let scope = InstrumentationScope::builder("meshtrace")
             .with_version(env!("CARGO_PKG_VERSION"))
@@ -587,6 +590,10 @@ impl TracingManagerBuilder {
             .with_tracked_inactivity(false)
             .with_error_events_to_status(false)
             .with_filter(layer_span_filter)
+            // tracing-opentelemetry 0.34 makes every ERROR event a span error regardless of
+            // `with_error_events_to_status`: those events reach the spans through
+            // `ErrorEvents` instead (see `export::events`).
+            .and_then(ErrorEvents::default().with_filter(span_filter(Events::OnlyErrors)?))
             .boxed();
         let logs = match self.log_writer.take() {
             Some(writer) => fmt_layer_with_writer(resolved.log_format, writer),
@@ -597,7 +604,7 @@ impl TracingManagerBuilder {
             span_layer,
             log_layer,
             log_filter: log_filter()?,
-            span_filter: span_filter()?,
+            span_filter: span_filter(Events::All)?,
         };
         Ok((manager, layers))
     }

@@ -1065,3 +1065,316 @@ async fn requests_dropped_before_any_span_still_log_their_trace_and_correlation_
     assert!(pipeline.capture.spans().is_empty());
     assert_eq!(manager.stats().exported, 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// the pipeline: log filter vs span filter, span status, trace flags, limits, own subscriber
+
+/// A function traced with `#[traced]`, called by the handler of `filter_app`.
+#[cfg(feature = "macros")]
+#[meshtrace::traced]
+async fn price_order(id: u64) -> u64 {
+    id * 2
+}
+
+/// A Router whose handler opens a user span, logs at INFO and WARN inside it, and calls a
+/// `#[traced]` function (feature `macros`).
+fn filter_app(manager: &TracingManager) -> axum::Router {
+    use tracing::Instrument as _;
+    axum::Router::new()
+        .route(
+            "/orders/{id}",
+            axum::routing::get(|| {
+                async {
+                    tracing::info!("loading order");
+                    tracing::warn!("slow order");
+                    #[cfg(feature = "macros")]
+                    price_order(21).await;
+                    "ok"
+                }
+                .instrument(tracing::info_span!("load order"))
+            }),
+        )
+        .layer(manager.server_layer())
+}
+
+async fn get_order(app: axum::Router, headers: &[(&str, &str)]) -> String {
+    use tower::ServiceExt as _;
+    let mut request = http::Request::get("/orders/42");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app
+        .oneshot(request.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+fn span_named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!(
+            "no span {name:?} in {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    })
+}
+
+#[tokio::test]
+async fn the_log_filter_changes_the_log_output_and_nothing_that_is_traced() {
+    // (setup, INFO line printed, WARN line printed)
+    let cases: Vec<(&str, TracingManagerBuilder, bool, bool)> = vec![
+        ("default", TracingManager::builder(), true, true),
+        (
+            "RUST_LOG=warn",
+            TracingManager::from_env_with(env(&[("RUST_LOG", "warn")])),
+            false,
+            true,
+        ),
+        (
+            "RUST_LOG=error",
+            TracingManager::from_env_with(env(&[("RUST_LOG", "error")])),
+            false,
+            false,
+        ),
+        (
+            "RUST_LOG=info,meshtrace=warn",
+            TracingManager::from_env_with(env(&[("RUST_LOG", "info,meshtrace=warn")])),
+            true,
+            true,
+        ),
+        (
+            "log_filter(warn)",
+            TracingManager::builder().log_filter("warn"),
+            false,
+            true,
+        ),
+        (
+            "log_filter(warn) over RUST_LOG=trace",
+            TracingManager::from_env_with(env(&[("RUST_LOG", "trace")])).log_filter("warn"),
+            false,
+            true,
+        ),
+    ];
+    for (setup, builder, info_line, warn_line) in cases {
+        let pipeline = Pipeline::json(builder);
+        let forwarded = get_order(filter_app(&pipeline.manager), &[]).await;
+        assert_eq!(forwarded, "ok");
+        pipeline.manager.force_flush().unwrap();
+        let spans = pipeline.capture.spans();
+        let server = span_named(&spans, "GET /orders/{id}");
+        let user = span_named(&spans, "load order");
+        assert_eq!(
+            user.parent_span_id,
+            server.span_context.span_id(),
+            "{setup}: the user span is a child of the server span"
+        );
+        #[cfg(feature = "macros")]
+        {
+            let traced = span_named(&spans, "price_order");
+            assert_eq!(
+                traced.parent_span_id,
+                user.span_context.span_id(),
+                "{setup}"
+            );
+        }
+        assert_eq!(
+            pipeline.lines_saying("loading order").len(),
+            usize::from(info_line),
+            "{setup}: {}",
+            pipeline.logs.text()
+        );
+        let warns = pipeline.lines_saying("slow order");
+        assert_eq!(warns.len(), usize::from(warn_line), "{setup}");
+        if let Some(line) = warns.first() {
+            assert_eq!(
+                line["trace_id"],
+                user.span_context.trace_id().to_string(),
+                "{setup}: the log line names the trace"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_error_event_does_not_make_a_span_an_error() {
+    use opentelemetry::trace::Status;
+    let pipeline = Pipeline::json(TracingManager::builder());
+    let app = axum::Router::new()
+        .route(
+            "/orders/{id}",
+            axum::routing::get(|| async {
+                tracing::info_span!("charge card").in_scope(|| {
+                    tracing::error!("payment provider said no, retrying with another");
+                });
+                "ok"
+            }),
+        )
+        .layer(pipeline.manager.server_layer());
+    assert_eq!(get_order(app, &[]).await, "ok");
+    pipeline.manager.force_flush().unwrap();
+    let spans = pipeline.capture.spans();
+    let charge = span_named(&spans, "charge card");
+    assert_eq!(
+        charge.status,
+        Status::Unset,
+        "a logged error stays a log event"
+    );
+    assert_eq!(
+        charge.events.events.len(),
+        1,
+        "the event is still recorded on the span"
+    );
+    assert_eq!(span_named(&spans, "GET /orders/{id}").status, Status::Unset);
+    assert_eq!(
+        pipeline
+            .lines_saying("payment provider said no, retrying with another")
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn exported_spans_carry_the_propagated_trace_flags() {
+    let pipeline = Pipeline::json(TracingManager::builder());
+    let app = axum::Router::new()
+        .route(
+            "/orders/{id}",
+            axum::routing::get(|| async {
+                let _span = tracing::info_span!("handler work").entered();
+                // What an outgoing call sends.
+                let mut headers = http::HeaderMap::new();
+                meshtrace::context::inject(&opentelemetry::Context::current(), &mut headers);
+                headers["traceparent"].to_str().unwrap().to_owned()
+            }),
+        )
+        .layer(pipeline.manager.server_layer());
+    let cases = [
+        // (incoming traceparent, flags of the exported spans)
+        (None, 0x03),
+        (
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            0x01,
+        ),
+        (
+            Some("00-5bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03"),
+            0x03,
+        ),
+    ];
+    for (incoming, flags) in cases {
+        let headers: Vec<(&str, &str)> = incoming.iter().map(|t| ("traceparent", *t)).collect();
+        let forwarded = get_order(app.clone(), &headers).await;
+        pipeline.manager.force_flush().unwrap();
+        let sent = u8::from_str_radix(&forwarded[forwarded.len() - 2..], 16).unwrap();
+        assert_eq!(sent, flags, "{incoming:?}: sent downstream {forwarded}");
+        let trace_id = &forwarded[3..35];
+        let spans: Vec<SpanData> = pipeline
+            .capture
+            .spans()
+            .into_iter()
+            .filter(|s| s.span_context.trace_id().to_string() == trace_id)
+            .collect();
+        assert_eq!(spans.len(), 2, "{incoming:?}: {spans:?}");
+        for span in &spans {
+            assert_eq!(
+                span.span_context.trace_flags().to_u8(),
+                flags,
+                "{incoming:?}: {} exported as sent",
+                span.name
+            );
+            assert!(
+                span.attributes
+                    .iter()
+                    .all(|kv| !kv.key.as_str().starts_with("meshtrace.internal")),
+                "{:?}",
+                span.attributes
+            );
+        }
+    }
+}
+
+#[test]
+fn the_export_gate_bounds_status_descriptions_event_names_and_event_and_link_values() {
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::{
+        Link, SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState, Tracer as _,
+        TracerProvider as _,
+    };
+    let capture = Capture::default();
+    let (manager, _layers) = TracingManager::builder()
+        .sampling(SamplingConfig::default().span_limits(
+            meshtrace::sampler::SpanLimitsConfig::default().max_attribute_value_length(8),
+        ))
+        .span_exporter(capture.clone())
+        .log_writer(std::io::sink)
+        .build()
+        .unwrap();
+    let long = "é".repeat(100); // 200 bytes, 2 per character
+    let tracer = manager.tracer_provider().tracer("limits");
+    let linked = SpanContext::new(
+        TraceId::from(7_u128),
+        SpanId::from(7_u64),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::NONE,
+    );
+    let mut builder = tracer.span_builder("bounded");
+    builder.links = Some(vec![Link::new(
+        linked,
+        vec![KeyValue::new("why", long.clone())],
+        0,
+    )]);
+    let mut span = tracer.build(builder);
+    use opentelemetry::trace::Span as _;
+    span.add_event(long.clone(), vec![KeyValue::new("detail", long.clone())]);
+    span.set_status(Status::error(long.clone()));
+    span.end();
+    manager.force_flush().unwrap();
+    let spans = capture.spans();
+    let span = &spans[0];
+    let cut = "éééé";
+    assert_eq!(span.status, Status::error(cut));
+    assert_eq!(span.events.events[0].name, cut);
+    assert_eq!(span.events.events[0].attributes[0].value.as_str(), cut);
+    assert_eq!(span.links.links[0].attributes[0].value.as_str(), cut);
+}
+
+#[test]
+fn build_returns_layers_to_compose_with_a_subscriber_of_ones_own() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let capture = Capture::default();
+    let ours = SharedBuf::default();
+    let theirs = SharedBuf::default();
+    let (manager, layers) = TracingManager::builder()
+        .log_filter("warn")
+        .span_exporter(capture.clone())
+        .log_writer(ours.clone())
+        .build()
+        .unwrap();
+    // The user's own log layer with meshtrace's log filter, and their own layer next to
+    // meshtrace's span layer and log layer.
+    let subscriber = tracing_subscriber::registry()
+        .with(vec![layers.span_layer, layers.log_layer])
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(theirs.clone())
+                .with_ansi(false)
+                .with_filter(layers.log_filter),
+        );
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info_span!("composed").in_scope(|| {
+            tracing::info!("quiet");
+            tracing::warn!("loud");
+        });
+    });
+    manager.force_flush().unwrap();
+    assert_eq!(capture.spans()[0].name, "composed");
+    for buf in [ours, theirs] {
+        let text = buf.text();
+        assert!(text.contains("loud") && !text.contains("quiet"), "{text}");
+    }
+}

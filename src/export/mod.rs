@@ -33,6 +33,7 @@
 //! still reach the log output when the log filter enables them.
 
 mod counting;
+pub(crate) mod events;
 mod gate;
 #[cfg(feature = "otlp")]
 pub(crate) mod otlp;

@@ -67,11 +67,38 @@ pub(crate) fn exporting() -> bool {
 #[derive(Debug)]
 pub struct SpanFilter {
     directives: EnvFilter,
+    events: Events,
+}
+
+/// Which events a [`SpanFilter`] lets through (spans: those the directives enable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Events {
+    /// Every event the directives enable (a filter for an OpenTelemetry layer of your own).
+    All,
+    /// All but ERROR events: tracing-opentelemetry 0.34 turns every ERROR event inside a
+    /// span into span status Error whatever `with_error_events_to_status` says
+    /// (`OpenTelemetryLayer::on_event`), so the manager's layer never sees them and
+    /// [`super::events::ErrorEvents`] records them as plain span events.
+    NotErrors,
+    /// Only ERROR events (the filter of `ErrorEvents`).
+    OnlyErrors,
 }
 
 impl SpanFilter {
-    pub(crate) fn new(directives: EnvFilter) -> Self {
-        SpanFilter { directives }
+    pub(crate) fn new(directives: EnvFilter, events: Events) -> Self {
+        SpanFilter { directives, events }
+    }
+
+    fn admits(&self, meta: &Metadata<'_>) -> bool {
+        if !meta.is_event() {
+            return true;
+        }
+        let error = *meta.level() == tracing::Level::ERROR;
+        match self.events {
+            Events::All => true,
+            Events::NotErrors => !error,
+            Events::OnlyErrors => error,
+        }
     }
 }
 
@@ -80,10 +107,13 @@ where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
     fn enabled(&self, meta: &Metadata<'_>, cx: &LayerContext<'_, S>) -> bool {
-        !exporting() && Filter::<S>::enabled(&self.directives, meta, cx)
+        self.admits(meta) && !exporting() && Filter::<S>::enabled(&self.directives, meta, cx)
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if !self.admits(meta) {
+            return Interest::never();
+        }
         let interest = Filter::<S>::callsite_enabled(&self.directives, meta);
         if interest.is_never() {
             interest
@@ -97,6 +127,7 @@ where
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
+        // Spans of every level the directives enable pass, so the hint stays theirs.
         Filter::<S>::max_level_hint(&self.directives)
     }
 
