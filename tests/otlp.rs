@@ -40,14 +40,30 @@ struct Receiver {
     received: Arc<Mutex<Vec<Received>>>,
 }
 
+/// The receiver's state: what arrived, and whether it is down (answering every export with
+/// HTTP 400 until `POST /control/up` arrives).
+#[derive(Clone)]
+struct Store {
+    received: Arc<Mutex<Vec<Received>>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
 impl Receiver {
     /// Serves on its own thread and runtime, so that the test thread may block (flush).
     fn start() -> Receiver {
+        Self::start_with(false)
+    }
+
+    /// A receiver that is down until told otherwise (see [`Store`]).
+    fn start_with(down: bool) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
-        let store = Arc::clone(&received);
+        let store = Store {
+            received: Arc::clone(&received),
+            down: Arc::new(std::sync::atomic::AtomicBool::new(down)),
+        };
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -57,10 +73,10 @@ impl Receiver {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 loop {
                     let (stream, _) = listener.accept().await.unwrap();
-                    let store = Arc::clone(&store);
+                    let store = store.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |request| {
-                            handle(request, Arc::clone(&store))
+                            handle(request, store.clone())
                         });
                         let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                             .serve_connection(TokioIo::new(stream), service)
@@ -87,10 +103,21 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
 
 async fn handle(
     request: Request<Incoming>,
-    store: Arc<Mutex<Vec<Received>>>,
+    store: Store,
 ) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+    use std::sync::atomic::Ordering;
     let (parts, body) = request.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes();
+    if parts.uri.path() == "/control/up" {
+        store.down.store(false, Ordering::SeqCst);
+        return Ok(Response::new(Full::new(Bytes::new()).boxed()));
+    }
+    if store.down.load(Ordering::SeqCst) {
+        return Ok(Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .body(Full::new(Bytes::from_static(b"collector is down")).boxed())
+            .unwrap());
+    }
     let header = |name: &str| {
         parts
             .headers
@@ -115,8 +142,12 @@ async fn handle(
     } else {
         bytes.to_vec()
     };
-    let request = ExportTraceServiceRequest::decode(payload.as_slice()).expect("protobuf");
-    store.lock().unwrap().push(Received {
+    let request = if header("content-type") == "application/json" {
+        serde_json::from_slice(&payload).expect("OTLP JSON")
+    } else {
+        ExportTraceServiceRequest::decode(payload.as_slice()).expect("protobuf")
+    };
+    store.received.lock().unwrap().push(Received {
         path: parts.uri.path().to_owned(),
         headers: parts.headers.clone(),
         request,
@@ -446,6 +477,29 @@ fn a_file_endpoint_and_an_env_api_key_combine() {
 // ---------------------------------------------------------------------------------------
 // the exporter never traces itself
 
+/// Runs the ignored test `name` of this binary in a child process with `envs`; fails unless
+/// it passes; returns what it wrote to stdout (the log output of a global install).
+fn run_child(name: &str, envs: &[(&str, String)]) -> String {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "child {name} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// Runs `child_exports_one_app_span` in a child process, where the pipeline is installed
 /// globally as in a service (the exporter's own threads then see the subscriber too), with
 /// `RUST_LOG=trace` and the span filter at `trace`, and returns the names of the spans that
@@ -516,4 +570,150 @@ fn the_grpc_exporter_never_traces_itself() {
 fn the_http_exporter_never_traces_itself() {
     let names = spans_exported_by_a_child("http/protobuf");
     assert_eq!(names, ["app"], "{} spans: {names:?}", names.len());
+}
+
+// ---------------------------------------------------------------------------------------
+// loud when something goes wrong: one warning, one recovery line
+
+fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(needle)).collect()
+}
+
+#[test]
+#[ignore = "run in a child process by failing_exports_are_reported_once_and_so_is_the_recovery"]
+fn child_reports_failing_exports() {
+    let Ok(addr) = std::env::var("MESHTRACE_TEST_RECEIVER") else {
+        return;
+    };
+    let manager = TracingManager::from_env_with(env(&[("RUST_LOG", "info".into())]))
+        .exporter(ExporterConfig::Otlp(
+            OtlpConfig::new(format!("http://{addr}")).timeout(Duration::from_secs(2)),
+        ))
+        .install()
+        .expect("install");
+    for i in 0..3 {
+        tracing::info_span!("while down", i).in_scope(|| {});
+        let _ = manager.force_flush();
+    }
+    let stats = manager.stats();
+    assert_eq!(stats.dropped_export_failed, 3, "{stats:?}");
+    let cause = stats.last_error.expect("the cause is kept");
+    assert!(
+        cause.contains(&format!("http://{addr}/v1/traces")),
+        "{cause}"
+    );
+    assert!(cause.contains("400"), "{cause}");
+
+    // The collector comes back.
+    use std::io::{Read as _, Write as _};
+    let mut control = std::net::TcpStream::connect(&addr).unwrap();
+    control
+        .write_all(b"POST /control/up HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let _ = control.read_to_end(&mut Vec::new());
+
+    tracing::info_span!("after recovery").in_scope(|| {});
+    manager.force_flush().expect("flush");
+    let stats = manager.stats();
+    assert_eq!(stats.exported, 1, "{stats:?}");
+    assert_eq!(stats.last_error, None);
+}
+
+#[test]
+fn failing_exports_are_reported_once_and_so_is_the_recovery() {
+    let receiver = Receiver::start_with(true);
+    let log = run_child(
+        "child_reports_failing_exports",
+        &[("MESHTRACE_TEST_RECEIVER", receiver.addr.to_string())],
+    );
+    let warnings = lines_with(&log, "WARN");
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning for three failed exports:\n{log}"
+    );
+    let warning = warnings[0];
+    for needle in [
+        "meshtrace",
+        "span export failed",
+        &format!("http://{}/v1/traces", receiver.addr),
+        "400",
+    ] {
+        assert!(warning.contains(needle), "{needle:?} in {warning}");
+    }
+    let recovered = lines_with(&log, "works again");
+    assert_eq!(recovered.len(), 1, "{log}");
+    assert!(
+        recovered[0].contains("3 spans were dropped meanwhile"),
+        "{}",
+        recovered[0]
+    );
+    let names: Vec<String> = receiver
+        .take()
+        .iter()
+        .flat_map(|r| spans(&r.request))
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(names, ["after recovery"]);
+}
+
+#[test]
+#[ignore = "run in a child process by a_full_queue_is_reported_once"]
+fn child_fills_the_queue_of_a_hung_collector() {
+    let Ok(addr) = std::env::var("MESHTRACE_TEST_RECEIVER") else {
+        return;
+    };
+    let manager = TracingManager::from_env_with(env(&[("RUST_LOG", "info".into())]))
+        .exporter(ExporterConfig::Otlp(
+            OtlpConfig::new(format!("http://{addr}")).timeout(Duration::from_millis(300)),
+        ))
+        .batch(
+            BatchConfig::default()
+                .max_queue_size(2)
+                .max_export_batch_size(1)
+                .export_timeout(Duration::from_millis(300)),
+        )
+        .install()
+        .expect("install");
+    for i in 0..10 {
+        tracing::info_span!("request", i).in_scope(|| {});
+    }
+    let _ = manager.force_flush();
+    let stats = manager.stats();
+    assert!(stats.dropped_queue_full >= 8, "{stats:?}");
+}
+
+#[test]
+fn a_full_queue_is_reported_once() {
+    let (_listener, addr) = blackhole();
+    let log = run_child(
+        "child_fills_the_queue_of_a_hung_collector",
+        &[("MESHTRACE_TEST_RECEIVER", addr.to_string())],
+    );
+    let warnings = lines_with(&log, "WARN");
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("because the queue was full"),
+        "{}",
+        warnings[0]
+    );
+    assert!(warnings[0].contains(&addr.to_string()), "{}", warnings[0]);
+}
+
+#[test]
+fn http_json_round_trip() {
+    let receiver = Receiver::start();
+    let _manager = export_two_spans(
+        TracingManager::builder().exporter(ExporterConfig::Otlp(
+            OtlpConfig::new(format!("http://{}", receiver.addr))
+                .protocol(OtlpProtocol::HttpJson)
+                .compression(OtlpCompression::None)
+                .timeout(Duration::from_secs(1)),
+        )),
+    );
+    let received = receiver.take();
+    assert!(!received.is_empty());
+    assert_eq!(received[0].path, "/v1/traces");
+    assert_eq!(received[0].headers["content-type"], "application/json");
+    assert_root_and_child(&received);
 }
