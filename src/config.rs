@@ -131,6 +131,14 @@ pub struct OtlpConfig {
     pub headers: BTreeMap<String, String>,
     /// Per-request timeout in milliseconds; default 10000.
     pub timeout_ms: Option<u64>,
+    // TODO(config branch): replaced by the config branch's TLS settings (same names).
+    /// PEM file of the CA that signs the collector's certificate
+    /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`); replaces the platform's roots. Feature `otlp-tls`.
+    pub certificate: Option<String>,
+    /// PEM file of the client certificate for mutual TLS (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`).
+    pub client_certificate: Option<String>,
+    /// PEM file of the client certificate's key (`OTEL_EXPORTER_OTLP_CLIENT_KEY`).
+    pub client_key: Option<String>,
 }
 
 /// OTLP transport.
@@ -225,6 +233,9 @@ impl std::fmt::Debug for OtlpConfig {
             .field("compression", &self.compression)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("timeout_ms", &self.timeout_ms)
+            .field("certificate", &self.certificate)
+            .field("client_certificate", &self.client_certificate)
+            .field("client_key", &self.client_key)
             .finish()
     }
 }
@@ -283,6 +294,9 @@ impl OtlpConfig {
             compression: over.compression.or(self.compression),
             headers,
             timeout_ms: over.timeout_ms.or(self.timeout_ms),
+            certificate: over.certificate.or(self.certificate),
+            client_certificate: over.client_certificate.or(self.client_certificate),
+            client_key: over.client_key.or(self.client_key),
         }
     }
 }
@@ -530,6 +544,27 @@ pub(crate) fn from_env_lookup(
         OTEL_EXPORTER_OTLP_TIMEOUT,
     )? {
         otlp.timeout_ms = Some(parse_millis(&name, &value)?);
+    }
+    for (field, traces, general) in [
+        (
+            &mut otlp.certificate,
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ),
+        (
+            &mut otlp.client_certificate,
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        ),
+        (
+            &mut otlp.client_key,
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        ),
+    ] {
+        if let Some((_, path)) = first(traces, general)? {
+            *field = Some(path);
+        }
     }
 
     let disabled = match get(OTEL_SDK_DISABLED)? {
@@ -1025,8 +1060,39 @@ fn resolve_otlp(otlp: OtlpConfig) -> Result<ResolvedOtlp, Error> {
         compression: otlp.compression.unwrap_or(OtlpCompression::Gzip),
         headers,
         timeout: Duration::from_millis(timeout_ms),
-        tls: None,
+        tls: resolve_tls(
+            &otlp.certificate,
+            &otlp.client_certificate,
+            &otlp.client_key,
+        )?,
     })
+}
+
+fn resolve_tls(
+    ca: &Option<String>,
+    cert: &Option<String>,
+    key: &Option<String>,
+) -> Result<Option<ResolvedTls>, Error> {
+    let read = |field: &str, path: &Option<String>| -> Result<Option<Vec<u8>>, Error> {
+        path.as_ref()
+            .map(|path| std::fs::read(path).map_err(|e| Error::config(field, path, e.to_string())))
+            .transpose()
+    };
+    if cert.is_some() != key.is_some() {
+        return Err(Error::config(
+            "exporter.client_certificate",
+            cert.as_deref().or(key.as_deref()).unwrap_or_default(),
+            "set both client_certificate and client_key, or neither",
+        ));
+    }
+    if ca.is_none() && cert.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(ResolvedTls {
+        ca_pem: read("exporter.certificate", ca)?,
+        client_cert_pem: read("exporter.client_certificate", cert)?,
+        client_key_pem: read("exporter.client_key", key)?,
+    }))
 }
 
 /// The specification's default: `unknown_service:` followed by the executable name.
