@@ -60,7 +60,13 @@ pub(crate) fn exporting() -> bool {
 }
 
 /// The filter of the span layer: the span filter's directives, minus everything emitted
-/// while exporting (see the [module docs](self)).
+/// while exporting (the OTLP clients' hyper, h2, tonic and reqwest spans), so that export
+/// never feeds itself. Rejected: whatever runs in a suppressed OpenTelemetry Context
+/// (`Context::is_current_telemetry_suppressed`, as the SDK's batch thread does) or on one
+/// of the exporter's threads, even inside a `tracing` span created elsewhere.
+///
+/// [`Layers::span_filter`](crate::Layers::span_filter) is a copy for an OpenTelemetry layer
+/// of your own.
 ///
 /// The directives decide per callsite, once (`EnvFilter`'s cached interest); callsites they
 /// enable are checked per call for the export marks, two thread-local reads.
