@@ -32,7 +32,8 @@
 
 use crate::Error;
 use crate::config::{
-    self, BatchConfig, ExporterConfig, OtlpConfig, Resolved, ResolvedExporter, TracingConfig,
+    self, BatchConfig, EnvLayer, ExporterConfig, Resolved, ResolvedExporter, SpanLimitsConfig,
+    TracingConfig,
 };
 use crate::context::W3cPropagator;
 use crate::export::{Counters, CountingExporter, DynSpanExporter, ExportGate, ExportStats};
@@ -73,9 +74,9 @@ pub struct TracingManager {
 /// Configures and builds a [`TracingManager`]; see the [module docs](self) for precedence.
 #[must_use]
 pub struct TracingManagerBuilder {
-    /// `OTEL_*` layer: the config and the OTLP settings, or the first error reading them.
-    env: Option<Result<(TracingConfig, OtlpConfig), Error>>,
-    env_sampling: Option<Result<SamplingConfig, Error>>,
+    /// The environment's layer (`OTEL_*`, `RUST_LOG`, the sampler's variables), or the
+    /// first error reading it.
+    env: Option<Result<EnvLayer, Error>>,
     file: Option<TracingConfig>,
     overrides: TracingConfig,
     exporter: Option<Box<dyn DynSpanExporter>>,
@@ -87,7 +88,10 @@ impl std::fmt::Debug for TracingManagerBuilder {
         f.debug_struct("TracingManagerBuilder")
             .field(
                 "env",
-                &self.env.as_ref().map(|r| r.as_ref().map(|(c, _)| c)),
+                &self
+                    .env
+                    .as_ref()
+                    .map(|r| r.as_ref().map(|layer| &layer.config)),
             )
             .field("file", &self.file)
             .field("overrides", &self.overrides)
@@ -102,7 +106,6 @@ impl TracingManager {
     pub fn builder() -> TracingManagerBuilder {
         TracingManagerBuilder {
             env: None,
-            env_sampling: None,
             file: None,
             overrides: TracingConfig::default(),
             exporter: None,
@@ -121,8 +124,7 @@ impl TracingManager {
     /// another source than the process environment).
     pub fn from_env_with(lookup: impl Fn(&str) -> Option<String>) -> TracingManagerBuilder {
         let mut builder = Self::builder();
-        builder.env = Some(config::from_env_lookup(&lookup));
-        builder.env_sampling = Some(SamplingConfig::from_env_with(&lookup));
+        builder.env = Some(config::env::read(&lookup));
         builder
     }
 
@@ -157,14 +159,11 @@ impl TracingManager {
             .map_err(|e| Error::setup("force_flush", e))
     }
 
-    /// A [`TracingLayer`] for the server side, using the sampling config's debug header
-    /// and sharing the provider's sampler, so that requests the sampler drops (an
+    /// A [`TracingLayer`] for the server side, sharing the provider's sampler, so that requests the sampler drops (an
     /// unsampled caller, a root below the base rate) build no span at all (see
     /// [`TracingLayer::sampler`]); their handlers and log lines still see the trace.
     pub fn server_layer(&self) -> TracingLayer {
-        TracingLayer::new()
-            .debug_header(self.sampler.handle().debug_header())
-            .sampler(self.sampler.clone())
+        TracingLayer::new().sampler(self.sampler.clone())
     }
 
     /// The sampler's handle, to reload the sampling configuration at runtime.
@@ -272,9 +271,15 @@ impl TracingManagerBuilder {
         self
     }
 
-    /// Head sampling and span limits.
+    /// Head sampling.
     pub fn sampling(mut self, sampling: SamplingConfig) -> Self {
         self.overrides.sampling = Some(sampling);
+        self
+    }
+
+    /// Per-span storage limits; fields left unset keep their lower-precedence values.
+    pub fn span_limits(mut self, limits: SpanLimitsConfig) -> Self {
+        self.overrides.span_limits = limits;
         self
     }
 
@@ -314,9 +319,16 @@ impl TracingManagerBuilder {
         self
     }
 
-    /// `EnvFilter` directives, e.g. `info,hyper=warn`; wins over `RUST_LOG`.
-    pub fn env_filter(mut self, directives: &str) -> Self {
-        self.overrides.env_filter = Some(directives.to_owned());
+    /// `EnvFilter` directives for log output, e.g. `info,hyper=warn`; wins over `RUST_LOG`.
+    pub fn log_filter(mut self, directives: &str) -> Self {
+        self.overrides.log_filter = Some(directives.to_owned());
+        self
+    }
+
+    /// `EnvFilter` directives choosing the `tracing` spans that are exported (default
+    /// `info`); wins over `MESHTRACE_SPAN_FILTER`.
+    pub fn span_filter(mut self, directives: &str) -> Self {
+        self.overrides.span_filter = Some(directives.to_owned());
         self
     }
 
@@ -329,17 +341,15 @@ impl TracingManagerBuilder {
 
     /// The configuration every source merges into, validated, without building anything.
     fn resolve(&mut self) -> Result<Resolved, Error> {
-        let (env, otlp_env) = match self.env.take() {
-            Some(result) => result?,
-            None => (TracingConfig::default(), OtlpConfig::default()),
-        };
-        let mut env = env;
-        if let Some(sampling) = self.env_sampling.take() {
-            env.sampling = Some(sampling?);
-        }
+        let env = self.env.take().transpose()?;
         let file = self.file.take().unwrap_or_default();
-        let merged = env.merge(file).merge(std::mem::take(&mut self.overrides));
-        config::resolve(merged, otlp_env)
+        let exporter_in_code = self.exporter.is_some();
+        config::resolve(
+            env,
+            file,
+            std::mem::take(&mut self.overrides),
+            exporter_in_code,
+        )
     }
 
     /// Builds the pipeline and returns it with its subscriber, without installing anything
@@ -351,8 +361,8 @@ impl TracingManagerBuilder {
         let resolved = self.resolve()?;
         let (manager, provider) = self.build_provider(&resolved)?;
         let filter = EnvFilter::builder()
-            .parse(&resolved.env_filter)
-            .map_err(|e| Error::config("env_filter", &resolved.env_filter, e.to_string()))?;
+            .parse(&resolved.log_filter)
+            .map_err(|e| Error::config("log_filter", &resolved.log_filter, e.to_string()))?;
         let scope = InstrumentationScope::builder("meshtrace")
             .with_version(env!("CARGO_PKG_VERSION"))
             .build();
@@ -428,7 +438,7 @@ impl TracingManagerBuilder {
             .with_sampler(sampler.clone())
             // Lets the server layer choose (and decide on) the trace id of root requests.
             .with_id_generator(crate::server::RootIdGenerator::new())
-            .with_span_limits(resolved.sampling.span_limits.to_sdk())
+            .with_span_limits(resolved.span_limits.to_sdk())
             .with_resource(build_resource(resolved));
         if let Some(exporter) = exporter {
             let exporter = CountingExporter::new(exporter, Arc::clone(&counters));
@@ -436,7 +446,7 @@ impl TracingManagerBuilder {
                 exporter,
                 Arc::clone(&counters),
                 &resolved.batch,
-                resolved.sampling.span_limits,
+                resolved.span_limits,
             ));
         }
         let provider = builder.build();

@@ -1,7 +1,7 @@
 //! The sampled-only, bounded, counting front of the SDK's batch span processor.
 
 use crate::config::ResolvedBatch;
-use crate::sampler::SpanLimitsConfig;
+use crate::config::ResolvedSpanLimits;
 use futures_util::future::BoxFuture;
 use opentelemetry::Context;
 use opentelemetry_sdk::Resource;
@@ -73,7 +73,7 @@ pub(crate) struct ExportGate {
     inner: BatchSpanProcessor,
     counters: Arc<Counters>,
     max_queue_size: usize,
-    limits: SpanLimitsConfig,
+    limits: ResolvedSpanLimits,
 }
 
 impl ExportGate {
@@ -82,7 +82,7 @@ impl ExportGate {
         exporter: CountingExporter,
         counters: Arc<Counters>,
         batch: &ResolvedBatch,
-        limits: SpanLimitsConfig,
+        limits: ResolvedSpanLimits,
     ) -> Self {
         // Every field is set explicitly: `BatchConfigBuilder::default()` reads the process's
         // OTEL_BSP_* variables, which must not override what the manager resolved. The export
@@ -277,7 +277,7 @@ mod tests {
                 exporter,
                 Arc::clone(&counters),
                 &batch,
-                SpanLimitsConfig::default(),
+                ResolvedSpanLimits::default(),
             ))
             .build();
         let tracer = provider.tracer("gate-test");

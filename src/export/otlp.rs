@@ -49,12 +49,17 @@ pub(crate) fn build(
     let timeout = otlp.timeout.min(export_timeout);
     let build_error = |e: opentelemetry_otlp::ExporterBuildError| Error::setup("OTLP exporter", e);
     match otlp.protocol {
-        OtlpProtocol::HttpProtobuf => {
+        OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
             let headers: HashMap<String, String> = otlp.headers.iter().cloned().collect();
+            let protocol = if otlp.protocol == OtlpProtocol::HttpJson {
+                Protocol::HttpJson
+            } else {
+                Protocol::HttpBinary
+            };
             let mut builder = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_endpoint(otlp.url.clone())
-                .with_protocol(Protocol::HttpBinary)
+                .with_protocol(protocol)
                 .with_timeout(timeout)
                 .with_headers(headers);
             if otlp.compression == OtlpCompression::Gzip {
