@@ -95,7 +95,8 @@
 
 use crate::Error;
 use crate::config::{
-    self, BatchConfig, ExporterConfig, OtlpConfig, Resolved, ResolvedExporter, TracingConfig,
+    self, BatchConfig, EnvLayer, ExporterConfig, Resolved, ResolvedExporter, SpanLimitsConfig,
+    TracingConfig,
 };
 use crate::context::W3cPropagator;
 use crate::export::events::ErrorEvents;
@@ -121,11 +122,6 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-/// The environment variable holding the span filter's directives (read by
-/// [`TracingManager::from_env`]).
-pub const MESHTRACE_SPAN_FILTER: &str = "MESHTRACE_SPAN_FILTER";
-
-const DEFAULT_SPAN_FILTER: &str = "info";
 /// Added to every span filter: meshtrace's own spans are always traced (sampling decides).
 const OWN_SPANS: &str = "meshtrace=info";
 
@@ -215,13 +211,9 @@ pub enum ExistingGlobals {
 /// Configures and builds a [`TracingManager`]; see the [module docs](self) for precedence.
 #[must_use]
 pub struct TracingManagerBuilder {
-    /// `OTEL_*` layer: the config and the OTLP settings, or the first error reading them.
-    env: Option<Result<(TracingConfig, OtlpConfig), Error>>,
-    env_sampling: Option<Result<SamplingConfig, Error>>,
-    // TODO(config branch): `span_filter` moves into `TracingConfig` (key `span_filter`,
-    // read from MESHTRACE_SPAN_FILTER by the environment reader); kept here until then.
-    env_span_filter: Option<String>,
-    span_filter: Option<String>,
+    /// The environment's layer (`OTEL_*`, `RUST_LOG`, the sampler's variables), or the
+    /// first error reading it.
+    env: Option<Result<EnvLayer, Error>>,
     file: Option<TracingConfig>,
     overrides: TracingConfig,
     exporter: Option<Box<dyn DynSpanExporter>>,
@@ -234,16 +226,15 @@ impl std::fmt::Debug for TracingManagerBuilder {
         f.debug_struct("TracingManagerBuilder")
             .field(
                 "env",
-                &self.env.as_ref().map(|r| r.as_ref().map(|(c, _)| c)),
+                &self
+                    .env
+                    .as_ref()
+                    .map(|r| r.as_ref().map(|layer| &layer.config)),
             )
             .field("file", &self.file)
             .field("overrides", &self.overrides)
             .field("custom_exporter", &self.exporter.is_some())
             .field("custom_log_writer", &self.log_writer.is_some())
-            .field(
-                "span_filter",
-                &self.span_filter.as_ref().or(self.env_span_filter.as_ref()),
-            )
             .field("existing_globals", &self.existing_globals)
             .finish()
     }
@@ -254,9 +245,6 @@ impl TracingManager {
     pub fn builder() -> TracingManagerBuilder {
         TracingManagerBuilder {
             env: None,
-            env_sampling: None,
-            env_span_filter: None,
-            span_filter: None,
             file: None,
             overrides: TracingConfig::default(),
             exporter: None,
@@ -267,7 +255,7 @@ impl TracingManager {
 
     /// A builder prefilled from the process environment: the `OTEL_*` variables listed in
     /// [`config::env`], the sampler's variables (see [`SamplingConfig::from_env_with`]),
-    /// `RUST_LOG` (the log filter) and [`MESHTRACE_SPAN_FILTER`] (the span filter). Invalid
+    /// `RUST_LOG` (the log filter) and `MESHTRACE_SPAN_FILTER` (the span filter). Invalid
     /// values are reported by `install()`, naming the variable.
     pub fn from_env() -> TracingManagerBuilder {
         Self::from_env_with(|name| std::env::var(name).ok())
@@ -277,9 +265,7 @@ impl TracingManager {
     /// another source than the process environment).
     pub fn from_env_with(lookup: impl Fn(&str) -> Option<String>) -> TracingManagerBuilder {
         let mut builder = Self::builder();
-        builder.env = Some(config::from_env_lookup(&lookup));
-        builder.env_sampling = Some(SamplingConfig::from_env_with(&lookup));
-        builder.env_span_filter = lookup(MESHTRACE_SPAN_FILTER).filter(|v| !v.trim().is_empty());
+        builder.env = Some(config::env::read(&lookup));
         builder
     }
 
@@ -314,14 +300,11 @@ impl TracingManager {
             .map_err(|e| Error::setup("force_flush", e))
     }
 
-    /// A [`TracingLayer`] for the server side, using the sampling config's debug header
-    /// and sharing the provider's sampler, so that requests the sampler drops (an
+    /// A [`TracingLayer`] for the server side, sharing the provider's sampler, so that requests the sampler drops (an
     /// unsampled caller, a root below the base rate) build no span at all (see
     /// [`TracingLayer::sampler`]); their handlers and log lines still see the trace.
     pub fn server_layer(&self) -> TracingLayer {
-        TracingLayer::new()
-            .debug_header(self.sampler.handle().debug_header())
-            .sampler(self.sampler.clone())
+        TracingLayer::new().sampler(self.sampler.clone())
     }
 
     /// The sampler's handle, to reload the sampling configuration at runtime.
@@ -429,9 +412,15 @@ impl TracingManagerBuilder {
         self
     }
 
-    /// Head sampling and span limits.
+    /// Head sampling.
     pub fn sampling(mut self, sampling: SamplingConfig) -> Self {
         self.overrides.sampling = Some(sampling);
+        self
+    }
+
+    /// Per-span storage limits; fields left unset keep their lower-precedence values.
+    pub fn span_limits(mut self, limits: SpanLimitsConfig) -> Self {
+        self.overrides.span_limits = limits;
         self
     }
 
@@ -475,8 +464,7 @@ impl TracingManagerBuilder {
     /// `warn,checkout=info`; wins over `RUST_LOG`. Default `info`. It changes nothing that
     /// is traced (see the [module docs](self#two-filters-what-is-logged-and-what-is-traced)).
     pub fn log_filter(mut self, directives: &str) -> Self {
-        // TODO(config branch): the config key is renamed `log_filter`.
-        self.overrides.env_filter = Some(directives.to_owned());
+        self.overrides.log_filter = Some(directives.to_owned());
         self
     }
 
@@ -485,7 +473,7 @@ impl TracingManagerBuilder {
     /// `MESHTRACE_SPAN_FILTER`. Default `info`; `meshtrace=info` is always added. It changes
     /// nothing that is logged.
     pub fn span_filter(mut self, directives: &str) -> Self {
-        self.span_filter = Some(directives.to_owned());
+        self.overrides.span_filter = Some(directives.to_owned());
         self
     }
 
@@ -505,26 +493,15 @@ impl TracingManagerBuilder {
 
     /// The configuration every source merges into, validated, without building anything.
     fn resolve(&mut self) -> Result<Resolved, Error> {
-        let (env, otlp_env) = match self.env.take() {
-            Some(result) => result?,
-            None => (TracingConfig::default(), OtlpConfig::default()),
-        };
-        let mut env = env;
-        if let Some(sampling) = self.env_sampling.take() {
-            env.sampling = Some(sampling?);
-        }
+        let env = self.env.take().transpose()?;
         let file = self.file.take().unwrap_or_default();
-        let merged = env.merge(file).merge(std::mem::take(&mut self.overrides));
-        config::resolve(merged, otlp_env)
-    }
-
-    /// The span filter's directives and where they came from (for errors).
-    fn span_directives(&mut self) -> (&'static str, String) {
-        match (self.span_filter.take(), self.env_span_filter.take()) {
-            (Some(directives), _) => ("span_filter", directives),
-            (None, Some(directives)) => (MESHTRACE_SPAN_FILTER, directives),
-            (None, None) => ("span_filter", DEFAULT_SPAN_FILTER.to_owned()),
-        }
+        let exporter_in_code = self.exporter.is_some();
+        config::resolve(
+            env,
+            file,
+            std::mem::take(&mut self.overrides),
+            exporter_in_code,
+        )
     }
 
     /// Builds the pipeline without installing anything globally (no global subscriber,
@@ -544,8 +521,9 @@ impl TracingManagerBuilder {
         S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
     {
         let resolved = self.resolve()?;
-        let log_directives = resolved.env_filter.clone();
-        let (span_field, span_directives) = self.span_directives();
+        // Both already parse: checked when the configuration was resolved.
+        let log_directives = resolved.log_filter.clone();
+        let span_directives = resolved.span_filter.clone();
         let log_filter = || {
             EnvFilter::builder()
                 .parse(&log_directives)
@@ -553,14 +531,8 @@ impl TracingManagerBuilder {
         };
         let span_filter = |events: Events| -> Result<SpanFilter, Error> {
             let invalid = |e: &dyn std::fmt::Display| {
-                Error::config(span_field, &span_directives, e.to_string())
+                Error::config("span_filter", &span_directives, e.to_string())
             };
-            if span_directives.len() > config::MAX_ENV_VALUE_BYTES {
-                return Err(invalid(&format_args!(
-                    "longer than {} bytes",
-                    config::MAX_ENV_VALUE_BYTES
-                )));
-            }
             let own = OWN_SPANS.parse().map_err(|e| invalid(&e))?;
             let directives = EnvFilter::builder()
                 .parse(&span_directives)
@@ -674,7 +646,7 @@ impl TracingManagerBuilder {
             // Lets the server layer choose (and decide on) the trace id of root requests.
             // (The lead removes this with the native server spans.)
             .with_id_generator(crate::server::RootIdGenerator::new())
-            .with_span_limits(resolved.sampling.span_limits.to_sdk())
+            .with_span_limits(resolved.span_limits.to_sdk())
             .with_resource(build_resource(resolved));
         if let Some((exporter, name)) = exporter {
             let exporter = CountingExporter::new(exporter, Arc::clone(&counters), name);
@@ -682,9 +654,7 @@ impl TracingManagerBuilder {
                 exporter,
                 Arc::clone(&counters),
                 &resolved.batch,
-                // TODO(config branch): `resolved.span_limits`, and
-                // `crate::limits::set_max_value_len` once the lead's `limits` lands.
-                resolved.sampling.span_limits.max_attribute_value_length as usize,
+                resolved.span_limits.max_attribute_value_length,
             ));
         }
         let provider = builder.build();
