@@ -116,7 +116,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             memory: memory.clone(),
         })
         // The SDK logs its own setup at INFO; the demo shows only the services' logs.
-        .env_filter("info,opentelemetry=warn")
+        .log_filter("info,opentelemetry=warn")
         .install()?;
 
     let backend = serve(

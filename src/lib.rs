@@ -80,7 +80,9 @@ pub mod sampler;
 pub mod server;
 
 pub use error::Error;
-pub use manager::{TracingManager, TracingManagerBuilder};
+pub use manager::{
+    ExistingGlobals, Layers, TracingManager, TracingManagerBuilder, shutdown_signal,
+};
 pub use sampler::{CustomSampler, SamplerHandle, SamplingConfig};
 
 // Compiles and runs the README's examples as doctests, so they cannot drift.

@@ -4,22 +4,23 @@
 //! `install()` sets up, in this order: the resource (`service.name`, `service.version`,
 //! `deployment.environment.name`, `host.name`, `process.pid`), the SDK tracer provider with
 //! [`CustomSampler`] and the span limits, the export pipeline (only sampled spans, a bounded
-//! queue whose drops are counted, stdout or OTLP), the global `tracing` subscriber
-//! (`EnvFilter` + `tracing-opentelemetry` + log output with trace ids), and
-//! [`W3cPropagator`] as the global propagator.
+//! queue whose drops are counted, stdout or OTLP), the global `tracing` subscriber (the
+//! span layer and the log layer, each with its own filter), and [`W3cPropagator`] as the
+//! global propagator.
 //!
 //! ```no_run
 //! use meshtrace::manager::TracingManager;
 //! use meshtrace::sampler::SamplingConfig;
 //!
 //! # #[tokio::main] async fn main() -> Result<(), meshtrace::Error> {
-//! let telemetry = TracingManager::from_env()      // OTEL_* and RUST_LOG
+//! let telemetry = TracingManager::from_env()      // OTEL_*, RUST_LOG, MESHTRACE_SPAN_FILTER
 //!     .service_name("checkout")                    // the builder wins over everything
 //!     .service_version(env!("CARGO_PKG_VERSION"))
 //!     .sampling(SamplingConfig::default().base_rate(0.1))
 //!     .install()?;
 //!
-//! // ... serve requests, with `telemetry.server_layer()` on the Router ...
+//! // ... serve requests, with `telemetry.server_layer()` on the Router, until
+//! // `meshtrace::shutdown_signal()` resolves (axum's `with_graceful_shutdown`) ...
 //!
 //! telemetry.shutdown().await?;                     // flushes what is queued, bounded
 //! # Ok(()) }
@@ -29,13 +30,80 @@
 //! `OTEL_SERVICE_NAME` > `OTEL_RESOURCE_ATTRIBUTES` and the other `OTEL_*` variables >
 //! defaults. [`TracingManager::builder`] reads no environment variable at all (not even
 //! `RUST_LOG`), so that what it builds depends only on the code.
+//!
+//! # Two filters: what is logged, and what is traced
+//!
+//! | | log filter | span filter |
+//! |---|---|---|
+//! | decides | which events (and spans, as context) the log output prints | which `tracing` spans and events are bridged to OpenTelemetry (user spans, `#[traced]`, span events) |
+//! | builder | [`log_filter`](TracingManagerBuilder::log_filter) | [`span_filter`](TracingManagerBuilder::span_filter) |
+//! | config key | `log_filter` | `span_filter` |
+//! | environment | `RUST_LOG` | `MESHTRACE_SPAN_FILTER` |
+//! | default | `info` | `info`, plus `meshtrace=info` always |
+//! | syntax | `EnvFilter` directives | `EnvFilter` directives |
+//!
+//! Each is a per-layer filter; the subscriber itself filters nothing. So `RUST_LOG=warn`
+//! makes the log quieter and changes nothing that is traced or propagated, and a span
+//! filter of `debug` traces debug spans without printing them. meshtrace's own spans are
+//! always traced (sampling decides), and whatever the OTLP exporter's clients emit while
+//! exporting is never traced (see [`crate::export`]).
+//!
+//! # Your own subscriber
+//!
+//! [`build`](TracingManagerBuilder::build) installs nothing globally and returns the
+//! manager and the [`Layers`]: the span layer and the log layer (each already filtered), and
+//! copies of both filters for layers of your own. Add them to a subscriber you compose:
+//!
+//! ```
+//! use meshtrace::TracingManager;
+//! use tracing_subscriber::layer::SubscriberExt as _;
+//! use tracing_subscriber::Layer as _;
+//!
+//! # fn main() -> Result<(), meshtrace::Error> {
+//! let (telemetry, layers) = TracingManager::builder()
+//!     .span_exporter(opentelemetry_sdk::trace::InMemorySpanExporter::default())
+//!     .build()?;
+//! let subscriber = tracing_subscriber::registry()
+//!     .with(layers.span_layer)                         // spans to OpenTelemetry
+//!     .with(                                           // your own log output, our log filter
+//!         tracing_subscriber::fmt::layer()
+//!             .with_writer(std::io::stderr)
+//!             .with_filter(layers.log_filter),
+//!     );
+//! tracing::subscriber::with_default(subscriber, || tracing::info!("hello"));
+//! # drop(layers.log_layer);
+//! # Ok(()) }
+//! ```
+//!
+//! # Global state
+//!
+//! `install()` sets three globals: the `tracing` subscriber (refused with an error when one is
+//! already set), the OpenTelemetry tracer provider and the text map propagator. When a
+//! tracer provider or a propagator of your own is already installed, `install()` refuses
+//! too, naming it, unless you choose with
+//! [`existing_globals`](TracingManagerBuilder::existing_globals): [`ExistingGlobals::Replace`]
+//! (meshtrace's win) or [`ExistingGlobals::Keep`] (yours stay; meshtrace's server and client
+//! layers still use meshtrace's provider through the server layer and the current Context).
+//! Nothing global is changed when `install()` returns an error.
+//!
+//! # Shutdown
+//!
+//! [`shutdown`](TracingManager::shutdown) flushes the queue. A server that runs until
+//! Ctrl-C must let `shutdown()` run: serve with
+//! `axum::serve(..).with_graceful_shutdown(meshtrace::shutdown_signal())`, which returns
+//! once SIGINT or SIGTERM arrives and the open requests are done, then call `shutdown()`.
 
 use crate::Error;
 use crate::config::{
-    self, BatchConfig, ExporterConfig, OtlpConfig, Resolved, ResolvedExporter, TracingConfig,
+    self, BatchConfig, EnvLayer, ExporterConfig, Resolved, ResolvedExporter, SpanLimitsConfig,
+    TracingConfig,
 };
 use crate::context::W3cPropagator;
-use crate::export::{Counters, CountingExporter, DynSpanExporter, ExportGate, ExportStats};
+use crate::export::events::ErrorEvents;
+use crate::export::suppress::Events;
+use crate::export::{
+    Counters, CountingExporter, DynSpanExporter, ExportGate, ExportStats, SpanFilter,
+};
 use crate::logging::{LogFormat, fmt_layer, fmt_layer_with_writer};
 use crate::sampler::{CustomSampler, SamplerHandle, SamplingConfig};
 use crate::server::TracingLayer;
@@ -49,9 +117,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Subscriber;
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+/// Added to every span filter: meshtrace's own spans are always traced (sampling decides).
+const OWN_SPANS: &str = "meshtrace=info";
 
 /// The installed tracing pipeline; returned by [`TracingManagerBuilder::install`].
 ///
@@ -70,16 +142,83 @@ pub struct TracingManager {
     shut_down: bool,
 }
 
+/// What [`TracingManagerBuilder::build`] returns besides the manager: the pieces of the
+/// subscriber that [`install`](TracingManagerBuilder::install) would set, for a subscriber
+/// of your own (see the [module docs](self#your-own-subscriber)).
+///
+/// `S` is the subscriber the layers are added to (`tracing_subscriber::Registry` when they
+/// come first, which is what type inference picks in most programs).
+#[non_exhaustive]
+pub struct Layers<S> {
+    /// `tracing-opentelemetry`, filtered by the span filter (and never what the exporter
+    /// emits): bridges `tracing` spans and their events to the SDK tracer provider.
+    pub span_layer: Box<dyn Layer<S> + Send + Sync + 'static>,
+    /// The log output (text or JSON, with `trace_id`, `span_id` and `correlation_id`),
+    /// filtered by the log filter.
+    pub log_layer: Box<dyn Layer<S> + Send + Sync + 'static>,
+    /// A copy of the log filter (`RUST_LOG` / `log_filter`), for a log layer of your own.
+    pub log_filter: EnvFilter,
+    /// A copy of the span filter, for an OpenTelemetry layer of your own.
+    pub span_filter: SpanFilter,
+}
+
+impl<S> std::fmt::Debug for Layers<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layers")
+            .field("log_filter", &self.log_filter)
+            .field("span_filter", &self.span_filter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layers<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
+{
+    /// The span layer and the log layer as one layer.
+    pub fn into_layer(self) -> impl Layer<S> + Send + Sync + 'static {
+        self.span_layer.and_then(self.log_layer)
+    }
+}
+
+impl Layers<Registry> {
+    /// The subscriber [`install`](TracingManagerBuilder::install) sets globally: a registry
+    /// with the span layer and the log layer. For tests:
+    /// `tracing::subscriber::set_default(layers.into_subscriber())`.
+    pub fn into_subscriber(
+        self,
+    ) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static {
+        tracing_subscriber::registry().with(self.into_layer())
+    }
+}
+
+/// What [`install`](TracingManagerBuilder::install) does when an OpenTelemetry tracer
+/// provider or text map propagator is already installed globally.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExistingGlobals {
+    /// Refuse with an error naming what is installed; nothing global is changed. The default.
+    #[default]
+    Refuse,
+    /// Replace them with meshtrace's provider and [`W3cPropagator`].
+    Replace,
+    /// Keep them: meshtrace installs its `tracing` subscriber only. `telemetry.server_layer()`
+    /// still uses meshtrace's provider; whatever uses the global provider or propagator
+    /// uses yours.
+    Keep,
+}
+
 /// Configures and builds a [`TracingManager`]; see the [module docs](self) for precedence.
 #[must_use]
 pub struct TracingManagerBuilder {
-    /// `OTEL_*` layer: the config and the OTLP settings, or the first error reading them.
-    env: Option<Result<(TracingConfig, OtlpConfig), Error>>,
-    env_sampling: Option<Result<SamplingConfig, Error>>,
+    /// The environment's layer (`OTEL_*`, `RUST_LOG`, the sampler's variables), or the
+    /// first error reading it.
+    env: Option<Result<EnvLayer, Error>>,
     file: Option<TracingConfig>,
     overrides: TracingConfig,
     exporter: Option<Box<dyn DynSpanExporter>>,
     log_writer: Option<BoxMakeWriter>,
+    existing_globals: ExistingGlobals,
 }
 
 impl std::fmt::Debug for TracingManagerBuilder {
@@ -87,12 +226,16 @@ impl std::fmt::Debug for TracingManagerBuilder {
         f.debug_struct("TracingManagerBuilder")
             .field(
                 "env",
-                &self.env.as_ref().map(|r| r.as_ref().map(|(c, _)| c)),
+                &self
+                    .env
+                    .as_ref()
+                    .map(|r| r.as_ref().map(|layer| &layer.config)),
             )
             .field("file", &self.file)
             .field("overrides", &self.overrides)
             .field("custom_exporter", &self.exporter.is_some())
             .field("custom_log_writer", &self.log_writer.is_some())
+            .field("existing_globals", &self.existing_globals)
             .finish()
     }
 }
@@ -102,17 +245,18 @@ impl TracingManager {
     pub fn builder() -> TracingManagerBuilder {
         TracingManagerBuilder {
             env: None,
-            env_sampling: None,
             file: None,
             overrides: TracingConfig::default(),
             exporter: None,
             log_writer: None,
+            existing_globals: ExistingGlobals::Refuse,
         }
     }
 
     /// A builder prefilled from the process environment: the `OTEL_*` variables listed in
-    /// [`config::env`], the sampler's variables (see [`SamplingConfig::from_env_with`]) and
-    /// `RUST_LOG`. Invalid values are reported by `install()`, naming the variable.
+    /// [`config::env`], the sampler's variables (see [`SamplingConfig::from_env_with`]),
+    /// `RUST_LOG` (the log filter) and `MESHTRACE_SPAN_FILTER` (the span filter). Invalid
+    /// values are reported by `install()`, naming the variable.
     pub fn from_env() -> TracingManagerBuilder {
         Self::from_env_with(|name| std::env::var(name).ok())
     }
@@ -121,8 +265,7 @@ impl TracingManager {
     /// another source than the process environment).
     pub fn from_env_with(lookup: impl Fn(&str) -> Option<String>) -> TracingManagerBuilder {
         let mut builder = Self::builder();
-        builder.env = Some(config::from_env_lookup(&lookup));
-        builder.env_sampling = Some(SamplingConfig::from_env_with(&lookup));
+        builder.env = Some(config::env::read(&lookup));
         builder
     }
 
@@ -139,7 +282,7 @@ impl TracingManager {
     }
 
     /// The export counts so far (sampled spans exported, dropped because the queue was full,
-    /// dropped because the export failed, still queued).
+    /// dropped because the export failed, still queued) and the cause of the last failure.
     pub fn stats(&self) -> ExportStats {
         self.counters.snapshot()
     }
@@ -157,13 +300,12 @@ impl TracingManager {
             .map_err(|e| Error::setup("force_flush", e))
     }
 
-    /// A [`TracingLayer`] for the server side, using the sampling config's debug header
-    /// and sharing the provider's sampler, so that requests the sampler drops (an
-    /// unsampled caller, a root below the base rate) build no span at all (see
-    /// [`TracingLayer::sampler`]); their handlers and log lines still see the trace.
+    /// A [`TracingLayer`] for the server side whose spans come from this manager's
+    /// provider. It behaves as `TracingLayer::new()` after [`install`](TracingManagerBuilder::install),
+    /// and knows the provider's sampler: request attributes no sampling decision reads are
+    /// built only for spans that record.
     pub fn server_layer(&self) -> TracingLayer {
         TracingLayer::new()
-            .debug_header(self.sampler.handle().debug_header())
             .tracer_provider(&self.provider)
             .sampler_hint(self.sampler.clone())
     }
@@ -289,9 +431,15 @@ impl TracingManagerBuilder {
         self
     }
 
-    /// Head sampling and span limits.
+    /// Head sampling.
     pub fn sampling(mut self, sampling: SamplingConfig) -> Self {
         self.overrides.sampling = Some(sampling);
+        self
+    }
+
+    /// Per-span storage limits; fields left unset keep their lower-precedence values.
+    pub fn span_limits(mut self, limits: SpanLimitsConfig) -> Self {
+        self.overrides.span_limits = limits;
         self
     }
 
@@ -331,9 +479,27 @@ impl TracingManagerBuilder {
         self
     }
 
-    /// `EnvFilter` directives, e.g. `info,hyper=warn`; wins over `RUST_LOG`.
-    pub fn env_filter(mut self, directives: &str) -> Self {
-        self.overrides.env_filter = Some(directives.to_owned());
+    /// The log filter: `EnvFilter` directives for the log output only, e.g.
+    /// `warn,checkout=info`; wins over `RUST_LOG`. Default `info`. It changes nothing that
+    /// is traced (see the [module docs](self#two-filters-what-is-logged-and-what-is-traced)).
+    pub fn log_filter(mut self, directives: &str) -> Self {
+        self.overrides.log_filter = Some(directives.to_owned());
+        self
+    }
+
+    /// The span filter: `EnvFilter` directives for the `tracing` spans (and their events)
+    /// that are bridged to OpenTelemetry, e.g. `info,my_crate::db=debug`; wins over
+    /// `MESHTRACE_SPAN_FILTER`. Default `info`; `meshtrace=info` is always added. It changes
+    /// nothing that is logged.
+    pub fn span_filter(mut self, directives: &str) -> Self {
+        self.overrides.span_filter = Some(directives.to_owned());
+        self
+    }
+
+    /// What [`install`](Self::install) does when a global tracer provider or propagator is
+    /// already set; default [`ExistingGlobals::Refuse`].
+    pub fn existing_globals(mut self, choice: ExistingGlobals) -> Self {
+        self.existing_globals = choice;
         self
     }
 
@@ -346,30 +512,57 @@ impl TracingManagerBuilder {
 
     /// The configuration every source merges into, validated, without building anything.
     fn resolve(&mut self) -> Result<Resolved, Error> {
-        let (env, otlp_env) = match self.env.take() {
-            Some(result) => result?,
-            None => (TracingConfig::default(), OtlpConfig::default()),
-        };
-        let mut env = env;
-        if let Some(sampling) = self.env_sampling.take() {
-            env.sampling = Some(sampling?);
-        }
+        let env = self.env.take().transpose()?;
         let file = self.file.take().unwrap_or_default();
-        let merged = env.merge(file).merge(std::mem::take(&mut self.overrides));
-        config::resolve(merged, otlp_env)
+        let exporter_in_code = self.exporter.is_some();
+        config::resolve(
+            env,
+            file,
+            std::mem::take(&mut self.overrides),
+            exporter_in_code,
+        )
     }
 
-    /// Builds the pipeline and returns it with its subscriber, without installing anything
-    /// globally (no global subscriber, tracer provider or propagator): for tests, use
-    /// `tracing::subscriber::set_default` or `with_default`.
-    pub fn build(
-        mut self,
-    ) -> Result<(TracingManager, impl Subscriber + Send + Sync + 'static), Error> {
+    /// Builds the pipeline without installing anything globally (no global subscriber,
+    /// tracer provider or propagator) and returns the manager with the [`Layers`] of the
+    /// subscriber, for a `tracing_subscriber::registry()` of your own (see the
+    /// [module docs](self#your-own-subscriber)) or for tests
+    /// (`tracing::subscriber::set_default(layers.into_subscriber())`). To add the layers
+    /// after layers of your own, use [`build_layers`](Self::build_layers).
+    pub fn build(self) -> Result<(TracingManager, Layers<Registry>), Error> {
+        self.build_layers()
+    }
+
+    /// Like [`build`](Self::build), for layers that are added to the subscriber `S` (e.g.
+    /// `Layered<YourLayer, Registry>` when yours comes first).
+    pub fn build_layers<S>(mut self) -> Result<(TracingManager, Layers<S>), Error>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
+    {
         let resolved = self.resolve()?;
+        // Both already parse: checked when the configuration was resolved.
+        let log_directives = resolved.log_filter.clone();
+        let span_directives = resolved.span_filter.clone();
+        let log_filter = || {
+            EnvFilter::builder()
+                .parse(&log_directives)
+                .map_err(|e| Error::config("log_filter", &log_directives, e.to_string()))
+        };
+        let span_filter = |events: Events| -> Result<SpanFilter, Error> {
+            let invalid = |e: &dyn std::fmt::Display| {
+                Error::config("span_filter", &span_directives, e.to_string())
+            };
+            let own = OWN_SPANS.parse().map_err(|e| invalid(&e))?;
+            let directives = EnvFilter::builder()
+                .parse(&span_directives)
+                .map_err(|e| invalid(&e))?
+                .add_directive(own);
+            Ok(SpanFilter::new(directives, events))
+        };
+        // Both filters are checked before anything starts a thread.
+        let (layer_log_filter, layer_span_filter) =
+            (log_filter()?, span_filter(Events::NotErrors)?);
         let (manager, provider) = self.build_provider(&resolved)?;
-        let filter = EnvFilter::builder()
-            .parse(&resolved.env_filter)
-            .map_err(|e| Error::config("env_filter", &resolved.env_filter, e.to_string()))?;
         let scope = InstrumentationScope::builder("meshtrace")
             .with_version(env!("CARGO_PKG_VERSION"))
             .build();
@@ -377,28 +570,49 @@ impl TracingManagerBuilder {
         // tracing-opentelemetry 0.34 adds code location, thread, Rust target and busy/idle
         // timing attributes to every span by default: per-span cost and exported volume
         // that request spans don't need (OpenTelemetry's HTTP conventions don't ask for
-        // them).
-        let otel = tracing_opentelemetry::layer()
+        // them). Its default `error_events_to_status` turns an `error!` event into span
+        // status Error; the semantic conventions decide a span's status, a logged error stays
+        // a log event.
+        let span_layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_location(false)
             .with_target(false)
             .with_threads(false)
-            .with_tracked_inactivity(false);
-        let base = tracing_subscriber::registry().with(filter).with(otel);
+            .with_tracked_inactivity(false)
+            .with_error_events_to_status(false)
+            .with_filter(layer_span_filter)
+            // tracing-opentelemetry 0.34 makes every ERROR event a span error regardless of
+            // `with_error_events_to_status`: those events reach the spans through
+            // `ErrorEvents` instead (see `export::events`).
+            .and_then(ErrorEvents::default().with_filter(span_filter(Events::OnlyErrors)?))
+            .boxed();
         let logs = match self.log_writer.take() {
             Some(writer) => fmt_layer_with_writer(resolved.log_format, writer),
             None => fmt_layer(resolved.log_format),
         };
-        Ok((manager, base.with(logs)))
+        let log_layer = logs.with_filter(layer_log_filter).boxed();
+        let layers = Layers {
+            span_layer,
+            log_layer,
+            log_filter: log_filter()?,
+            span_filter: span_filter(Events::All)?,
+        };
+        Ok((manager, layers))
     }
 
     /// Builds the pipeline and installs it globally: the `tracing` subscriber, the tracer
-    /// provider and [`W3cPropagator`]. Fails, naming the cause, when the configuration is
-    /// invalid, the exporter cannot be built, or a global subscriber is already set (then
-    /// nothing global is changed).
+    /// provider and [`W3cPropagator`] (see the [module docs](self#global-state)). Fails,
+    /// naming the cause, when the configuration is invalid, the exporter cannot be built, a
+    /// global subscriber is already set, or a global tracer provider or propagator is
+    /// already set and [`existing_globals`](Self::existing_globals) says to refuse; then
+    /// nothing global is changed.
     pub fn install(self) -> Result<TracingManager, Error> {
-        let (manager, subscriber) = self.build()?;
-        if tracing::subscriber::set_global_default(subscriber).is_err() {
+        let existing = self.existing_globals;
+        if existing == ExistingGlobals::Refuse {
+            refuse_existing_globals()?;
+        }
+        let (manager, layers) = self.build()?;
+        if tracing::subscriber::set_global_default(layers.into_subscriber()).is_err() {
             // Nothing was queued yet, so this returns at once.
             let mut manager = manager;
             manager.shut_down = true;
@@ -407,11 +621,14 @@ impl TracingManagerBuilder {
                 .shutdown_with_timeout(Duration::from_millis(100));
             return Err(Error::setup(
                 "global subscriber",
-                "a global tracing subscriber is already set; use build() to compose with it",
+                "a global tracing subscriber is already set; use build() and add its layers to your subscriber",
             ));
         }
-        opentelemetry::global::set_text_map_propagator(W3cPropagator::new());
-        opentelemetry::global::set_tracer_provider(manager.provider.clone());
+        if existing != ExistingGlobals::Keep {
+            opentelemetry::global::set_text_map_propagator(W3cPropagator::new());
+            opentelemetry::global::set_tracer_provider(manager.provider.clone());
+        }
+        // meshtrace's own layers built with `new()` use this provider either way.
         crate::http::tracer::set_installed(Some(&manager.provider));
         Ok(manager)
     }
@@ -423,23 +640,21 @@ impl TracingManagerBuilder {
         let sampler = CustomSampler::new(resolved.sampling.clone())?;
         // One bound for every string recorded on a span: server, client, #[traced] and
         // the export gate (see `limits`).
-        crate::limits::set_max_value_len(
-            match resolved.sampling.span_limits.max_attribute_value_length {
-                0 => crate::limits::DEFAULT_MAX_VALUE_LEN,
-                n => n as usize,
-            },
-        );
+        crate::limits::set_max_value_len(resolved.span_limits.max_attribute_value_length);
         let counters = Arc::new(Counters::default());
-        let exporter: Option<Box<dyn DynSpanExporter>> = match self.exporter.take() {
-            Some(custom) => Some(custom),
+        let exporter: Option<(Box<dyn DynSpanExporter>, String)> = match self.exporter.take() {
+            Some(custom) => Some((custom, "the custom span exporter".to_owned())),
             None => match &resolved.exporter {
-                ResolvedExporter::Stdout => Some(Box::new(crate::export::StdoutExporter::new())),
+                ResolvedExporter::Stdout => Some((
+                    Box::new(crate::export::StdoutExporter::new()),
+                    "stdout".to_owned(),
+                )),
                 ResolvedExporter::None => None,
                 #[cfg(feature = "otlp")]
-                ResolvedExporter::Otlp(otlp) => Some(crate::export::otlp::build(
-                    otlp,
-                    resolved.batch.export_timeout,
-                )?),
+                ResolvedExporter::Otlp(otlp) => Some((
+                    crate::export::otlp::build(otlp, resolved.batch.export_timeout)?,
+                    exporter_name(otlp),
+                )),
                 #[cfg(not(feature = "otlp"))]
                 ResolvedExporter::Otlp(_) => {
                     return Err(Error::config(
@@ -452,15 +667,15 @@ impl TracingManagerBuilder {
         };
         let mut builder = SdkTracerProvider::builder()
             .with_sampler(sampler.clone())
-            .with_span_limits(resolved.sampling.span_limits.to_sdk())
+            .with_span_limits(resolved.span_limits.to_sdk())
             .with_resource(build_resource(resolved));
-        if let Some(exporter) = exporter {
-            let exporter = CountingExporter::new(exporter, Arc::clone(&counters));
+        if let Some((exporter, name)) = exporter {
+            let exporter = CountingExporter::new(exporter, Arc::clone(&counters), name);
             builder = builder.with_span_processor(ExportGate::new(
                 exporter,
                 Arc::clone(&counters),
                 &resolved.batch,
-                resolved.sampling.span_limits,
+                resolved.span_limits.max_attribute_value_length,
             ));
         }
         let provider = builder.build();
@@ -473,6 +688,57 @@ impl TracingManagerBuilder {
         };
         Ok((manager, provider))
     }
+}
+
+/// Names an OTLP exporter in warnings and stats: `OTLP/gRPC https://collector:4317`.
+#[cfg(feature = "otlp")]
+fn exporter_name(otlp: &config::ResolvedOtlp) -> String {
+    let protocol = match otlp.protocol {
+        config::OtlpProtocol::HttpProtobuf => "OTLP/HTTP protobuf",
+        config::OtlpProtocol::HttpJson => "OTLP/HTTP JSON",
+        config::OtlpProtocol::Grpc => "OTLP/gRPC",
+    };
+    format!("{protocol} {}", otlp.url)
+}
+
+/// Errors when a tracer provider or a propagator other than the API's no-op default is
+/// installed globally (see [`ExistingGlobals`]).
+fn refuse_existing_globals() -> Result<(), Error> {
+    use opentelemetry::trace::{
+        SpanBuilder, SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+        Tracer as _,
+    };
+    let choice = "call .existing_globals(ExistingGlobals::Replace) to replace it with meshtrace's, or ExistingGlobals::Keep to keep yours";
+    let propagator_set =
+        opentelemetry::global::get_text_map_propagator(|p| p.fields().next().is_some());
+    if propagator_set {
+        return Err(Error::setup(
+            "global propagator",
+            format!("an OpenTelemetry text map propagator is already installed; {choice}"),
+        ));
+    }
+    // The API's no-op tracer hands back the parent's span context; a real provider starts
+    // a span of its own, or (the SDK) none at all in a suppressed Context. The probe Context
+    // is suppressed so that a real provider records nothing.
+    let probe = SpanContext::new(
+        TraceId::from(0x6d65_7368_7472_6163_655f_7072_6f62_6521_u128),
+        SpanId::from(0x7072_6f62_6521_0001_u64),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::NONE,
+    );
+    let cx = opentelemetry::Context::new()
+        .with_remote_span_context(probe.clone())
+        .with_telemetry_suppressed();
+    let span = opentelemetry::global::tracer("meshtrace-probe")
+        .build_with_context(SpanBuilder::from_name("meshtrace-probe"), &cx);
+    if opentelemetry::trace::Span::span_context(&span) != &probe {
+        return Err(Error::setup(
+            "global tracer provider",
+            format!("an OpenTelemetry tracer provider is already installed; {choice}"),
+        ));
+    }
+    Ok(())
 }
 
 fn build_resource(resolved: &Resolved) -> Resource {
@@ -517,4 +783,100 @@ fn host_name() -> Option<String> {
         .filter_map(|path| std::fs::read_to_string(path).ok())
         .map(|name| name.trim().to_owned())
         .find(|name| !name.is_empty() && name.len() <= 255 && !name.chars().any(|c| c.is_control()))
+}
+
+/// A future that completes when the process is asked to stop: SIGINT (Ctrl-C) or SIGTERM
+/// (what `docker stop`, systemd and Kubernetes send) on Unix, Ctrl-C elsewhere. Made for
+/// `axum::serve(..).with_graceful_shutdown(meshtrace::shutdown_signal())`, after which
+/// [`TracingManager::shutdown`] exports the spans of the last requests:
+///
+/// ```no_run
+/// # async fn run(app: axum::Router, telemetry: meshtrace::TracingManager) -> Result<(), Box<dyn std::error::Error>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// axum::serve(listener, app)
+///     .with_graceful_shutdown(meshtrace::shutdown_signal())
+///     .await?;                      // returns once the signal came and open requests are done
+/// telemetry.shutdown().await?;      // exports what is queued, bounded in time
+/// # Ok(()) }
+/// ```
+///
+/// Called inside a Tokio runtime, it listens from the call on (a signal that arrives before
+/// the future is first polled is not missed); outside one, from the first poll. Once it
+/// listens, SIGINT and SIGTERM no longer end the process by themselves (Tokio keeps its
+/// handlers installed for the process's life). When the handlers cannot be installed, a
+/// warning is logged and the future never completes: the process stops as it would without
+/// it. One line (target `meshtrace`) is logged when the signal arrives.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    let early = tokio::runtime::Handle::try_current()
+        .is_ok()
+        .then(Signals::listen);
+    async move {
+        let signals = match early {
+            Some(signals) => signals,
+            None => Signals::listen(),
+        };
+        let name = signals.recv().await;
+        tracing::info!(
+            target: "meshtrace",
+            "{name} received: finishing open requests, then shutting down"
+        );
+    }
+}
+
+/// The signals [`shutdown_signal`] waits for.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn listen() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                tracing::warn!(target: "meshtrace", "cannot listen for {name}: {e}");
+                None
+            }
+        };
+        Signals {
+            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+            terminate: listen(SignalKind::terminate(), "SIGTERM"),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn listen() -> Self {
+        Signals {}
+    }
+
+    #[cfg(unix)]
+    async fn recv(mut self) -> &'static str {
+        async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = next(self.interrupt.as_mut()) => "SIGINT",
+            () = next(self.terminate.as_mut()) => "SIGTERM",
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn recv(self) -> &'static str {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "Ctrl-C",
+            Err(e) => {
+                tracing::warn!(target: "meshtrace", "cannot listen for Ctrl-C: {e}");
+                std::future::pending().await
+            }
+        }
+    }
 }

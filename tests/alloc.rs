@@ -250,7 +250,7 @@ impl Recommended {
         Recommended {
             telemetry,
             exporter,
-            _guard: tracing::subscriber::set_default(subscriber),
+            _guard: tracing::subscriber::set_default(subscriber.into_subscriber()),
         }
     }
 

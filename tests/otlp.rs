@@ -40,14 +40,94 @@ struct Receiver {
     received: Arc<Mutex<Vec<Received>>>,
 }
 
+/// The receiver's state: what arrived, and whether it is down (answering every export with
+/// HTTP 400 until `POST /control/up` arrives).
+#[derive(Clone)]
+struct Store {
+    received: Arc<Mutex<Vec<Received>>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
 impl Receiver {
     /// Serves on its own thread and runtime, so that the test thread may block (flush).
     fn start() -> Receiver {
+        Self::start_with(false)
+    }
+
+    /// A receiver that is down until told otherwise (see [`Store`]).
+    fn start_with(down: bool) -> Receiver {
+        Self::serve(down, None)
+    }
+
+    /// A receiver behind TLS (feature `otlp-tls`).
+    #[cfg(feature = "otlp-tls")]
+    fn start_tls(config: rustls::ServerConfig) -> Receiver {
+        Self::serve(
+            false,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+    }
+
+    #[cfg(not(feature = "otlp-tls"))]
+    fn serve(down: bool, _tls: Option<std::convert::Infallible>) -> Receiver {
+        Self::serve_plain(down)
+    }
+
+    #[cfg(feature = "otlp-tls")]
+    fn serve(down: bool, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
+        match tls {
+            None => Self::serve_plain(down),
+            Some(acceptor) => {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                listener.set_nonblocking(true).unwrap();
+                let addr = listener.local_addr().unwrap();
+                let received = Arc::new(Mutex::new(Vec::new()));
+                let store = Store {
+                    received: Arc::clone(&received),
+                    down: Arc::new(std::sync::atomic::AtomicBool::new(down)),
+                };
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                        loop {
+                            let (stream, _) = listener.accept().await.unwrap();
+                            let store = store.clone();
+                            let acceptor = acceptor.clone();
+                            tokio::spawn(async move {
+                                // A refused handshake just closes the connection.
+                                let Ok(stream) = acceptor.accept(stream).await else {
+                                    return;
+                                };
+                                let service = hyper::service::service_fn(move |request| {
+                                    handle(request, store.clone())
+                                });
+                                let _ = hyper_util::server::conn::auto::Builder::new(
+                                    TokioExecutor::new(),
+                                )
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                            });
+                        }
+                    });
+                });
+                Receiver { addr, received }
+            }
+        }
+    }
+
+    fn serve_plain(down: bool) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
-        let store = Arc::clone(&received);
+        let store = Store {
+            received: Arc::clone(&received),
+            down: Arc::new(std::sync::atomic::AtomicBool::new(down)),
+        };
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -57,10 +137,10 @@ impl Receiver {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 loop {
                     let (stream, _) = listener.accept().await.unwrap();
-                    let store = Arc::clone(&store);
+                    let store = store.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |request| {
-                            handle(request, Arc::clone(&store))
+                            handle(request, store.clone())
                         });
                         let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                             .serve_connection(TokioIo::new(stream), service)
@@ -87,10 +167,21 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
 
 async fn handle(
     request: Request<Incoming>,
-    store: Arc<Mutex<Vec<Received>>>,
+    store: Store,
 ) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+    use std::sync::atomic::Ordering;
     let (parts, body) = request.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes();
+    if parts.uri.path() == "/control/up" {
+        store.down.store(false, Ordering::SeqCst);
+        return Ok(Response::new(Full::new(Bytes::new()).boxed()));
+    }
+    if store.down.load(Ordering::SeqCst) {
+        return Ok(Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .body(Full::new(Bytes::from_static(b"collector is down")).boxed())
+            .unwrap());
+    }
     let header = |name: &str| {
         parts
             .headers
@@ -115,8 +206,12 @@ async fn handle(
     } else {
         bytes.to_vec()
     };
-    let request = ExportTraceServiceRequest::decode(payload.as_slice()).expect("protobuf");
-    store.lock().unwrap().push(Received {
+    let request = if header("content-type") == "application/json" {
+        serde_json::from_slice(&payload).expect("OTLP JSON")
+    } else {
+        ExportTraceServiceRequest::decode(payload.as_slice()).expect("protobuf")
+    };
+    store.received.lock().unwrap().push(Received {
         path: parts.uri.path().to_owned(),
         headers: parts.headers.clone(),
         request,
@@ -156,8 +251,8 @@ fn env(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
 
 /// Records a root span with a child through `builder`'s pipeline and flushes it.
 fn export_two_spans(builder: TracingManagerBuilder) -> TracingManager {
-    let (manager, subscriber) = builder.log_writer(std::io::sink).build().expect("build");
-    tracing::subscriber::with_default(subscriber, || {
+    let (manager, layers) = builder.log_writer(std::io::sink).build().expect("build");
+    tracing::subscriber::with_default(layers.into_subscriber(), || {
         tracing::info_span!("root", order.id = 42_i64).in_scope(|| {
             tracing::info_span!("child").in_scope(|| {});
         });
@@ -338,7 +433,7 @@ async fn requests_are_unaffected_and_drops_counted_while_a_grpc_collector_hangs(
 
 async fn collector_hangs(protocol: OtlpProtocol) {
     let (_listener, addr) = blackhole();
-    let (manager, subscriber) = TracingManager::builder()
+    let (manager, layers) = TracingManager::builder()
         .exporter(ExporterConfig::Otlp(
             OtlpConfig::new(format!("http://{addr}"))
                 .protocol(protocol)
@@ -353,7 +448,7 @@ async fn collector_hangs(protocol: OtlpProtocol) {
         .log_writer(std::io::sink)
         .build()
         .unwrap();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = tracing::subscriber::set_default(layers.into_subscriber());
     let app = traced_app(&manager);
 
     let started = Instant::now();
@@ -389,7 +484,7 @@ async fn collector_hangs(protocol: OtlpProtocol) {
 async fn failed_exports_are_counted_when_the_collector_refuses_connections() {
     // A port that was just free: connections to it are refused.
     let addr = blackhole().1;
-    let (manager, subscriber) = TracingManager::builder()
+    let (manager, layers) = TracingManager::builder()
         .exporter(ExporterConfig::Otlp(
             OtlpConfig::new(format!("http://{addr}")).timeout(Duration::from_millis(300)),
         ))
@@ -397,7 +492,7 @@ async fn failed_exports_are_counted_when_the_collector_refuses_connections() {
         .log_writer(std::io::sink)
         .build()
         .unwrap();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = tracing::subscriber::set_default(layers.into_subscriber());
     let app = traced_app(&manager);
     for i in 0..3 {
         let response = common::send(app.clone(), common::get(&format!("/orders/{i}"), &[])).await;
@@ -441,4 +536,526 @@ fn a_file_endpoint_and_an_env_api_key_combine() {
         "from-file"
     );
     assert_root_and_child(&received);
+}
+
+// ---------------------------------------------------------------------------------------
+// the exporter never traces itself
+
+/// Runs the ignored test `name` of this binary in a child process with `envs`; fails unless
+/// it passes; returns what it wrote to stdout (the log output of a global install).
+fn run_child(name: &str, envs: &[(&str, String)]) -> String {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        stdout.contains("1 passed"),
+        "child {name} ran no test: {stdout}"
+    );
+    assert!(
+        output.status.success(),
+        "child {name} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Runs `child_exports_one_app_span` in a child process, where the pipeline is installed
+/// globally as in a service (the exporter's own threads then see the subscriber too), with
+/// `RUST_LOG=trace` and the span filter at `trace`, and returns the names of the spans that
+/// arrived.
+fn spans_exported_by_a_child(protocol: &str) -> Vec<String> {
+    let receiver = Receiver::start();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_exports_one_app_span",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("MESHTRACE_TEST_RECEIVER", receiver.addr.to_string())
+        .env("MESHTRACE_TEST_PROTOCOL", protocol)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "child failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    receiver
+        .take()
+        .iter()
+        .flat_map(|r| spans(&r.request))
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+#[test]
+#[ignore = "run in a child process by the exporter_never_traces_itself tests"]
+fn child_exports_one_app_span() {
+    let Ok(addr) = std::env::var("MESHTRACE_TEST_RECEIVER") else {
+        return;
+    };
+    let protocol = match std::env::var("MESHTRACE_TEST_PROTOCOL").as_deref() {
+        Ok("grpc") => OtlpProtocol::Grpc,
+        _ => OtlpProtocol::HttpProtobuf,
+    };
+    let manager = TracingManager::from_env_with(env(&[
+        ("RUST_LOG", "trace".into()),
+        ("MESHTRACE_SPAN_FILTER", "trace".into()),
+    ]))
+    .exporter(ExporterConfig::Otlp(
+        OtlpConfig::new(format!("http://{addr}"))
+            .protocol(protocol)
+            .timeout(Duration::from_secs(2)),
+    ))
+    .log_writer(std::io::sink)
+    .install()
+    .expect("install");
+    tracing::info_span!("app").in_scope(|| tracing::info!("inside"));
+    // Each flush exports what the previous export emitted, if anything leaks.
+    for _ in 0..5 {
+        manager.force_flush().expect("flush");
+    }
+}
+
+#[test]
+fn the_grpc_exporter_never_traces_itself() {
+    let names = spans_exported_by_a_child("grpc");
+    assert_eq!(names, ["app"], "{} spans: {names:?}", names.len());
+}
+
+#[test]
+fn the_http_exporter_never_traces_itself() {
+    let names = spans_exported_by_a_child("http/protobuf");
+    assert_eq!(names, ["app"], "{} spans: {names:?}", names.len());
+}
+
+// ---------------------------------------------------------------------------------------
+// loud when something goes wrong: one warning, one recovery line
+
+fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(needle)).collect()
+}
+
+#[test]
+#[ignore = "run in a child process by failing_exports_are_reported_once_and_so_is_the_recovery"]
+fn child_reports_failing_exports() {
+    let Ok(addr) = std::env::var("MESHTRACE_TEST_RECEIVER") else {
+        return;
+    };
+    let manager = TracingManager::from_env_with(env(&[("RUST_LOG", "info".into())]))
+        .exporter(ExporterConfig::Otlp(
+            OtlpConfig::new(format!("http://{addr}")).timeout(Duration::from_secs(2)),
+        ))
+        .install()
+        .expect("install");
+    for i in 0..3 {
+        tracing::info_span!("while down", i).in_scope(|| {});
+        let _ = manager.force_flush();
+    }
+    let stats = manager.stats();
+    assert_eq!(stats.dropped_export_failed, 3, "{stats:?}");
+    let cause = stats.last_error.expect("the cause is kept");
+    assert!(
+        cause.contains(&format!("http://{addr}/v1/traces")),
+        "{cause}"
+    );
+    assert!(cause.contains("400"), "{cause}");
+
+    // The collector comes back.
+    use std::io::{Read as _, Write as _};
+    let mut control = std::net::TcpStream::connect(&addr).unwrap();
+    control
+        .write_all(b"POST /control/up HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let _ = control.read_to_end(&mut Vec::new());
+
+    tracing::info_span!("after recovery").in_scope(|| {});
+    manager.force_flush().expect("flush");
+    let stats = manager.stats();
+    assert_eq!(stats.exported, 1, "{stats:?}");
+    assert_eq!(stats.last_error, None);
+}
+
+#[test]
+fn failing_exports_are_reported_once_and_so_is_the_recovery() {
+    let receiver = Receiver::start_with(true);
+    let log = run_child(
+        "child_reports_failing_exports",
+        &[("MESHTRACE_TEST_RECEIVER", receiver.addr.to_string())],
+    );
+    let warnings = lines_with(&log, "WARN");
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning for three failed exports:\n{log}"
+    );
+    let warning = warnings[0];
+    for needle in [
+        "meshtrace",
+        "span export failed",
+        &format!("http://{}/v1/traces", receiver.addr),
+        "400",
+    ] {
+        assert!(warning.contains(needle), "{needle:?} in {warning}");
+    }
+    let recovered = lines_with(&log, "works again");
+    assert_eq!(recovered.len(), 1, "{log}");
+    assert!(
+        recovered[0].contains("3 spans were dropped meanwhile"),
+        "{}",
+        recovered[0]
+    );
+    let names: Vec<String> = receiver
+        .take()
+        .iter()
+        .flat_map(|r| spans(&r.request))
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(names, ["after recovery"]);
+}
+
+#[test]
+#[ignore = "run in a child process by a_full_queue_is_reported_once"]
+fn child_fills_the_queue_of_a_hung_collector() {
+    let Ok(addr) = std::env::var("MESHTRACE_TEST_RECEIVER") else {
+        return;
+    };
+    let manager = TracingManager::from_env_with(env(&[("RUST_LOG", "info".into())]))
+        .exporter(ExporterConfig::Otlp(
+            OtlpConfig::new(format!("http://{addr}")).timeout(Duration::from_millis(300)),
+        ))
+        .batch(
+            BatchConfig::default()
+                .max_queue_size(2)
+                .max_export_batch_size(1)
+                .export_timeout(Duration::from_millis(300)),
+        )
+        .install()
+        .expect("install");
+    for i in 0..10 {
+        tracing::info_span!("request", i).in_scope(|| {});
+    }
+    let _ = manager.force_flush();
+    let stats = manager.stats();
+    assert!(stats.dropped_queue_full >= 8, "{stats:?}");
+}
+
+#[test]
+fn a_full_queue_is_reported_once() {
+    let (_listener, addr) = blackhole();
+    let log = run_child(
+        "child_fills_the_queue_of_a_hung_collector",
+        &[("MESHTRACE_TEST_RECEIVER", addr.to_string())],
+    );
+    let warnings = lines_with(&log, "WARN");
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("because the queue was full"),
+        "{}",
+        warnings[0]
+    );
+    assert!(warnings[0].contains(&addr.to_string()), "{}", warnings[0]);
+}
+
+#[test]
+fn http_json_round_trip() {
+    let receiver = Receiver::start();
+    let _manager = export_two_spans(
+        TracingManager::builder().exporter(ExporterConfig::Otlp(
+            OtlpConfig::new(format!("http://{}", receiver.addr))
+                .protocol(OtlpProtocol::HttpJson)
+                .compression(OtlpCompression::None)
+                .timeout(Duration::from_secs(1)),
+        )),
+    );
+    let received = receiver.take();
+    assert!(!received.is_empty());
+    assert_eq!(received[0].path, "/v1/traces");
+    assert_eq!(received[0].headers["content-type"], "application/json");
+    assert_root_and_child(&received);
+}
+
+// ---------------------------------------------------------------------------------------
+// OTLP over TLS (feature `otlp-tls`): a real TLS receiver, a CA made in the test
+
+#[cfg(feature = "otlp-tls")]
+mod tls {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType,
+    };
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    const PROTOCOLS: [(OtlpProtocol, &str); 3] = [
+        (OtlpProtocol::HttpProtobuf, "http/protobuf"),
+        (OtlpProtocol::HttpJson, "http/json"),
+        (OtlpProtocol::Grpc, "grpc"),
+    ];
+
+    struct Ca(CertifiedIssuer<'static, KeyPair>);
+
+    /// A certificate and its key, as PEM and DER.
+    struct Leaf {
+        cert_pem: String,
+        key_pem: String,
+        cert: CertificateDer<'static>,
+        key: PrivateKeyDer<'static>,
+    }
+
+    impl Ca {
+        fn new(name: &str) -> Ca {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            Ca(CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap())
+        }
+
+        fn pem(&self) -> String {
+            self.0.pem()
+        }
+
+        fn der(&self) -> CertificateDer<'static> {
+            self.0.der().clone()
+        }
+
+        /// A certificate for 127.0.0.1 (server) or for a client.
+        fn issue(&self, name: &str) -> Leaf {
+            let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress([127, 0, 0, 1].into()));
+            params.distinguished_name.push(DnType::CommonName, name);
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &self.0).unwrap();
+            Leaf {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+                cert: cert.der().clone(),
+                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            }
+        }
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    }
+
+    /// A TLS server config with `server`'s certificate, requiring client certificates
+    /// signed by `client_ca` when given.
+    fn server_config(server: &Leaf, client_ca: Option<&Ca>) -> rustls::ServerConfig {
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca.der()).unwrap();
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider(),
+                )
+                .build()
+                .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(vec![server.cert.clone()], server.key.clone_key())
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config
+    }
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    fn https_builder(
+        receiver: &Receiver,
+        protocol: OtlpProtocol,
+        vars: &[(&str, String)],
+    ) -> TracingManagerBuilder {
+        TracingManager::from_env_with(env(vars)).exporter(ExporterConfig::Otlp(
+            OtlpConfig::new(format!("https://127.0.0.1:{}", receiver.addr.port()))
+                .protocol(protocol)
+                .timeout(Duration::from_secs(2)),
+        ))
+    }
+
+    #[test]
+    fn spans_arrive_over_tls_with_a_custom_ca_for_every_protocol() {
+        let ca = Ca::new("meshtrace test CA");
+        let server = ca.issue("collector");
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = write(&dir, "ca.pem", &ca.pem());
+        for (protocol, name) in PROTOCOLS {
+            let receiver = Receiver::start_tls(server_config(&server, None));
+            let manager = export_two_spans(https_builder(
+                &receiver,
+                protocol,
+                &[("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", ca_file.clone())],
+            ));
+            assert_eq!(manager.stats().exported, 2, "{name}: {:?}", manager.stats());
+            assert_root_and_child(&receiver.take());
+        }
+    }
+
+    #[test]
+    fn mutual_tls_for_every_protocol() {
+        let ca = Ca::new("meshtrace test CA");
+        let server = ca.issue("collector");
+        let clients = Ca::new("meshtrace client CA");
+        let client = clients.issue("checkout");
+        let dir = tempfile::tempdir().unwrap();
+        let vars = [
+            (
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                write(&dir, "ca.pem", &ca.pem()),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                write(&dir, "client.pem", &client.cert_pem),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                write(&dir, "client.key", &client.key_pem),
+            ),
+        ];
+        for (protocol, name) in PROTOCOLS {
+            let receiver = Receiver::start_tls(server_config(&server, Some(&clients)));
+            let manager = export_two_spans(https_builder(&receiver, protocol, &vars));
+            assert_eq!(manager.stats().exported, 2, "{name}: {:?}", manager.stats());
+            assert_root_and_child(&receiver.take());
+
+            // Without the client certificate the collector refuses the connection.
+            let (refused, layers) = https_builder(&receiver, protocol, &vars[..1])
+                .log_writer(std::io::sink)
+                .build()
+                .unwrap();
+            tracing::subscriber::with_default(layers.into_subscriber(), || {
+                tracing::info_span!("refused").in_scope(|| {});
+            });
+            let error = refused
+                .force_flush()
+                .expect_err("the collector refuses")
+                .to_string();
+            // TLS 1.3 rejects a missing client certificate after the handshake: reqwest
+            // reports the server's alert, tonic the connection it closed.
+            if protocol != OtlpProtocol::Grpc {
+                assert!(error.contains("CertificateRequired"), "{name}: {error}");
+            }
+            let stats = refused.stats();
+            assert_eq!(stats.exported, 0, "{name}: {stats:?}");
+            assert!(stats.dropped_export_failed >= 1, "{name}: {stats:?}");
+            assert!(receiver.take().is_empty(), "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_certificate_from_an_unknown_ca_is_refused_naming_the_endpoint_and_requests_go_on() {
+        let ca = Ca::new("meshtrace test CA");
+        let other = Ca::new("some other CA");
+        let server = ca.issue("collector");
+        let dir = tempfile::tempdir().unwrap();
+        let other_file = write(&dir, "other.pem", &other.pem());
+        for (protocol, name) in PROTOCOLS {
+            for trusted in ["the platform's roots", "another CA"] {
+                let receiver = Receiver::start_tls(server_config(&server, None));
+                let vars = match trusted {
+                    "another CA" => vec![("OTEL_EXPORTER_OTLP_CERTIFICATE", other_file.clone())],
+                    _ => vec![],
+                };
+                let (manager, layers) = https_builder(&receiver, protocol, &vars)
+                    .log_writer(std::io::sink)
+                    .build()
+                    .expect("a refused certificate is not a build error");
+                let _guard = tracing::subscriber::set_default(layers.into_subscriber());
+                let app = traced_app(&manager);
+                for i in 0..5 {
+                    let started = Instant::now();
+                    let response =
+                        common::send(app.clone(), common::get(&format!("/orders/{i}"), &[])).await;
+                    assert_eq!(response.status(), StatusCode::OK);
+                    assert!(started.elapsed() < Duration::from_millis(250), "{name}");
+                }
+                let provider = manager.tracer_provider().clone();
+                let _ = tokio::task::spawn_blocking(move || provider.force_flush())
+                    .await
+                    .unwrap();
+                let stats = manager.stats();
+                assert_eq!(stats.exported, 0, "{name}, {trusted}: {stats:?}");
+                assert_eq!(
+                    stats.dropped_export_failed, 5,
+                    "{name}, {trusted}: {stats:?}"
+                );
+                let error = stats.last_error.unwrap_or_default();
+                let endpoint = format!("https://127.0.0.1:{}", receiver.addr.port());
+                assert!(error.contains(&endpoint), "{name}, {trusted}: {error}");
+                assert!(
+                    error.to_lowercase().contains("certificate"),
+                    "{name}, {trusted}: the cause is named: {error}"
+                );
+                assert!(receiver.take().is_empty());
+            }
+        }
+    }
+
+    /// With no CA configured, the platform's roots decide: here `SSL_CERT_FILE` names the
+    /// test CA (read by the platform verifier and the native roots on Linux), in a child
+    /// process so that no other test sees it.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn spans_arrive_over_tls_with_the_platform_roots() {
+        let ca = Ca::new("meshtrace test CA");
+        let server = ca.issue("collector");
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = write(&dir, "ca.pem", &ca.pem());
+        for (_, name) in PROTOCOLS {
+            let receiver = Receiver::start_tls(server_config(&server, None));
+            run_child(
+                "tls::child_exports_over_https",
+                &[
+                    ("SSL_CERT_FILE", ca_file.clone()),
+                    ("MESHTRACE_TEST_RECEIVER", receiver.addr.to_string()),
+                    ("MESHTRACE_TEST_PROTOCOL", name.to_owned()),
+                ],
+            );
+            assert_root_and_child(&receiver.take());
+        }
+    }
+
+    #[test]
+    #[ignore = "run in a child process by spans_arrive_over_tls_with_the_platform_roots"]
+    fn child_exports_over_https() {
+        let Ok(addr) = std::env::var("MESHTRACE_TEST_RECEIVER") else {
+            return;
+        };
+        let protocol = match std::env::var("MESHTRACE_TEST_PROTOCOL").as_deref() {
+            Ok("grpc") => OtlpProtocol::Grpc,
+            Ok("http/json") => OtlpProtocol::HttpJson,
+            _ => OtlpProtocol::HttpProtobuf,
+        };
+        let manager = export_two_spans(
+            TracingManager::builder().exporter(ExporterConfig::Otlp(
+                OtlpConfig::new(format!("https://{addr}"))
+                    .protocol(protocol)
+                    .timeout(Duration::from_secs(2)),
+            )),
+        );
+        assert_eq!(manager.stats().exported, 2, "{:?}", manager.stats());
+    }
 }

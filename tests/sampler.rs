@@ -8,7 +8,7 @@ use std::time::Duration;
 use meshtrace::sampler::consistent::{Randomness, Threshold};
 use meshtrace::sampler::{
     CustomSampler, DebugConfig, DebugRequest, RuleSpanKind, SamplerHandle, SamplingConfig,
-    SamplingRule, SpanLimitsConfig, UntrustedEdge, debug_token_for,
+    SamplingRule, UntrustedEdge,
 };
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
@@ -581,6 +581,48 @@ fn dropping_a_span_allocates_nothing() {
     }
 }
 
+/// The decision path of the benchmark (ten rules, none matching) and the HMAC check:
+/// dropping allocates nothing, whatever token the caller sends.
+#[cfg(feature = "debug-hmac")]
+#[test]
+fn dropping_a_span_with_hmac_tokens_and_ten_rules_allocates_nothing() {
+    use meshtrace::sampler::debug_token_for;
+    use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
+    let secret = "0123456789abcdef-secret";
+    let mut config = SamplingConfig::default()
+        .base_rate(0.0)
+        .debug(DebugConfig::default().hmac_secret(secret).max_age_secs(60));
+    for i in 0..10 {
+        config = config.rule(SamplingRule::new(format!("r{i}"), 1.0).route(format!("/r{i}/**")));
+    }
+    let (nanos, clock) = manual_clock();
+    nanos.store(NOW * 1_000_000_000, Ordering::SeqCst);
+    let sampler = CustomSampler::with_clock(config, clock).unwrap();
+    let attributes = vec![
+        KeyValue::new(HTTP_REQUEST_METHOD, "GET"),
+        KeyValue::new(HTTP_ROUTE, "/orders/{id}"),
+    ];
+    let id = trace_id(11);
+    let expired = debug_token_for(secret.as_bytes(), id, NOW - 61);
+    let forged = debug_token_for(b"not-the-secret-at-all", id, NOW);
+    for (name, token) in [
+        ("expired", expired),
+        ("forged", forged),
+        ("garbage", "x.y".into()),
+    ] {
+        let cx = remote_parent(id, false, "").with_value(debug_value(&token));
+        let decide =
+            || sampler.should_sample(Some(&cx), id, "GET", &SpanKind::Server, &attributes, &[]);
+        assert_eq!(decide().decision, SamplingDecision::Drop, "{name}");
+        let (_, allocations) = allocations_in(|| {
+            for _ in 0..100 {
+                std::hint::black_box(decide());
+            }
+        });
+        assert_eq!(allocations, 0, "{name}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Debug
 
@@ -626,36 +668,166 @@ fn allow_listed_debug_token_forces_sampling_without_th() {
     }
 }
 
+/// 2023-11-14T22:13:20Z, the fixed "now" of the HMAC tests.
+#[cfg(feature = "debug-hmac")]
+const NOW: u64 = 1_700_000_000;
+
+#[cfg(feature = "debug-hmac")]
+fn hmac_harness(secret: &str, max_age_secs: u64) -> (Arc<AtomicU64>, Harness) {
+    let (nanos, clock) = manual_clock();
+    nanos.store(NOW * 1_000_000_000, Ordering::SeqCst);
+    let sampler = CustomSampler::with_clock(
+        SamplingConfig::default().base_rate(0.0).debug(
+            DebugConfig::default()
+                .hmac_secret(secret)
+                .max_age_secs(max_age_secs),
+        ),
+        clock,
+    )
+    .unwrap();
+    (nanos, Harness::with_sampler(sampler))
+}
+
+#[cfg(feature = "debug-hmac")]
 #[test]
-fn hmac_debug_token_is_checked_against_the_trace_id() {
+fn hmac_debug_token_is_bound_to_the_trace_id_and_expires() {
+    use meshtrace::sampler::{DEBUG_TOKEN_CLOCK_SKEW_SECS, debug_token_for};
     let secret = "0123456789abcdef-secret";
-    let h = Harness::new(
-        SamplingConfig::default()
-            .base_rate(0.0)
-            .debug(DebugConfig::default().hmac_secret(secret)),
-    );
+    let (_clock, h) = hmac_harness(secret, 300);
     let id = trace_id(7);
-    let token = debug_token_for(secret.as_bytes(), id);
-    assert_eq!(token.len(), 64);
-    let cx = remote_parent(id, false, "").with_value(debug_value(&token));
-    assert!(h.server_span(&cx, "GET", "/x").is_sampled());
+    let token = debug_token_for(secret.as_bytes(), id, NOW);
+    assert_eq!(token.len(), "1700000000.".len() + 64);
+    let sampled = |token: &str, tid: TraceId| {
+        let cx = remote_parent(tid, false, "").with_value(debug_value(token));
+        h.server_span(&cx, "GET", "/x").is_sampled()
+    };
+    assert!(sampled(&token, id));
     assert_eq!(reason(&h.only_span()).as_deref(), Some("debug"));
     // Upper-case hex of the same MAC is the same token.
-    h.exporter.reset();
-    let cx = remote_parent(id, false, "").with_value(debug_value(&token.to_uppercase()));
-    assert!(h.server_span(&cx, "GET", "/x").is_sampled());
+    assert!(sampled(&token.to_uppercase(), id));
 
-    // Same token, another trace id; another secret; truncated; not hex.
-    let other_secret = debug_token_for(b"another-secret-of-16+", id);
-    for (name, token, tid) in [
-        ("other trace", token.clone(), trace_id(8)),
-        ("other secret", other_secret, id),
-        ("truncated", token[..63].to_owned(), id),
-        ("not hex", format!("{}zz", &token[..62]), id),
-    ] {
-        let cx = remote_parent(tid, false, "").with_value(debug_value(&token));
-        assert!(!h.server_span(&cx, "GET", "/x").is_sampled(), "{name}");
+    let mac_of = |t: &str| t.split_once('.').unwrap().1.to_owned();
+    let skew = DEBUG_TOKEN_CLOCK_SKEW_SECS;
+    let cases: Vec<(&str, String, TraceId, bool)> = vec![
+        (
+            "minted 300 s ago",
+            debug_token_for(secret.as_bytes(), id, NOW - 300),
+            id,
+            true,
+        ),
+        (
+            "minted 301 s ago",
+            debug_token_for(secret.as_bytes(), id, NOW - 301),
+            id,
+            false,
+        ),
+        (
+            "minted within the skew",
+            debug_token_for(secret.as_bytes(), id, NOW + skew),
+            id,
+            true,
+        ),
+        (
+            "minted beyond the skew",
+            debug_token_for(secret.as_bytes(), id, NOW + skew + 1),
+            id,
+            false,
+        ),
+        ("another trace id", token.clone(), trace_id(8), false),
+        (
+            "another secret",
+            debug_token_for(b"another-secret-of-16+", id, NOW),
+            id,
+            false,
+        ),
+        // The time is signed: a fresh time on an old MAC does not verify.
+        (
+            "time rewritten",
+            format!(
+                "{NOW}.{}",
+                mac_of(&debug_token_for(secret.as_bytes(), id, NOW - 1000))
+            ),
+            id,
+            false,
+        ),
+        ("the old untimed form", mac_of(&token), id, false),
+        ("truncated", token[..token.len() - 1].to_owned(), id, false),
+        (
+            "not hex",
+            format!("{}zz", &token[..token.len() - 2]),
+            id,
+            false,
+        ),
+        ("no time", format!(".{}", mac_of(&token)), id, false),
+        (
+            "signed time",
+            format!("+{NOW}.{}", mac_of(&token)),
+            id,
+            false,
+        ),
+        (
+            "time overflows u64",
+            format!("99999999999999999999999.{}", mac_of(&token)),
+            id,
+            false,
+        ),
+        ("two dots", format!("{NOW}..{}", mac_of(&token)), id, false),
+    ];
+    for (name, token, tid, expected) in cases {
+        assert_eq!(sampled(&token, tid), expected, "{name}: {token}");
     }
+}
+
+#[cfg(feature = "debug-hmac")]
+#[test]
+fn an_hmac_token_is_accepted_until_max_age_then_never_again() {
+    use meshtrace::sampler::debug_token_for;
+    let secret = "0123456789abcdef-secret";
+    let (clock, h) = hmac_harness(secret, 60);
+    let id = trace_id(3);
+    let token = debug_token_for(secret.as_bytes(), id, NOW);
+    let at = |secs: u64| {
+        clock.store(secs * 1_000_000_000, Ordering::SeqCst);
+        let cx = remote_parent(id, false, "").with_value(debug_value(&token));
+        h.server_span(&cx, "GET", "/x").is_sampled()
+    };
+    assert!(at(NOW));
+    assert!(at(NOW + 60));
+    assert!(!at(NOW + 61), "replayed after max_age");
+    assert!(!at(NOW + 86_400));
+    // The limit is the configured one: reloading a longer age accepts it again.
+    h.handle
+        .reload(
+            SamplingConfig::default().base_rate(0.0).debug(
+                DebugConfig::default()
+                    .hmac_secret(secret)
+                    .max_age_secs(3600),
+            ),
+        )
+        .unwrap();
+    assert!(at(NOW + 61));
+}
+
+#[cfg(not(feature = "debug-hmac"))]
+#[test]
+fn an_hmac_secret_without_the_feature_is_an_error_naming_it() {
+    let error = CustomSampler::new(
+        SamplingConfig::default().debug(DebugConfig::default().hmac_secret("0123456789abcdef")),
+    )
+    .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(
+            error,
+            meshtrace::Error::MissingFeature {
+                feature: "debug-hmac",
+                ..
+            }
+        ),
+        "{message}"
+    );
+    assert!(message.contains("sampling.debug.hmac_secret"), "{message}");
+    assert!(!message.contains("0123456789abcdef"), "{message}");
 }
 
 #[test]
@@ -775,7 +947,7 @@ fn validation_errors_name_field_and_value() {
         (
             three_rules,
             &[
-                "sampling.rules[2].rate = \"1.5\": outside 0.0..=1.0",
+                "sampling.rules[2].rate = \"1.5\" is invalid: it must be between 0.0 and 1.0",
                 "rule \"c\"",
             ],
         ),
@@ -795,7 +967,7 @@ fn validation_errors_name_field_and_value() {
             SamplingConfig::default()
                 .rule(SamplingRule::new("x", 1.0))
                 .rule(SamplingRule::new("x", 1.0)),
-            &["sampling.rules[1].name", "duplicate"],
+            &["sampling.rules[1].name", "must be unique"],
         ),
         (
             SamplingConfig::default().rule(SamplingRule::new("", 1.0)),
@@ -826,12 +998,20 @@ fn validation_errors_name_field_and_value() {
             &["sampling.high_value[0].method"],
         ),
         (
-            SamplingConfig::default().debug(DebugConfig::default().header("bad header")),
-            &["sampling.debug.header", "bad header"],
+            SamplingConfig::default().debug(DebugConfig::default().hmac_secret("short")),
+            if cfg!(feature = "debug-hmac") {
+                &["sampling.debug.hmac_secret", "at least 16 bytes"]
+            } else {
+                &["sampling.debug.hmac_secret", "`debug-hmac` feature"]
+            },
         ),
         (
-            SamplingConfig::default().debug(DebugConfig::default().hmac_secret("short")),
-            &["sampling.debug.hmac_secret", "shorter than 16"],
+            SamplingConfig::default().debug(DebugConfig::default().max_age_secs(0)),
+            &["sampling.debug.max_age_secs = \"0\"", "between 1 and 86400"],
+        ),
+        (
+            SamplingConfig::default().debug(DebugConfig::default().max_age_secs(86_401)),
+            &["sampling.debug.max_age_secs = \"86401\""],
         ),
         (
             SamplingConfig::default().debug(DebugConfig::default().token("ok").token("has space")),
@@ -852,6 +1032,29 @@ fn validation_errors_name_field_and_value() {
     let message =
         config_error(SamplingConfig::default().debug(DebugConfig::default().token("secret value")));
     assert!(!message.contains("secret value"), "{message}");
+    let message = config_error(
+        SamplingConfig::default().debug(DebugConfig::default().hmac_secret("short-secret")),
+    );
+    assert!(!message.contains("short-secret"), "{message}");
+}
+
+#[test]
+fn keys_that_moved_out_of_sampling_are_errors_saying_where_they_live() {
+    let cases = [
+        ("[span_limits]\nmax_attributes_per_span = 64", "top level"),
+        (
+            "[debug]\nheader = \"x-debug\"",
+            "TracingLayer::debug_header",
+        ),
+    ];
+    for (toml, needle) in cases {
+        let message = SamplingConfig::from_toml_str(toml).unwrap_err().to_string();
+        assert!(message.contains(needle), "{toml}: {message}");
+        assert!(message.contains("line"), "{toml}: {message}");
+    }
+    let json = r#"{"debug": {"header": "x-debug"}}"#;
+    let message = SamplingConfig::from_json_str(json).unwrap_err().to_string();
+    assert!(message.contains("TracingLayer::debug_header"), "{message}");
 }
 
 const TOML: &str = r#"
@@ -877,14 +1080,9 @@ rate = 0.5
 attributes = { tenant = "acme", shard = 3 }
 
 [debug]
-header = "x-debug"
 tokens = ["a", "b"]
-hmac_secret = "0123456789abcdef"
 max_per_second = 3
-
-[span_limits]
-max_attributes_per_span = 64
-max_attribute_value_length = 100
+max_age_secs = 120
 "#;
 
 fn expected_file_config() -> SamplingConfig {
@@ -907,16 +1105,10 @@ fn expected_file_config() -> SamplingConfig {
         )
         .debug(
             DebugConfig::default()
-                .header("x-debug")
                 .token("a")
                 .token("b")
-                .hmac_secret("0123456789abcdef")
-                .max_per_second(3),
-        )
-        .span_limits(
-            SpanLimitsConfig::default()
-                .max_attributes_per_span(64)
-                .max_attribute_value_length(100),
+                .max_per_second(3)
+                .max_age_secs(120),
         )
 }
 
@@ -926,8 +1118,11 @@ fn toml_json_yaml_parse_to_the_same_config() {
     assert_eq!(SamplingConfig::from_toml_str(TOML).unwrap(), expected);
     let json = serde_json::to_string(&expected).unwrap();
     assert_eq!(SamplingConfig::from_json_str(&json).unwrap(), expected);
-    let yaml = serde_yaml_ng::to_string(&expected).unwrap();
-    assert_eq!(SamplingConfig::from_yaml_str(&yaml).unwrap(), expected);
+    #[cfg(feature = "yaml")]
+    {
+        let yaml = serde_yaml_ng::to_string(&expected).unwrap();
+        assert_eq!(SamplingConfig::from_yaml_str(&yaml).unwrap(), expected);
+    }
     let toml_again = toml::to_string(&expected).unwrap();
     assert_eq!(
         SamplingConfig::from_toml_str(&toml_again).unwrap(),
@@ -990,24 +1185,55 @@ fn malformed_or_invalid_documents_are_errors() {
             &"[".repeat(10_000),
         ),
         (
-            "yaml syntax",
-            SamplingConfig::from_yaml_str,
-            "base_rate: [1",
+            "json oversized",
+            SamplingConfig::from_json_str,
+            &format!(
+                "{{\"rules\": [{}]}}",
+                "{\"name\": \"x\", \"rate\": 1},".repeat(60_000)
+            ),
         ),
-        ("yaml type", SamplingConfig::from_yaml_str, "rules: 5"),
         (
-            "yaml invalid",
-            SamplingConfig::from_yaml_str,
-            "rules:\n  - name: x\n    rate: 1.5",
+            "toml deep",
+            SamplingConfig::from_toml_str,
+            &format!("base_rate = {}", "[".repeat(10_000)),
+        ),
+        (
+            "toml control characters",
+            SamplingConfig::from_toml_str,
+            "base_rate = \u{0}\u{1b}[31m",
         ),
     ];
     for (name, parse, text) in cases {
         assert!(parse(text).is_err(), "{name} should fail");
     }
-    let message = SamplingConfig::from_yaml_str("rules:\n  - name: x\n    rate: 1.5")
+    #[cfg(feature = "yaml")]
+    {
+        let yaml: &[(&str, &str)] = &[
+            ("yaml syntax", "base_rate: [1"),
+            ("yaml type", "rules: 5"),
+            ("yaml invalid", "rules:\n  - name: x\n    rate: 1.5"),
+            ("yaml deep", &"[".repeat(10_000)),
+            // Billion laughs: aliases expanding exponentially.
+            (
+                "yaml aliases",
+                "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n",
+            ),
+        ];
+        for (name, text) in yaml {
+            assert!(
+                SamplingConfig::from_yaml_str(text).is_err(),
+                "{name} should fail"
+            );
+        }
+        let message = SamplingConfig::from_yaml_str("rules:\n  - name: x\n    rate: 1.5")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("sampling.rules[0].rate"), "{message}");
+    }
+    let message = SamplingConfig::from_toml_str(&format!("# {}", "x".repeat(2 << 20)))
         .unwrap_err()
         .to_string();
-    assert!(message.contains("sampling.rules[0].rate"), "{message}");
+    assert!(message.contains("at most 1048576"), "{message}");
 }
 
 #[test]
@@ -1020,21 +1246,55 @@ fn files_by_extension() {
         path
     };
     let toml_path = write("s.toml", TOML);
-    let json_path = write("s.json", &serde_json::to_string(&expected).unwrap());
-    let yaml_path = write("s.YML", &serde_yaml_ng::to_string(&expected).unwrap());
-    for path in [&toml_path, &json_path, &yaml_path] {
+    let json_path = write("s.JSON", &serde_json::to_string(&expected).unwrap());
+    #[allow(unused_mut)]
+    let mut paths = vec![toml_path, json_path];
+    #[cfg(feature = "yaml")]
+    paths.push(write(
+        "s.YML",
+        &serde_yaml_ng::to_string(&expected).unwrap(),
+    ));
+    #[cfg(not(feature = "yaml"))]
+    {
+        let yaml = write("s.yaml", "base_rate: 0.5");
+        let error = SamplingConfig::from_file(&yaml).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                meshtrace::Error::MissingFeature {
+                    feature: "yaml",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+    for path in &paths {
         assert_eq!(
             SamplingConfig::from_file(path).unwrap(),
             expected,
             "{path:?}"
         );
     }
-    let unknown = write("s.ini", "base_rate = 1");
+    for name in ["s.ini", "s", "s.toml.bak"] {
+        let unknown = write(name, "base_rate = 1");
+        let message = SamplingConfig::from_file(&unknown).unwrap_err().to_string();
+        assert!(
+            message.contains("extension") && message.contains(".toml"),
+            "{message}"
+        );
+    }
     assert!(
-        SamplingConfig::from_file(&unknown)
+        SamplingConfig::from_file(dir.path()).is_err(),
+        "a directory"
+    );
+    let not_utf8 = dir.path().join("latin1.toml");
+    std::fs::write(&not_utf8, b"base_rate = 0.5 # caf\xe9").unwrap();
+    assert!(
+        SamplingConfig::from_file(&not_utf8)
             .unwrap_err()
             .to_string()
-            .contains("extension")
+            .contains("UTF-8")
     );
     assert!(SamplingConfig::from_file(dir.path().join("missing.toml")).is_err());
     let big = write("big.toml", &format!("# {}\n", "x".repeat(2 << 20)));
@@ -1079,33 +1339,55 @@ fn environment_variables() {
         ("OTEL_TRACES_SAMPLER", "traceidratio"),
         ("OTEL_TRACES_SAMPLER_ARG", "0.2"),
         ("MESHTRACE_SAMPLING_BASE_RATE", "0.3"),
-        ("MESHTRACE_SAMPLING_HIGH_VALUE_RATE", "0.9"),
-        ("MESHTRACE_SAMPLING_DEBUG_HEADER", "x-dbg"),
+        ("MESHTRACE_SAMPLING_HIGH_VALUE_RATE", " 0.9 "),
         ("MESHTRACE_SAMPLING_DEBUG_TOKENS", "a, b,,c"),
-        ("MESHTRACE_SAMPLING_DEBUG_HMAC_SECRET", "0123456789abcdef"),
         ("MESHTRACE_SAMPLING_DEBUG_MAX_PER_SECOND", "4"),
-        ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "10"),
-        ("OTEL_SPAN_EVENT_COUNT_LIMIT", "11"),
-        ("OTEL_SPAN_LINK_COUNT_LIMIT", "12"),
-        ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "13"),
+        ("MESHTRACE_SAMPLING_DEBUG_MAX_AGE_SECS", "60"),
+        // Span limits are read by the manager's environment reader, not the sampler's.
+        ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "many"),
     ])
     .unwrap();
     assert_eq!(c.base_rate, 0.3);
     assert_eq!(c.high_value_rate, 0.9);
-    assert_eq!(c.debug.header, "x-dbg");
     assert_eq!(c.debug.tokens, ["a", "b", "c"]);
-    assert_eq!(c.debug.hmac_secret.as_deref(), Some("0123456789abcdef"));
     assert_eq!(c.debug.max_per_second, 4);
-    let sdk = c.span_limits.to_sdk();
+    assert_eq!(c.debug.max_age_secs, 60);
+    // Blank values are unset.
     assert_eq!(
-        (
-            sdk.max_attributes_per_span,
-            sdk.max_events_per_span,
-            sdk.max_links_per_span
-        ),
-        (10, 11, 12)
+        env(&[
+            ("MESHTRACE_SAMPLING_BASE_RATE", "  "),
+            ("OTEL_TRACES_SAMPLER", "")
+        ])
+        .unwrap(),
+        SamplingConfig::default()
     );
-    assert_eq!(c.span_limits.max_attribute_value_length, 13);
+    let secret = env(&[("MESHTRACE_SAMPLING_DEBUG_HMAC_SECRET", " 0123456789abcdef ")]);
+    if cfg!(feature = "debug-hmac") {
+        assert_eq!(
+            secret.unwrap().debug.hmac_secret.as_deref(),
+            Some("0123456789abcdef")
+        );
+    } else {
+        let message = secret.unwrap_err().to_string();
+        assert!(
+            message.contains("MESHTRACE_SAMPLING_DEBUG_HMAC_SECRET")
+                && message.contains("debug-hmac"),
+            "{message}"
+        );
+        assert!(!message.contains("0123456789abcdef"), "{message}");
+    }
+
+    let huge: &'static str = Box::leak("0".repeat(20_000).into_boxed_str());
+    let message = env(Box::leak(Box::new([(
+        "MESHTRACE_SAMPLING_BASE_RATE",
+        huge,
+    )])))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("<20000 bytes>") && message.contains("16384"),
+        "{message}"
+    );
 
     for (vars, needle) in [
         (
@@ -1128,8 +1410,16 @@ fn environment_variables() {
             "MESHTRACE_SAMPLING_DEBUG_MAX_PER_SECOND",
         ),
         (
-            &[("OTEL_SPAN_LINK_COUNT_LIMIT", "many")][..],
-            "OTEL_SPAN_LINK_COUNT_LIMIT",
+            &[("MESHTRACE_SAMPLING_DEBUG_MAX_AGE_SECS", "0")][..],
+            "MESHTRACE_SAMPLING_DEBUG_MAX_AGE_SECS",
+        ),
+        (
+            &[("MESHTRACE_SAMPLING_DEBUG_TOKENS", "ok,\u{7f}bad")][..],
+            "MESHTRACE_SAMPLING_DEBUG_TOKENS",
+        ),
+        (
+            &[("MESHTRACE_SAMPLING_DEBUG_HEADER", "x-dbg")][..],
+            "TracingLayer::debug_header",
         ),
         (
             &[("MESHTRACE_SAMPLING_CONFIG_FILE", "/nonexistent/s.toml")][..],
@@ -1139,58 +1429,6 @@ fn environment_variables() {
         let message = env(vars).unwrap_err().to_string();
         assert!(message.contains(needle), "{message:?} lacks {needle:?}");
     }
-}
-
-#[test]
-fn span_limits_map_to_the_sdk_and_truncate_values() {
-    let limits = SpanLimitsConfig::default()
-        .max_attributes_per_span(2)
-        .max_events_per_span(3)
-        .max_links_per_span(4)
-        .max_attributes_per_event(5)
-        .max_attributes_per_link(6)
-        .max_attribute_value_length(4);
-    let sdk = limits.to_sdk();
-    assert_eq!(
-        (
-            sdk.max_attributes_per_span,
-            sdk.max_events_per_span,
-            sdk.max_links_per_span,
-            sdk.max_attributes_per_event,
-            sdk.max_attributes_per_link
-        ),
-        (2, 3, 4, 5, 6)
-    );
-    use opentelemetry::{Array, StringValue, Value};
-    assert_eq!(
-        limits.truncate_value(Value::from("abcdefg")),
-        Value::from("abcd")
-    );
-    // Never splits a UTF-8 character: "aé" is 3 bytes, "aéé" is 5.
-    assert_eq!(
-        limits.truncate_value(Value::from("a\u{e9}\u{e9}")),
-        Value::from("a\u{e9}")
-    );
-    assert_eq!(
-        limits.truncate_value(Value::I64(123456)),
-        Value::I64(123456)
-    );
-    let array = Value::Array(Array::String(vec![
-        StringValue::from("abcdef"),
-        StringValue::from("ab"),
-    ]));
-    assert_eq!(
-        limits.truncate_value(array),
-        Value::Array(Array::String(vec![
-            StringValue::from("abcd"),
-            StringValue::from("ab")
-        ]))
-    );
-    let unlimited = limits.max_attribute_value_length(0);
-    assert_eq!(
-        unlimited.truncate_value(Value::from("abcdefg")),
-        Value::from("abcdefg")
-    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1225,16 +1463,71 @@ fn reload_swaps_and_invalid_reload_keeps_the_old_config() {
 
     // From files: a valid one swaps, a malformed one leaves the config in place.
     let dir = tempfile::tempdir().unwrap();
-    let good = dir.path().join("good.yaml");
-    std::fs::write(&good, "base_rate: 0.0\ndebug:\n  header: x-other\n").unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "base_rate = 0.0\n[debug]\ntokens = [\"t\"]\n").unwrap();
     h.handle.reload_from_file(&good).unwrap();
     assert!(!h.server_span(&Context::new(), "GET", "/x").is_sampled());
-    assert_eq!(h.handle.debug_header().as_str(), "x-other");
+    assert_eq!(h.handle.config().debug.tokens, ["t"]);
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{\"base_rate\": 1.0,").unwrap();
     assert!(h.handle.reload_from_file(&bad).is_err());
-    assert_eq!(h.handle.debug_header().as_str(), "x-other");
+    // A key the sampler cannot apply is refused, not ignored.
+    let moved = dir.path().join("moved.toml");
+    std::fs::write(&moved, "base_rate = 1.0\n[debug]\nheader = \"x-other\"\n").unwrap();
+    let message = h.handle.reload_from_file(&moved).unwrap_err().to_string();
+    assert!(message.contains("debug_header"), "{message}");
     assert_eq!(h.handle.config().base_rate, 0.0);
+    assert_eq!(h.handle.config().debug.tokens, ["t"]);
+}
+
+/// Every field of `SamplingConfig` changes decisions after `reload`: nothing is accepted and
+/// then silently ignored.
+#[test]
+fn reload_applies_every_field() {
+    let (nanos, clock) = manual_clock();
+    nanos.store(10_000_000_000, Ordering::SeqCst);
+    let h = Harness::with_sampler(
+        CustomSampler::with_clock(SamplingConfig::default().base_rate(0.0), clock).unwrap(),
+    );
+    let root = Context::new;
+    let debug = |token: &str| Context::new().with_value(debug_value(token));
+    let base = || SamplingConfig::default().base_rate(0.0);
+    let reload = |config: SamplingConfig| h.handle.reload(config).unwrap();
+    let kept =
+        |cx: &Context, method: &str, route: &str| h.server_span(cx, method, route).is_sampled();
+
+    // base_rate
+    assert!(!kept(&root(), "GET", "/x"));
+    reload(SamplingConfig::default().base_rate(1.0));
+    assert!(kept(&root(), "GET", "/x"));
+    // rules
+    reload(base().rule(SamplingRule::new("x", 1.0).route("/x")));
+    assert!(kept(&root(), "GET", "/x") && !kept(&root(), "GET", "/y"));
+    // high_value and high_value_rate
+    reload(base().high_value("/checkout", "POST"));
+    assert!(kept(&root(), "POST", "/checkout"));
+    reload(base().high_value("/checkout", "POST").high_value_rate(0.0));
+    assert!(!kept(&root(), "POST", "/checkout"));
+    // debug.tokens
+    assert!(!kept(&debug("t0k3n"), "GET", "/x"));
+    reload(base().debug(DebugConfig::default().token("t0k3n")));
+    assert!(kept(&debug("t0k3n"), "GET", "/x"));
+    // debug.max_per_second (the budget of the last second is spent by now)
+    reload(base().debug(DebugConfig::default().token("t0k3n").max_per_second(0)));
+    assert!(!kept(&debug("t0k3n"), "GET", "/x"));
+    // debug.hmac_secret and debug.max_age_secs
+    #[cfg(feature = "debug-hmac")]
+    {
+        use meshtrace::sampler::debug_token_for;
+        let secret = "0123456789abcdef-secret";
+        let token = debug_token_for(secret.as_bytes(), trace_id(5), 10 - 5);
+        let signed = || remote_parent(trace_id(5), false, "").with_value(debug_value(&token));
+        assert!(!kept(&signed(), "GET", "/x"));
+        reload(base().debug(DebugConfig::default().hmac_secret(secret)));
+        assert!(kept(&signed(), "GET", "/x"));
+        reload(base().debug(DebugConfig::default().hmac_secret(secret).max_age_secs(4)));
+        assert!(!kept(&signed(), "GET", "/x"));
+    }
 }
 
 #[test]

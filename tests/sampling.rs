@@ -8,15 +8,15 @@ use axum::Router;
 use axum::routing::{get, post};
 use common::{Telemetry, attr_str, get as request, send, text};
 use http::Request;
-use meshtrace::sampler::{
-    CustomSampler, DebugConfig, SamplingConfig, SamplingRule, debug_token_for,
-};
+use meshtrace::sampler::{CustomSampler, DebugConfig, SamplingConfig, SamplingRule};
 use meshtrace::server::TracingLayer;
+#[cfg(feature = "debug-hmac")]
 use opentelemetry::trace::TraceId;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+#[cfg(feature = "debug-hmac")]
 const SECRET: &str = "a-debug-secret-of-32-bytes-long!";
 
 fn telemetry(config: SamplingConfig) -> Telemetry {
@@ -44,17 +44,15 @@ fn app(layer: TracingLayer) -> Router {
 
 #[tokio::test]
 async fn a_valid_debug_token_forces_sampling_at_base_rate_zero() {
-    let telemetry = telemetry(
-        SamplingConfig::default().base_rate(0.0).debug(
-            DebugConfig::default()
-                .token("let-me-debug")
-                .hmac_secret(SECRET),
-        ),
-    );
-    let hmac = debug_token_for(SECRET.as_bytes(), TraceId::from_hex(TRACE_ID).unwrap());
+    #[allow(unused_mut)]
+    let mut debug = DebugConfig::default().token("let-me-debug");
+    #[cfg(feature = "debug-hmac")]
+    {
+        debug = debug.hmac_secret(SECRET);
+    }
+    let telemetry = telemetry(SamplingConfig::default().base_rate(0.0).debug(debug));
     let oversized = "a".repeat(300);
     // (case, request headers, expected to be sampled)
-    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, bool);
     let cases: &[Case] = &[
         ("no header", vec![], false),
         (
@@ -64,27 +62,17 @@ async fn a_valid_debug_token_forces_sampling_at_base_rate_zero() {
         ),
         ("wrong token", vec![("x-debug-trace", "let-me-in")], false),
         (
-            "hmac of the trace id, unsampled parent",
-            vec![("x-debug-trace", &hmac), ("traceparent", UNSAMPLED)],
-            true,
-        ),
-        (
-            "hmac for another trace",
-            vec![
-                ("x-debug-trace", &hmac),
-                (
-                    "traceparent",
-                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
-                ),
-            ],
-            false,
-        ),
-        (
             "oversized token",
             vec![("x-debug-trace", &oversized)],
             false,
         ),
     ];
+    assert_sampled(&telemetry, cases).await;
+}
+
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, bool);
+
+async fn assert_sampled(telemetry: &common::Telemetry, cases: &[Case<'_>]) {
     for (name, headers, sampled) in cases {
         let before = telemetry.spans().len();
         let response = send(app(telemetry.layer()), request("/users/1", headers)).await;
@@ -100,6 +88,50 @@ async fn a_valid_debug_token_forces_sampling_at_base_rate_zero() {
             );
         }
     }
+}
+
+/// The signed form, minted with the wall clock as a caller would: bound to the trace id of
+/// the `traceparent` and refused once older than `debug.max_age_secs` (default 300 s).
+#[cfg(feature = "debug-hmac")]
+#[tokio::test]
+async fn an_hmac_debug_token_forces_sampling_for_its_trace_until_it_expires() {
+    use meshtrace::sampler::debug_token_for;
+    let telemetry = telemetry(
+        SamplingConfig::default()
+            .base_rate(0.0)
+            .debug(DebugConfig::default().hmac_secret(SECRET)),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let id = TraceId::from_hex(TRACE_ID).unwrap();
+    let fresh = debug_token_for(SECRET.as_bytes(), id, now);
+    let expired = debug_token_for(SECRET.as_bytes(), id, now - 400);
+    let cases: &[Case] = &[
+        (
+            "fresh, unsampled parent",
+            vec![("x-debug-trace", &fresh), ("traceparent", UNSAMPLED)],
+            true,
+        ),
+        (
+            "fresh, for another trace",
+            vec![
+                ("x-debug-trace", &fresh),
+                (
+                    "traceparent",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+                ),
+            ],
+            false,
+        ),
+        (
+            "expired",
+            vec![("x-debug-trace", &expired), ("traceparent", UNSAMPLED)],
+            false,
+        ),
+    ];
+    assert_sampled(&telemetry, cases).await;
 }
 
 #[tokio::test]

@@ -75,7 +75,7 @@ impl Setup {
                     .log_format(LogFormat::Json)
                     .log_writer(logs.clone());
                 if how == How::ManagerQuietLogs {
-                    builder = builder.env_filter("warn");
+                    builder = builder.log_filter("warn");
                 }
                 let (manager, subscriber) = builder.build().expect("manager");
                 Setup {
@@ -84,7 +84,7 @@ impl Setup {
                     exporter,
                     logs,
                     manager: Some(manager),
-                    _guard: tracing::subscriber::set_default(subscriber),
+                    _guard: tracing::subscriber::set_default(subscriber.into_subscriber()),
                 }
             }
             How::HandBuilt => {
@@ -391,9 +391,12 @@ async fn a_client_that_gives_up_before_the_response_is_recorded_on_both_sides() 
                 matches!(client_span.status, Status::Error { .. }),
                 "{how:?}/{caller}"
             );
+            // Until the drop (or the error): the timer starts before the client span does,
+            // so on a busy machine the span can be a little shorter than the limit.
             let took = duration(&client_span);
+            let slack = Duration::from_millis(50);
             assert!(
-                took >= limit && took <= gave_up + Duration::from_millis(50),
+                took >= limit - slack && took <= gave_up + slack,
                 "{how:?}/{caller}: {took:?}"
             );
 
@@ -409,7 +412,7 @@ async fn a_client_that_gives_up_before_the_response_is_recorded_on_both_sides() 
             );
             assert_eq!(attr_str(&server, "http.response.status_code"), None);
             assert!(
-                duration(&server) >= limit - Duration::from_millis(20),
+                duration(&server) >= limit - Duration::from_millis(50),
                 "{how:?}/{caller}"
             );
         }

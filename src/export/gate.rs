@@ -1,60 +1,23 @@
 //! The sampled-only, bounded, counting front of the SDK's batch span processor.
 
+use super::counting::{Counters, CountingExporter};
 use crate::config::ResolvedBatch;
-use crate::sampler::SpanLimitsConfig;
-use futures_util::future::BoxFuture;
-use opentelemetry::Context;
+use crate::context::RANDOM_FLAG;
+use opentelemetry::trace::{SpanContext, Status, TraceContextExt as _};
+use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Span, SpanData, SpanExporter, SpanProcessor,
+    BatchConfigBuilder, BatchSpanProcessor, Span, SpanData, SpanProcessor,
 };
+use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Export counts since the manager was built; read them with
-/// [`TracingManager::stats`](crate::manager::TracingManager::stats).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ExportStats {
-    /// Sampled spans the exporter accepted.
-    pub exported: u64,
-    /// Sampled spans dropped because the export queue was full.
-    pub dropped_queue_full: u64,
-    /// Sampled spans in export requests that failed or timed out.
-    pub dropped_export_failed: u64,
-    /// Sampled spans waiting in the queue (or in an export still running) right now.
-    pub queued: u64,
-}
-
-impl ExportStats {
-    /// All dropped spans: queue full plus export failed.
-    pub fn dropped(&self) -> u64 {
-        self.dropped_queue_full + self.dropped_export_failed
-    }
-}
-
-/// The shared counters behind [`ExportStats`].
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    exported: AtomicU64,
-    dropped_queue_full: AtomicU64,
-    dropped_export_failed: AtomicU64,
-    /// Spans accepted by the gate and not yet handed to the exporter, plus the batch in flight.
-    queued: AtomicUsize,
-}
-
-impl Counters {
-    pub(crate) fn snapshot(&self) -> ExportStats {
-        ExportStats {
-            exported: self.exported.load(Ordering::Relaxed),
-            dropped_queue_full: self.dropped_queue_full.load(Ordering::Relaxed),
-            dropped_export_failed: self.dropped_export_failed.load(Ordering::Relaxed),
-            queued: self.queued.load(Ordering::Relaxed) as u64,
-        }
-    }
-}
+/// Carries "this trace id is random" from `on_start` (which sees the parent Context) to
+/// `on_end` (which owns the span's data); removed before export.
+const RANDOM_MARK: &str = "meshtrace.internal.trace_random";
 
 /// A [`SpanProcessor`] in front of the SDK's thread-based [`BatchSpanProcessor`]:
 ///
@@ -65,15 +28,23 @@ impl Counters {
 ///   Our count includes the batch being exported, so it is never below the SDK's channel
 ///   occupancy and the SDK's own (uncounted) queue-full path is never taken;
 /// * nothing here blocks: a full queue drops the span;
-/// * string attribute values (span and event attributes) are cut to
-///   `max_attribute_value_length`: opentelemetry_sdk 0.33's `SpanLimits` has no such limit,
-///   and doing it here costs nothing for spans that are not exported.
+/// * strings are cut to the shared value limit (`max_attribute_value_length`): span, event
+///   and link attribute values, event names and the status description. opentelemetry_sdk
+///   0.33's `SpanLimits` has no length limit, and doing it here costs nothing for spans that
+///   are not exported;
+/// * exported spans carry the W3C Level 2 `random` flag (0x02) that was propagated: the SDK
+///   (0.33, `SdkTracer::build_with_context`) builds a root's flags from an empty parent, so a
+///   root whose `traceparent` goes out as `-03` would be exported as `01`. A span gets the
+///   flag when its parent Context says the trace id is random: the
+///   [`TraceRandom`](crate::context::TraceRandom) marker (a new root that meshtrace made) or
+///   a parent span context with the flag (the SDK copies a parent's flags to its children).
 #[derive(Debug)]
 pub(crate) struct ExportGate {
     inner: BatchSpanProcessor,
     counters: Arc<Counters>,
     max_queue_size: usize,
-    limits: SpanLimitsConfig,
+    /// Most bytes of any string that is exported; 0: no limit.
+    max_value_len: usize,
 }
 
 impl ExportGate {
@@ -82,7 +53,7 @@ impl ExportGate {
         exporter: CountingExporter,
         counters: Arc<Counters>,
         batch: &ResolvedBatch,
-        limits: SpanLimitsConfig,
+        max_value_len: usize,
     ) -> Self {
         // Every field is set explicitly: `BatchConfigBuilder::default()` reads the process's
         // OTEL_BSP_* variables, which must not override what the manager resolved. The export
@@ -97,13 +68,89 @@ impl ExportGate {
             inner: BatchSpanProcessor::new(exporter, config),
             counters,
             max_queue_size: batch.max_queue_size,
-            limits,
+            max_value_len,
         }
+    }
+
+    fn bound(&self, span: &mut SpanData) {
+        let max = self.max_value_len;
+        if max == 0 {
+            return;
+        }
+        if let Status::Error { description } = &mut span.status {
+            cut_cow(description, max);
+        }
+        let events = span.events.events.iter_mut().flat_map(|event| {
+            cut_cow(&mut event.name, max);
+            event.attributes.iter_mut()
+        });
+        let links = span
+            .links
+            .links
+            .iter_mut()
+            .flat_map(|l| l.attributes.iter_mut());
+        for kv in span.attributes.iter_mut().chain(events).chain(links) {
+            cut_value(&mut kv.value, max);
+        }
+    }
+}
+
+/// Whether the trace of a span started in `cx` has a random trace id (see [`ExportGate`]).
+fn trace_is_random(cx: &Context) -> bool {
+    use crate::context::ContextExt as _;
+    cx.is_trace_random() || {
+        let parent = cx.span();
+        let sc = parent.span_context();
+        sc.is_valid() && sc.trace_flags() & RANDOM_FLAG == RANDOM_FLAG
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, at a character boundary.
+fn cut_str(text: &str, max: usize) -> Option<&str> {
+    if text.len() <= max {
+        return None;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(&text[..end])
+}
+
+fn cut_cow(text: &mut Cow<'static, str>, max: usize) {
+    if let Some(cut) = cut_str(text, max) {
+        *text = Cow::Owned(cut.to_owned());
+    }
+}
+
+fn cut_value(value: &mut Value, max: usize) {
+    use opentelemetry::{Array, StringValue};
+    match value {
+        Value::String(s) => {
+            if let Some(cut) = cut_str(s.as_str(), max) {
+                *s = StringValue::from(cut.to_owned());
+            }
+        }
+        Value::Array(Array::String(items)) => {
+            for s in items.iter_mut() {
+                if let Some(cut) = cut_str(s.as_str(), max) {
+                    *s = StringValue::from(cut.to_owned());
+                }
+            }
+        }
+        _ => {}
     }
 }
 
 impl SpanProcessor for ExportGate {
     fn on_start(&self, span: &mut Span, cx: &Context) {
+        use opentelemetry::trace::Span as _;
+        if span.span_context().is_sampled()
+            && span.span_context().trace_flags() & RANDOM_FLAG != RANDOM_FLAG
+            && trace_is_random(cx)
+        {
+            span.set_attribute(KeyValue::new(RANDOM_MARK, true));
+        }
         self.inner.on_start(span, cx);
     }
 
@@ -111,17 +158,22 @@ impl SpanProcessor for ExportGate {
         if !span.span_context.is_sampled() {
             return;
         }
-        if self.limits.max_attribute_value_length > 0 {
-            let events = span
-                .events
-                .events
-                .iter_mut()
-                .flat_map(|e| e.attributes.iter_mut());
-            for kv in span.attributes.iter_mut().chain(events) {
-                let value = std::mem::replace(&mut kv.value, opentelemetry::Value::Bool(false));
-                kv.value = self.limits.truncate_value(value);
-            }
+        if let Some(i) = span
+            .attributes
+            .iter()
+            .rposition(|kv| kv.key.as_str() == RANDOM_MARK)
+        {
+            span.attributes.remove(i);
+            let sc = &span.span_context;
+            span.span_context = SpanContext::new(
+                sc.trace_id(),
+                sc.span_id(),
+                sc.trace_flags() | RANDOM_FLAG,
+                sc.is_remote(),
+                sc.trace_state().clone(),
+            );
         }
+        self.bound(&mut span);
         let queued = self.counters.queued.fetch_add(1, Ordering::AcqRel);
         if queued >= self.max_queue_size {
             self.counters.queued.fetch_sub(1, Ordering::AcqRel);
@@ -143,77 +195,6 @@ impl SpanProcessor for ExportGate {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
-    }
-}
-
-/// An object-safe [`SpanExporter`], so that the manager can hold any exporter.
-pub(crate) trait DynSpanExporter: Send + Sync + std::fmt::Debug {
-    fn export_boxed(&self, batch: Vec<SpanData>) -> BoxFuture<'_, OTelSdkResult>;
-    fn shutdown_dyn(&self, timeout: Duration) -> OTelSdkResult;
-    fn force_flush_dyn(&self) -> OTelSdkResult;
-    fn set_resource_dyn(&mut self, resource: &Resource);
-}
-
-impl<E: SpanExporter> DynSpanExporter for E {
-    fn export_boxed(&self, batch: Vec<SpanData>) -> BoxFuture<'_, OTelSdkResult> {
-        Box::pin(self.export(batch))
-    }
-    fn shutdown_dyn(&self, timeout: Duration) -> OTelSdkResult {
-        self.shutdown_with_timeout(timeout)
-    }
-    fn force_flush_dyn(&self) -> OTelSdkResult {
-        self.force_flush()
-    }
-    fn set_resource_dyn(&mut self, resource: &Resource) {
-        self.set_resource(resource);
-    }
-}
-
-/// Counts what the exporter does with each batch and releases its queue slots.
-#[derive(Debug)]
-pub(crate) struct CountingExporter {
-    inner: Box<dyn DynSpanExporter>,
-    counters: Arc<Counters>,
-}
-
-impl CountingExporter {
-    pub(crate) fn new(inner: Box<dyn DynSpanExporter>, counters: Arc<Counters>) -> Self {
-        CountingExporter { inner, counters }
-    }
-}
-
-impl SpanExporter for CountingExporter {
-    fn export(
-        &self,
-        batch: Vec<SpanData>,
-    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
-        let n = batch.len();
-        let export = self.inner.export_boxed(batch);
-        let counters = &self.counters;
-        async move {
-            let result = export.await;
-            // The slots are released only once the export is over, so that the spans held by
-            // a hanging export (collector down) count against the queue bound.
-            counters.queued.fetch_sub(n, Ordering::AcqRel);
-            let counter = match result {
-                Ok(()) => &counters.exported,
-                Err(_) => &counters.dropped_export_failed,
-            };
-            counter.fetch_add(n as u64, Ordering::Relaxed);
-            result
-        }
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_dyn(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush_dyn()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource_dyn(resource);
     }
 }
 
@@ -270,14 +251,18 @@ mod tests {
             max_export_batch_size: 16,
             export_timeout: Duration::from_secs(1),
         };
-        let exporter = CountingExporter::new(Box::new(memory.clone()), Arc::clone(&counters));
+        let exporter = CountingExporter::new(
+            Box::new(memory.clone()),
+            Arc::clone(&counters),
+            "memory".into(),
+        );
         let provider = SdkTracerProvider::builder()
             .with_sampler(RecordOnlyUnlessKeep)
             .with_span_processor(ExportGate::new(
                 exporter,
                 Arc::clone(&counters),
                 &batch,
-                SpanLimitsConfig::default(),
+                4096,
             ))
             .build();
         let tracer = provider.tracer("gate-test");

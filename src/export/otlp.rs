@@ -1,22 +1,32 @@
-//! OTLP exporter wiring (feature `otlp`): HTTP/protobuf and gRPC, both gzip-capable.
+//! OTLP exporter wiring (feature `otlp`): HTTP/protobuf, HTTP/JSON and gRPC, gzip-capable;
+//! `https://` endpoints with feature `otlp-tls`.
 //!
-//! Both run on the SDK batch processor's own thread, which drives export futures with
-//! `futures_executor::block_on` (opentelemetry_sdk 0.33, `BatchSpanProcessor`), i.e. without
-//! a Tokio reactor:
+//! Both transports run on a private Tokio runtime that the exporter owns (one worker thread,
+//! every thread marked as an export thread, see [`super::suppress`]):
 //!
-//! * HTTP uses opentelemetry-otlp's `reqwest-blocking-client`, which needs no reactor (and
-//!   opentelemetry-otlp 0.33.1 builds that client on a scratch thread, so building is safe
-//!   inside an async context too);
-//! * gRPC (tonic) needs a Tokio reactor both when the channel is built (`connect_lazy`
-//!   spawns its buffer task) and for every request. Rather than the SDK's experimental
-//!   `span_processor_with_async_runtime` (which borrows the application's runtime, deadlocks
-//!   on shutdown under a current-thread runtime, and would bypass our gate), the exporter
-//!   owns a private current-thread Tokio runtime, is built inside it, and each export is
-//!   `block_on`'d there, bounded by the export timeout.
+//! * the SDK's `BatchSpanProcessor` drives export futures on its own thread with
+//!   `futures_executor::block_on` (opentelemetry_sdk 0.33), without a Tokio reactor; each
+//!   export is `block_on`'d on the private runtime instead, bounded by the export timeout;
+//! * HTTP uses an async `reqwest::Client` built here (opentelemetry-otlp's
+//!   `reqwest-blocking-client` would run requests on a thread of its own that nothing marks,
+//!   and it hides the cause of a failure behind "error sending request");
+//! * gRPC (tonic) needs the reactor both when the channel is built (`connect_lazy` spawns
+//!   its buffer task) and for every request, so the exporter is built inside the runtime.
+//!   The SDK's experimental `span_processor_with_async_runtime` would borrow the
+//!   application's runtime (deadlocking on shutdown under a current-thread runtime) and
+//!   bypass our gate.
+//!
+//! TLS (feature `otlp-tls`): rustls with the aws-lc-rs provider (reqwest 0.13's `rustls`
+//! feature; tonic's `tls-aws-lc`, so one provider serves both), and the platform's root
+//! certificates (reqwest's platform verifier; tonic's native roots), or only the configured
+//! CA when one is given, plus an optional client certificate for mutual TLS.
 
-use super::gate::{DynSpanExporter, timeout_error};
+use super::DynSpanExporter;
+use super::gate::timeout_error;
+use super::suppress;
 use crate::Error;
 use crate::config::{OtlpCompression, OtlpProtocol, ResolvedOtlp};
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{
     Compression, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
@@ -37,30 +47,75 @@ pub(crate) fn build(
     otlp: &ResolvedOtlp,
     export_timeout: Duration,
 ) -> Result<Box<dyn DynSpanExporter>, Error> {
-    // Neither our reqwest (0.13, no default features) nor opentelemetry-otlp's tonic is built
-    // with TLS here; without this check an https endpoint fails on every export instead.
-    if otlp.url.starts_with("https://") {
+    if otlp.url.starts_with("https://") && !cfg!(feature = "otlp-tls") {
         return Err(Error::config(
             "exporter.endpoint",
             &otlp.url,
-            "https endpoints are not supported by this build (no TLS); use a local collector or proxy over http",
+            "https:// endpoints need meshtrace's `otlp-tls` feature (TLS with rustls); enable it, or send to a collector over http://",
         ));
     }
     let timeout = otlp.timeout.min(export_timeout);
-    let build_error = |e: opentelemetry_otlp::ExporterBuildError| Error::setup("OTLP exporter", e);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(2)
+        .enable_all()
+        .thread_name("meshtrace-otlp")
+        .on_thread_start(suppress::mark_thread)
+        .on_thread_stop(suppress::unmark_thread)
+        .build()
+        .map_err(|e| Error::setup("OTLP exporter runtime", e))?;
+    let transport_error = TransportError::default();
+    let built = {
+        let _entered = runtime.enter();
+        // Whatever the clients create while being built belongs to the exporter too.
+        let _suppressed = opentelemetry::Context::enter_telemetry_suppressed_scope();
+        build_exporter(otlp, timeout, &transport_error)
+    };
+    match built {
+        Ok(inner) => Ok(Box::new(OnOwnRuntime {
+            runtime: Some(runtime),
+            inner,
+            timeout: export_timeout,
+            transport_error,
+        })),
+        Err(e) => {
+            // Dropping a runtime blocks, which panics inside an async context.
+            runtime.shutdown_background();
+            Err(e)
+        }
+    }
+}
+
+fn build_exporter(
+    otlp: &ResolvedOtlp,
+    timeout: Duration,
+    transport_error: &TransportError,
+) -> Result<opentelemetry_otlp::SpanExporter, Error> {
+    let build_error = |e: opentelemetry_otlp::ExporterBuildError| {
+        Error::setup("OTLP exporter", format!("{}: {e}", otlp.url))
+    };
     match otlp.protocol {
-        OtlpProtocol::HttpProtobuf => {
+        OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
             let headers: HashMap<String, String> = otlp.headers.iter().cloned().collect();
+            let protocol = if otlp.protocol == OtlpProtocol::HttpJson {
+                Protocol::HttpJson
+            } else {
+                Protocol::HttpBinary
+            };
             let mut builder = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
+                .with_http_client(ExportHttpClient {
+                    client: http_client(otlp, timeout)?,
+                    transport_error: transport_error.clone(),
+                })
                 .with_endpoint(otlp.url.clone())
-                .with_protocol(Protocol::HttpBinary)
+                .with_protocol(protocol)
                 .with_timeout(timeout)
                 .with_headers(headers);
             if otlp.compression == OtlpCompression::Gzip {
                 builder = builder.with_compression(Compression::Gzip);
             }
-            Ok(Box::new(builder.build().map_err(build_error)?))
+            builder.build().map_err(build_error)
         }
         OtlpProtocol::Grpc => {
             use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
@@ -79,47 +134,129 @@ pub(crate) fn build(
                 };
                 headers.append(name, value);
             }
-            let metadata = MetadataMap::from_headers(headers);
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .thread_name("meshtrace-otlp-grpc")
-                .build()
-                .map_err(|e| Error::setup("OTLP exporter runtime", e))?;
-            let built = {
-                let _entered = runtime.enter();
-                let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(otlp.url.clone())
-                    .with_protocol(Protocol::Grpc)
-                    .with_timeout(timeout)
-                    .with_metadata(metadata);
-                if otlp.compression == OtlpCompression::Gzip {
-                    builder = builder.with_compression(Compression::Gzip);
-                }
-                builder.build()
-            };
-            match built {
-                Ok(inner) => Ok(Box::new(OnOwnRuntime {
-                    runtime,
-                    inner,
-                    timeout: export_timeout,
-                })),
-                Err(e) => {
-                    // Dropping a runtime blocks, which panics inside an async context.
-                    runtime.shutdown_background();
-                    Err(build_error(e))
-                }
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(otlp.url.clone())
+                .with_protocol(Protocol::Grpc)
+                .with_timeout(timeout)
+                .with_metadata(MetadataMap::from_headers(headers));
+            if otlp.compression == OtlpCompression::Gzip {
+                builder = builder.with_compression(Compression::Gzip);
             }
+            #[cfg(feature = "otlp-tls")]
+            if otlp.url.starts_with("https://") {
+                builder = builder.with_tls_config(grpc_tls(otlp));
+            }
+            builder.build().map_err(build_error)
         }
     }
+}
+
+fn http_client(otlp: &ResolvedOtlp, timeout: Duration) -> Result<reqwest::Client, Error> {
+    #[allow(unused_mut)]
+    let mut builder = reqwest::Client::builder().timeout(timeout);
+    #[cfg(feature = "otlp-tls")]
+    if let Some(tls) = &otlp.tls {
+        if let Some(ca) = &tls.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(ca)
+                .map_err(|e| Error::config("exporter.certificate", "<PEM>", error_chain(&e)))?;
+            // The configured CA replaces the platform's roots, as the OpenTelemetry
+            // exporters of other languages do with OTEL_EXPORTER_OTLP_CERTIFICATE.
+            builder = builder.tls_certs_only(certs);
+        }
+        if let (Some(cert), Some(key)) = (&tls.client_cert_pem, &tls.client_key_pem) {
+            let mut pem = cert.clone();
+            pem.push(b'\n');
+            pem.extend_from_slice(key);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                Error::config("exporter.client_certificate", "<PEM>", error_chain(&e))
+            })?;
+            builder = builder.identity(identity);
+        }
+    }
+    builder.build().map_err(|e| {
+        Error::setup(
+            "OTLP HTTP client",
+            format!("{}: {}", otlp.url, error_chain(&e)),
+        )
+    })
+}
+
+#[cfg(feature = "otlp-tls")]
+fn grpc_tls(otlp: &ResolvedOtlp) -> opentelemetry_otlp::tonic_types::transport::ClientTlsConfig {
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut config = ClientTlsConfig::new();
+    let tls = otlp.tls.clone().unwrap_or_default();
+    config = match tls.ca_pem {
+        Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
+        None => config.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (tls.client_cert_pem, tls.client_key_pem) {
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    config
+}
+
+/// The cause of the last failed HTTP request: opentelemetry-otlp 0.33 reports every
+/// failure without a response as "HTTP export failed: network error" (the cause goes only
+/// to its internal debug log), so a refused certificate would read like a network blip.
+#[derive(Clone, Debug, Default)]
+struct TransportError(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl TransportError {
+    fn set(&self, cause: String) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(cause);
+        }
+    }
+
+    fn take(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+/// reqwest's `Client`, remembering the whole cause of a failure (reqwest 0.13's `Display`
+/// says only "error sending request for url (..)"; the cause is in its sources).
+#[derive(Debug)]
+struct ExportHttpClient {
+    client: reqwest::Client,
+    transport_error: TransportError,
+}
+
+#[async_trait::async_trait]
+impl HttpClient for ExportHttpClient {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let result = HttpClient::send_bytes(&self.client, request).await;
+        if let Err(e) = &result {
+            self.transport_error.set(error_chain(&**e));
+        }
+        result
+    }
+}
+
+/// `error: cause: cause ...`, each distinct message once.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Runs an exporter that needs Tokio on a runtime of its own; see the module docs.
 #[derive(Debug)]
 struct OnOwnRuntime {
-    runtime: tokio::runtime::Runtime,
+    // `Some` until dropped; taken in `drop` to shut it down without blocking.
+    runtime: Option<tokio::runtime::Runtime>,
     inner: opentelemetry_otlp::SpanExporter,
     timeout: Duration,
+    transport_error: TransportError,
 }
 
 impl SpanExporter for OnOwnRuntime {
@@ -129,16 +266,27 @@ impl SpanExporter for OnOwnRuntime {
     ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
         // `block_on` panics inside another runtime; only the batch processor's thread (no
         // runtime) calls this, but never risk a panic on a path that handles user data.
-        let result = if tokio::runtime::Handle::try_current().is_ok() {
-            Err(OTelSdkError::InternalFailure(
-                "OTLP/gRPC export called from inside a Tokio runtime".into(),
-            ))
-        } else {
-            self.runtime.block_on(async {
-                tokio::time::timeout(self.timeout, self.inner.export(batch))
-                    .await
-                    .unwrap_or_else(|_| Err(timeout_error(self.timeout)))
-            })
+        let result = match &self.runtime {
+            Some(_) if tokio::runtime::Handle::try_current().is_ok() => {
+                Err(OTelSdkError::InternalFailure(
+                    "OTLP export called from inside a Tokio runtime".into(),
+                ))
+            }
+            Some(runtime) => {
+                let _ = self.transport_error.take();
+                let result = runtime.block_on(async {
+                    tokio::time::timeout(self.timeout, self.inner.export(batch))
+                        .await
+                        .unwrap_or_else(|_| Err(timeout_error(self.timeout)))
+                });
+                match (result, self.transport_error.take()) {
+                    (Err(OTelSdkError::InternalFailure(message)), Some(cause)) => {
+                        Err(OTelSdkError::InternalFailure(format!("{message}: {cause}")))
+                    }
+                    (result, _) => result,
+                }
+            }
+            None => Err(OTelSdkError::AlreadyShutdown),
         };
         std::future::ready(result)
     }
@@ -149,5 +297,13 @@ impl SpanExporter for OnOwnRuntime {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+impl Drop for OnOwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }

@@ -1,14 +1,17 @@
 //! Debug tokens: the bounded header value the layer forwards, and its validation.
+//!
+//! Two kinds of token force sampling (see [`DebugConfig`]): allow-listed tokens, compared
+//! in constant time, and (feature `debug-hmac`) expiring HMAC tokens,
+//! `<unix_seconds>.<hex HMAC-SHA256(secret, trace_id_hex "." unix_seconds)>`, bound to the
+//! trace id the caller sends and accepted for `max_age_secs` after `unix_seconds`.
 
 use std::fmt;
 
-use hmac::{Hmac, Mac};
 use http::HeaderValue;
 use opentelemetry::trace::TraceId;
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::config::{DebugConfig, MAX_DEBUG_TOKEN_LEN, MIN_HMAC_SECRET_LEN};
+use super::config::{DebugConfig, MAX_DEBUG_TOKEN_LEN, validate};
 use crate::Error;
 
 /// The raw debug header value, put into the parent `Context` by the server layer.
@@ -42,80 +45,75 @@ impl fmt::Debug for DebugRequest {
 
 /// The debug part of a compiled configuration.
 pub(crate) struct CompiledDebug {
-    pub(crate) header: http::HeaderName,
     tokens: Vec<Box<[u8]>>,
-    mac: Option<Hmac<Sha256>>,
+    #[cfg(feature = "debug-hmac")]
+    mac: Option<hmac::Hmac<sha2::Sha256>>,
     pub(crate) max_per_second: u32,
+    max_age_secs: u64,
 }
 
 impl fmt::Debug for CompiledDebug {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompiledDebug")
-            .field("header", &self.header)
             .field("tokens", &self.tokens.len())
-            .field("hmac", &self.mac.is_some())
+            .field("hmac", &self.has_hmac())
             .field("max_per_second", &self.max_per_second)
+            .field("max_age_secs", &self.max_age_secs)
             .finish()
     }
 }
 
 impl CompiledDebug {
     pub(crate) fn new(config: &DebugConfig) -> Result<Self, Error> {
-        let header = http::HeaderName::from_bytes(config.header.as_bytes()).map_err(|_| {
-            Error::config(
-                "sampling.debug.header",
-                &config.header,
-                "not a valid header name",
-            )
-        })?;
         let mut tokens = Vec::with_capacity(config.tokens.len());
         for (i, token) in config.tokens.iter().enumerate() {
-            let valid = !token.is_empty()
-                && token.len() <= MAX_DEBUG_TOKEN_LEN
-                && token.bytes().all(|b| (0x21..=0x7e).contains(&b));
-            if !valid {
-                // The token is a secret: name its position and length, never its value.
-                return Err(Error::config(
-                    format!("sampling.debug.tokens[{i}]"),
-                    format_args!("<{} bytes>", token.len()),
-                    "must be 1-256 visible ASCII characters",
-                ));
-            }
+            validate::token(i, token)?;
             tokens.push(token.as_bytes().into());
         }
-        let mac = match &config.hmac_secret {
-            None => None,
-            Some(secret) if secret.len() < MIN_HMAC_SECRET_LEN => {
-                return Err(Error::config(
-                    "sampling.debug.hmac_secret",
-                    format_args!("<{} bytes>", secret.len()),
-                    format!("shorter than {MIN_HMAC_SECRET_LEN} bytes"),
-                ));
-            }
-            Some(secret) => Some(
-                <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).map_err(|_| {
-                    Error::config("sampling.debug.hmac_secret", "<redacted>", "unusable key")
-                })?,
-            ),
-        };
-        if config.max_per_second > super::config::MAX_DEBUG_PER_SECOND {
-            return Err(Error::config(
-                "sampling.debug.max_per_second",
-                config.max_per_second,
-                format!("above {}", super::config::MAX_DEBUG_PER_SECOND),
-            ));
+        if let Some(secret) = &config.hmac_secret {
+            validate::hmac_secret(secret)?;
         }
+        validate::max_per_second(config.max_per_second)?;
+        validate::max_age_secs(config.max_age_secs)?;
         Ok(CompiledDebug {
-            header,
             tokens,
-            mac,
+            #[cfg(feature = "debug-hmac")]
+            mac: match &config.hmac_secret {
+                None => None,
+                Some(secret) => Some(
+                    <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(secret.as_bytes())
+                        .map_err(|_| {
+                            Error::config(
+                                "sampling.debug.hmac_secret",
+                                "<redacted>",
+                                "the secret cannot be used as an HMAC key",
+                            )
+                        })?,
+                ),
+            },
             max_per_second: config.max_per_second,
+            max_age_secs: config.max_age_secs,
         })
     }
 
-    /// Whether `token` is allow-listed or the HMAC of `trace_id`. Comparisons are
-    /// constant-time in the token contents.
-    pub(crate) fn accepts(&self, token: &[u8], trace_id: TraceId) -> bool {
+    #[cfg(feature = "debug-hmac")]
+    fn has_hmac(&self) -> bool {
+        self.mac.is_some()
+    }
+
+    #[cfg(not(feature = "debug-hmac"))]
+    fn has_hmac(&self) -> bool {
+        false
+    }
+
+    /// Whether any token can be accepted at all (a cheap test before reading the clock).
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.max_per_second > 0 && (!self.tokens.is_empty() || self.has_hmac())
+    }
+
+    /// Whether `token` is allow-listed, or a valid HMAC token for `trace_id` that is not
+    /// expired at `now_unix_secs`. Token comparisons are constant-time in the contents.
+    pub(crate) fn accepts(&self, token: &[u8], trace_id: TraceId, now_unix_secs: u64) -> bool {
         let mut listed = subtle::Choice::from(0);
         for allowed in &self.tokens {
             listed |= allowed.as_ref().ct_eq(token);
@@ -123,59 +121,127 @@ impl CompiledDebug {
         if bool::from(listed) {
             return true;
         }
-        let Some(mac) = &self.mac else {
+        #[cfg(feature = "debug-hmac")]
+        if let Some(mac) = &self.mac {
+            return hmac_token::verify(mac, token, trace_id, now_unix_secs, self.max_age_secs);
+        }
+        let _ = (trace_id, now_unix_secs);
+        false
+    }
+}
+
+#[cfg(feature = "debug-hmac")]
+mod hmac_token {
+    use hmac::{Hmac, Mac};
+    use opentelemetry::trace::TraceId;
+    use sha2::Sha256;
+
+    use crate::sampler::config::DEBUG_TOKEN_CLOCK_SKEW_SECS;
+
+    /// Most digits of the time in a token (`u64::MAX` has 20).
+    const MAX_TIME_DIGITS: usize = 20;
+
+    pub(super) fn verify(
+        mac: &Hmac<Sha256>,
+        token: &[u8],
+        trace_id: TraceId,
+        now: u64,
+        max_age: u64,
+    ) -> bool {
+        let Some(dot) = token.iter().position(|&b| b == b'.') else {
             return false;
         };
-        let Some(expected) = decode_hex_32(token) else {
+        let (time, signature) = (&token[..dot], &token[dot + 1..]);
+        let Some(minted) = parse_time(time) else {
+            return false;
+        };
+        // The time is not secret: refuse stale and future tokens before hashing.
+        let fresh = minted <= now.saturating_add(DEBUG_TOKEN_CLOCK_SKEW_SECS)
+            && now.saturating_sub(minted) <= max_age;
+        if !fresh {
+            return false;
+        }
+        let Some(expected) = decode_hex_32(signature) else {
             return false;
         };
         let mut mac = mac.clone();
         mac.update(&trace_id_hex(trace_id));
+        mac.update(b".");
+        mac.update(time);
+        // `verify_slice` compares in constant time.
         mac.verify_slice(&expected).is_ok()
     }
+
+    fn parse_time(digits: &[u8]) -> Option<u64> {
+        if digits.is_empty() || digits.len() > MAX_TIME_DIGITS {
+            return None;
+        }
+        digits.iter().try_fold(0u64, |n, &b| {
+            let d = b.is_ascii_digit().then(|| u64::from(b - b'0'))?;
+            n.checked_mul(10)?.checked_add(d)
+        })
+    }
+
+    /// The trace id as 32 lowercase hex digits, on the stack.
+    pub(super) fn trace_id_hex(trace_id: TraceId) -> [u8; 32] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, b) in trace_id.to_bytes().iter().enumerate() {
+            out[2 * i] = HEX[usize::from(b >> 4)];
+            out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+        out
+    }
+
+    fn decode_hex_32(token: &[u8]) -> Option<[u8; 32]> {
+        if token.len() != 64 {
+            return None;
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; 32];
+        for (i, pair) in token.chunks_exact(2).enumerate() {
+            out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        Some(out)
+    }
 }
 
-/// The trace id as 32 lowercase hex digits, on the stack.
-pub(crate) fn trace_id_hex(trace_id: TraceId) -> [u8; 32] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 32];
-    for (i, b) in trace_id.to_bytes().iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
-    }
-    out
-}
-
-fn decode_hex_32(token: &[u8]) -> Option<[u8; 32]> {
-    if token.len() != 64 {
-        return None;
-    }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 32];
-    for (i, pair) in token.chunks_exact(2).enumerate() {
-        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(out)
-}
-
-/// The HMAC token a caller sends for `trace_id`: hex(HMAC-SHA256(secret, trace id
-/// as 32 lowercase hex digits)). For clients and tests.
-pub fn debug_token_for(secret: &[u8], trace_id: TraceId) -> String {
-    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(secret) {
-        Ok(mac) => mac,
+/// The HMAC debug token a caller sends for `trace_id`, minted at `unix_seconds`:
+/// `<unix_seconds>.<hex(HMAC-SHA256(secret, trace_id_hex + "." + unix_seconds))>`, with
+/// `trace_id_hex` the 32 lowercase hex digits of the trace id (feature `debug-hmac`).
+/// The sampler accepts it for `debug.max_age_secs` after `unix_seconds`.
+///
+/// ```
+/// use meshtrace::sampler::debug_token_for;
+/// use opentelemetry::trace::TraceId;
+///
+/// let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+/// let token = debug_token_for(b"a-debug-secret-of-32-bytes-long!", trace_id, 1_700_000_000);
+/// assert!(token.starts_with("1700000000."));
+/// assert_eq!(token.len(), "1700000000.".len() + 64);
+/// ```
+#[cfg(feature = "debug-hmac")]
+pub fn debug_token_for(secret: &[u8], trace_id: TraceId, unix_seconds: u64) -> String {
+    use hmac::{Hmac, Mac};
+    use std::fmt::Write as _;
+    let time = unix_seconds.to_string();
+    let mut out = String::with_capacity(time.len() + 65);
+    out.push_str(&time);
+    out.push('.');
+    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret) else {
         // HMAC accepts keys of any length; this arm cannot be reached.
-        Err(_) => return String::new(),
+        return out;
     };
-    mac.update(&trace_id_hex(trace_id));
-    let digest = mac.finalize().into_bytes();
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
+    mac.update(&hmac_token::trace_id_hex(trace_id));
+    mac.update(b".");
+    mac.update(time.as_bytes());
+    for b in mac.finalize().into_bytes() {
+        let _ = write!(out, "{b:02x}");
     }
     out
 }

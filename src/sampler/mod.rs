@@ -6,10 +6,11 @@
 //!
 //! 1. **Debug** (`debug`): only at the service entry (no valid parent, or a
 //!    remote parent), when the parent `Context` holds a [`DebugRequest`] whose
-//!    token is allow-listed or is the HMAC-SHA256 of the trace id, and the
-//!    per-instance limit (`debug.max_per_second`, default 10) has room. An
-//!    invalid or excess token has no effect. Local child spans never consume the
-//!    limit; they follow their parent (step 2).
+//!    token is allow-listed or (feature `debug-hmac`) an unexpired HMAC token for
+//!    the trace id (see [`DebugConfig`] for the format and a recipe to mint one),
+//!    and the per-instance limit (`debug.max_per_second`, default 10) has room. An
+//!    invalid, expired or excess token has no effect. Local child spans never
+//!    consume the limit; they follow their parent (step 2).
 //! 2. **Parent** (`parent`): a sampled parent keeps the span, an unsampled
 //!    parent drops it, for remote and local parents, like the specification's
 //!    ParentThreshold: the parent's `th` is kept, a parent without `th` gives
@@ -37,8 +38,12 @@
 //! therefore creates its span with those attributes and puts [`DebugRequest`]
 //! (the bounded raw header value; the sampler validates it) and, for requests
 //! from outside the mesh, [`UntrustedEdge`] into the parent `Context` before the
-//! span starts. The decision path takes no lock (one `arc-swap` load) and
-//! allocates nothing when a span is dropped without parent tracestate.
+//! span starts; which header carries the token is the layer's setting
+//! (`TracingLayer::debug_header`, default [`DEFAULT_DEBUG_HEADER`]). The decision
+//! path takes no lock (one `arc-swap` load), allocates nothing when a span is
+//! dropped without parent tracestate (a parent's tracestate is cloned into the
+//! result, as the SDK's API requires), and a kept decision allocates only the
+//! one-attribute `Vec` of `sampling.reason`.
 //!
 //! The SDK (0.33) builds a new root's trace flags from the parent's, so a
 //! sampler cannot set the W3C random flag (0x02); the id generator and the
@@ -65,8 +70,9 @@
 //! # Ok::<(), meshtrace::Error>(())
 //! ```
 //!
-//! The same configuration as a TOML file (also JSON or YAML, chosen by the
-//! extension, see [`SamplingConfig::from_file`] and [`SamplerHandle::reload_from_file`]):
+//! The same configuration as a TOML file (also JSON, or YAML with the `yaml` feature,
+//! chosen by the extension, see [`SamplingConfig::from_file`] and
+//! [`SamplerHandle::reload_from_file`]):
 //!
 //! ```
 //! # let text = r#"
@@ -92,13 +98,8 @@
 //! attributes = { tenant = "acme" }
 //!
 //! [debug]
-//! header = "x-debug-trace"
 //! tokens = ["let-me-debug"]
 //! max_per_second = 10
-//!
-//! [span_limits]
-//! max_attributes_per_span = 64
-//! max_attribute_value_length = 2048
 //! # "#;
 //! # let config = meshtrace::sampler::SamplingConfig::from_toml_str(text)?;
 //! # assert_eq!(config.rules.len(), 2);
@@ -125,21 +126,23 @@ use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
 
 pub use config::{
     AttributeMatch, DebugConfig, HighValueOperation, RuleSpanKind, SamplingConfig, SamplingRule,
-    SpanLimitsConfig,
 };
 pub use config::{
-    DEFAULT_DEBUG_HEADER, DEFAULT_DEBUG_MAX_PER_SECOND, ENV_BASE_RATE, ENV_CONFIG_FILE,
-    ENV_DEBUG_HEADER, ENV_DEBUG_HMAC_SECRET, ENV_DEBUG_MAX_PER_SECOND, ENV_DEBUG_TOKENS,
-    ENV_EVENT_ATTRIBUTE_COUNT_LIMIT, ENV_HIGH_VALUE_RATE, ENV_LINK_ATTRIBUTE_COUNT_LIMIT,
-    ENV_OTEL_SAMPLER, ENV_OTEL_SAMPLER_ARG, ENV_SPAN_ATTRIBUTE_COUNT_LIMIT,
-    ENV_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT, ENV_SPAN_EVENT_COUNT_LIMIT, ENV_SPAN_LINK_COUNT_LIMIT,
+    DEBUG_TOKEN_CLOCK_SKEW_SECS, DEFAULT_DEBUG_HEADER, DEFAULT_DEBUG_MAX_AGE_SECS,
+    DEFAULT_DEBUG_MAX_PER_SECOND, ENV_BASE_RATE, ENV_CONFIG_FILE, ENV_DEBUG_HMAC_SECRET,
+    ENV_DEBUG_MAX_AGE_SECS, ENV_DEBUG_MAX_PER_SECOND, ENV_DEBUG_TOKENS, ENV_HIGH_VALUE_RATE,
+    ENV_OTEL_SAMPLER, ENV_OTEL_SAMPLER_ARG, MAX_CONFIG_FILE_BYTES, MAX_DEBUG_MAX_AGE_SECS,
+    MAX_DEBUG_PER_SECOND, MAX_DEBUG_TOKEN_LEN, MAX_RULE_NAME_LEN, MIN_HMAC_SECRET_LEN,
 };
-pub use debug::{DebugRequest, debug_token_for};
+pub use debug::DebugRequest;
+#[cfg(feature = "debug-hmac")]
+pub use debug::debug_token_for;
 
-use consistent::{Field, OtValue, Threshold, with_threshold};
+use config::validate;
+use consistent::{Field, OtValue, with_threshold};
 use debug::CompiledDebug;
 use rate::{Clock, RateLimiter};
-use rules::{CompiledHighValue, CompiledRule, Outcome, RouteMatcher, SpanFacts, validate_method};
+use rules::{CompiledHighValue, CompiledRule, Outcome, RouteMatcher, SpanFacts};
 
 /// The attribute naming why a span was sampled.
 pub const SAMPLING_REASON: &str = "sampling.reason";
@@ -197,33 +200,16 @@ pub(crate) struct Compiled {
 /// Compiles rule `i` (its name is already validated).
 fn compile_rule(i: usize, rule: &SamplingRule) -> Result<CompiledRule, Error> {
     let field = |name: &str| format!("sampling.rules[{i}].{name}");
-    let threshold = rate_threshold(&field("rate"), rule.rate)?;
+    let threshold = validate::rate(&field("rate"), rule.rate)?;
     let route = match &rule.route {
         Some(glob) => Some(RouteMatcher::new(&field("route"), glob)?),
         None => None,
     };
     if let Some(method) = &rule.method {
-        validate_method(&field("method"), method)?;
-    }
-    for key in rule.attributes.keys() {
-        if key.is_empty() {
-            return Err(Error::config(
-                field("attributes"),
-                "\"\"",
-                "empty attribute key",
-            ));
-        }
+        validate::method(&field("method"), method)?;
     }
     for (key, value) in &rule.attributes {
-        if let AttributeMatch::Float(f) = value
-            && !f.is_finite()
-        {
-            return Err(Error::config(
-                format!("sampling.rules[{i}].attributes.{key}"),
-                f,
-                "not a finite number",
-            ));
-        }
+        validate::attribute(i, key, value)?;
     }
     Ok(CompiledRule {
         route,
@@ -245,36 +231,20 @@ fn compile_rule(i: usize, rule: &SamplingRule) -> Result<CompiledRule, Error> {
     })
 }
 
-fn rate_threshold(field: &str, rate: f64) -> Result<Threshold, Error> {
-    Threshold::from_probability(rate).ok_or_else(|| Error::config(field, rate, "outside 0.0..=1.0"))
-}
-
 impl Compiled {
     pub(crate) fn new(config: &SamplingConfig) -> Result<Self, Error> {
-        let base = rate_threshold("sampling.base_rate", config.base_rate)?;
-        let high_value_rate = rate_threshold("sampling.high_value_rate", config.high_value_rate)?;
+        let base = validate::rate("sampling.base_rate", config.base_rate)?;
+        let high_value_rate = validate::rate("sampling.high_value_rate", config.high_value_rate)?;
         let mut rules = Vec::with_capacity(config.rules.len());
         let mut names = std::collections::HashSet::new();
         for (i, rule) in config.rules.iter().enumerate() {
             let field = |name: &str| format!("sampling.rules[{i}].{name}");
-            let name_ok = !rule.name.is_empty()
-                && rule.name.len() <= config::MAX_RULE_NAME_LEN
-                && rule
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-            if !name_ok {
-                return Err(Error::config(
-                    field("name"),
-                    &rule.name,
-                    "must be 1-64 characters of A-Z a-z 0-9 _ . -",
-                ));
-            }
+            validate::rule_name(&field("name"), &rule.name)?;
             if !names.insert(rule.name.as_str()) {
                 return Err(Error::config(
                     field("name"),
                     &rule.name,
-                    "duplicate rule name",
+                    "another rule has this name; rule names must be unique",
                 ));
             }
             let compiled = compile_rule(i, rule).map_err(|mut e| {
@@ -292,7 +262,7 @@ impl Compiled {
         for (i, op) in config.high_value.iter().enumerate() {
             let route = RouteMatcher::new(&format!("sampling.high_value[{i}].route"), &op.route)?;
             if let Some(method) = &op.method {
-                validate_method(&format!("sampling.high_value[{i}].method"), method)?;
+                validate::method(&format!("sampling.high_value[{i}].method"), method)?;
             }
             high_value.push(CompiledHighValue {
                 route,
@@ -357,9 +327,9 @@ impl CustomSampler {
         Self::build(config, Clock::System(Instant::now()))
     }
 
-    /// Like [`CustomSampler::new`] with the time source of the debug rate limit
-    /// replaced: `clock` returns a monotonic duration since any fixed origin.
-    /// For tests and simulations.
+    /// Like [`CustomSampler::new`] with the time source replaced: `clock` returns the
+    /// current time as a duration since the Unix epoch. It drives both the debug rate
+    /// limit and the expiry of HMAC debug tokens. For tests and simulations.
     pub fn with_clock(
         config: SamplingConfig,
         clock: impl Fn() -> Duration + Send + Sync + 'static,
@@ -479,8 +449,12 @@ impl CustomSampler {
         state: &TraceState,
         trace_id: TraceId,
     ) -> Option<SamplingResult> {
+        if !compiled.debug.is_enabled() {
+            return None;
+        }
         let request = cx.get::<DebugRequest>()?;
-        if !compiled.debug.accepts(request.as_bytes(), trace_id) {
+        let now = self.inner.clock.unix_seconds();
+        if !compiled.debug.accepts(request.as_bytes(), trace_id, now) {
             return None;
         }
         let now = self.inner.clock.now_nanos();
@@ -570,7 +544,7 @@ impl WatchState {
     fn poll(&mut self) -> Result<bool, Error> {
         // A config file is small and bounded (1 MiB), so a blocking read on the
         // runtime thread every interval costs less than a blocking-pool hop.
-        let text = config::read_config_file(&self.path)?;
+        let text = SamplingConfig::read_file(&self.path)?;
         if text == self.last {
             return Ok(false);
         }
@@ -582,8 +556,10 @@ impl WatchState {
     }
 }
 
-/// Stops the file watcher started by [`SamplerHandle::watch_file`] when dropped.
+/// Stops the file watcher started by [`SamplerHandle::watch_file`] when dropped, so keep
+/// it for as long as the file should be watched.
 #[derive(Debug)]
+#[must_use = "the file is watched only until the FileWatcher is dropped"]
 pub struct FileWatcher {
     task: tokio::task::JoinHandle<()>,
 }
@@ -610,15 +586,17 @@ impl fmt::Debug for SamplerHandle {
 }
 
 impl SamplerHandle {
-    /// Validates `config`, then swaps it in atomically. On error the current
-    /// configuration stays in place.
+    /// Validates `config`, then swaps it in atomically: every field applies from the next
+    /// decision on (rates, rules, high-value operations, debug tokens, the HMAC secret, the
+    /// debug rate limit and token age). On error the current configuration stays in place.
     pub fn reload(&self, config: SamplingConfig) -> Result<(), Error> {
         let compiled = Compiled::new(&config)?;
         self.inner.compiled.store(Arc::new(compiled));
         Ok(())
     }
 
-    /// Reads a TOML/JSON/YAML file (by extension) and [`reload`](Self::reload)s it.
+    /// Reads a TOML/JSON/YAML file (by extension, YAML with feature `yaml`) and
+    /// [`reload`](Self::reload)s it.
     pub fn reload_from_file(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         self.reload(SamplingConfig::from_file(path)?)
     }
@@ -636,19 +614,19 @@ impl SamplerHandle {
         let path = path.as_ref().to_path_buf();
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::config(
-                "sampling.file",
+                "sampling config file",
                 path.display(),
-                "watch_file needs a tokio runtime",
+                "watch_file must be called inside a tokio runtime",
             )
         })?;
         if interval.is_zero() {
             return Err(Error::config(
-                "sampling.watch_interval",
+                "watch_file interval",
                 format_args!("{interval:?}"),
-                "must be greater than zero",
+                "it must be greater than zero",
             ));
         }
-        let last = config::read_config_file(&path)?;
+        let last = SamplingConfig::read_file(&path)?;
         self.reload(SamplingConfig::parse_for_path(&path, &last)?)?;
         let mut state = WatchState {
             path,
@@ -673,11 +651,6 @@ impl SamplerHandle {
     pub fn config(&self) -> Arc<SamplingConfig> {
         Arc::clone(&self.inner.compiled.load().config)
     }
-
-    /// The debug header name in force (for the server layer).
-    pub fn debug_header(&self) -> http::HeaderName {
-        self.inner.compiled.load().debug.header.clone()
-    }
 }
 
 #[cfg(test)]
@@ -693,7 +666,7 @@ mod tests {
             .unwrap()
             .handle();
         let mut state = WatchState {
-            last: config::read_config_file(&path).unwrap(),
+            last: SamplingConfig::read_file(&path).unwrap(),
             path: path.clone(),
             handle: handle.clone(),
         };

@@ -2,24 +2,38 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
-/// Where the limiter reads the time: a monotonic duration since a fixed origin.
+/// Where the sampler reads the time: the debug rate limit needs a monotonic clock, the
+/// expiry of HMAC debug tokens the wall clock.
 #[derive(Clone)]
 pub(crate) enum Clock {
+    /// `Instant` for the rate limit (immune to wall-clock jumps), `SystemTime` for expiry.
     System(Instant),
+    /// One function for both: the time since the Unix epoch (tests and simulations).
     Custom(Arc<dyn Fn() -> Duration + Send + Sync>),
 }
 
 impl Clock {
+    /// Nanoseconds since a fixed origin, for the rate limit.
     pub(crate) fn now_nanos(&self) -> u64 {
         let elapsed = match self {
             Clock::System(origin) => origin.elapsed(),
             Clock::Custom(f) => f(),
         };
         u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Seconds since the Unix epoch, for token expiry (0 if the clock is before 1970).
+    pub(crate) fn unix_seconds(&self) -> u64 {
+        match self {
+            Clock::System(_) => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            Clock::Custom(f) => f().as_secs(),
+        }
     }
 }
 

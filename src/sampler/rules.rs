@@ -4,6 +4,8 @@ use opentelemetry::trace::SpanKind;
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_semantic_conventions::attribute::{HTTP_REQUEST_METHOD, HTTP_ROUTE};
 
+#[cfg(test)]
+use super::config::validate;
 use super::config::{AttributeMatch, RuleSpanKind};
 use super::consistent::Threshold;
 use crate::Error;
@@ -227,14 +229,6 @@ fn literal_ends(escaped: &str) -> (String, Option<String>) {
     (prefix, Some(suffix.into_iter().collect()))
 }
 
-pub(crate) fn validate_method(field: &str, method: &str) -> Result<(), Error> {
-    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if method.is_empty() || method.len() > 32 || !method.bytes().all(is_tchar) {
-        return Err(Error::config(field, method, "not an HTTP method token"));
-    }
-    Ok(())
-}
-
 /// The attributes a decision reads, found in one pass.
 #[derive(Default)]
 pub(crate) struct SpanFacts<'a> {
@@ -425,8 +419,8 @@ mod tests {
         assert!(RouteMatcher::new("r", "").is_err());
         assert!(RouteMatcher::new("r", "/a/[b").is_err());
         assert!(RouteMatcher::new("r", &"a".repeat(2000)).is_err());
-        assert!(validate_method("m", "GET").is_ok());
-        assert!(validate_method("m", "").is_err());
-        assert!(validate_method("m", "GE T").is_err());
+        assert!(validate::method("m", "GET").is_ok());
+        assert!(validate::method("m", "").is_err());
+        assert!(validate::method("m", "GE T").is_err());
     }
 }

@@ -1,0 +1,150 @@
+//! The sampler's environment variables, read with the crate's one environment reader
+//! (trimmed, blank = unset, at most 16 KiB, invalid = an error naming the variable).
+
+use super::{
+    ENV_BASE_RATE, ENV_CONFIG_FILE, ENV_DEBUG_HMAC_SECRET, ENV_DEBUG_MAX_AGE_SECS,
+    ENV_DEBUG_MAX_PER_SECOND, ENV_DEBUG_TOKENS, ENV_HIGH_VALUE_RATE, ENV_OTEL_SAMPLER,
+    ENV_OTEL_SAMPLER_ARG, SamplingConfig,
+};
+use crate::Error;
+use crate::config::env::Reader;
+
+/// Read no more: the debug header is a setting of the server layer.
+const MOVED_DEBUG_HEADER: &str = "MESHTRACE_SAMPLING_DEBUG_HEADER";
+
+impl SamplingConfig {
+    /// Builds a configuration from the process environment; see [`Self::from_env_with`].
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_env_with(|name| std::env::var(name).ok())
+    }
+
+    /// Builds a configuration from variables given by `lookup` (for tests and for
+    /// sources other than the process environment), starting from the defaults:
+    ///
+    /// 1. `MESHTRACE_SAMPLING_CONFIG_FILE` (TOML/JSON/YAML) if set;
+    /// 2. `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` set the base rate
+    ///    (`always_on` 1.0, `always_off` 0.0, `*traceidratio` the argument). Parent
+    ///    decisions are always honoured, so `traceidratio` behaves like
+    ///    `parentbased_traceidratio`;
+    /// 3. `MESHTRACE_SAMPLING_BASE_RATE`, `MESHTRACE_SAMPLING_HIGH_VALUE_RATE`,
+    ///    `MESHTRACE_SAMPLING_DEBUG_TOKENS` (comma-separated),
+    ///    `MESHTRACE_SAMPLING_DEBUG_HMAC_SECRET`, `MESHTRACE_SAMPLING_DEBUG_MAX_PER_SECOND`,
+    ///    `MESHTRACE_SAMPLING_DEBUG_MAX_AGE_SECS`.
+    ///
+    /// Values are trimmed and blank values count as unset, as for every variable meshtrace
+    /// reads. Unparsable values are errors naming the variable, not silently ignored; so is
+    /// `MESHTRACE_SAMPLING_DEBUG_HEADER`, which is no longer read (the header is set on the
+    /// server layer). Span limits (`OTEL_SPAN_*_LIMIT`) are read by
+    /// `TracingManager::from_env`, not here.
+    pub fn from_env_with(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let env = Reader::new(&lookup);
+        if let Some(v) = env.get(MOVED_DEBUG_HEADER)? {
+            return Err(Error::config(
+                MOVED_DEBUG_HEADER,
+                crate::config::validate::truncate(&v, 64),
+                "this variable is no longer read: the debug header is a setting of the server \
+                 layer (`TracingLayer::debug_header`); unset it",
+            ));
+        }
+        let mut config = match env.get(ENV_CONFIG_FILE)? {
+            Some(path) => SamplingConfig::load(ENV_CONFIG_FILE, path.as_ref())?,
+            None => SamplingConfig::default(),
+        };
+        if let Some(sampler) = env.get(ENV_OTEL_SAMPLER)? {
+            config.base_rate = match sampler.to_ascii_lowercase().as_str() {
+                "always_on" | "parentbased_always_on" => 1.0,
+                "always_off" | "parentbased_always_off" => 0.0,
+                "traceidratio" | "parentbased_traceidratio" => {
+                    match env.get(ENV_OTEL_SAMPLER_ARG)? {
+                        Some(arg) => parse_rate(ENV_OTEL_SAMPLER_ARG, &arg)?,
+                        None => 1.0,
+                    }
+                }
+                _ => {
+                    return Err(Error::config(
+                        ENV_OTEL_SAMPLER,
+                        crate::config::validate::truncate(&sampler, 64),
+                        "it must be always_on, always_off, traceidratio, parentbased_always_on, \
+                         parentbased_always_off or parentbased_traceidratio",
+                    ));
+                }
+            };
+        }
+        if let Some(v) = env.get(ENV_BASE_RATE)? {
+            config.base_rate = parse_rate(ENV_BASE_RATE, &v)?;
+        }
+        if let Some(v) = env.get(ENV_HIGH_VALUE_RATE)? {
+            config.high_value_rate = parse_rate(ENV_HIGH_VALUE_RATE, &v)?;
+        }
+        if let Some(v) = env.get(ENV_DEBUG_TOKENS)? {
+            config.debug.tokens = v
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(v) = env.get(ENV_DEBUG_HMAC_SECRET)? {
+            config.debug.hmac_secret = Some(v);
+        }
+        if let Some(v) = env.get(ENV_DEBUG_MAX_PER_SECOND)? {
+            config.debug.max_per_second = v.parse().map_err(|_| {
+                Error::config(
+                    ENV_DEBUG_MAX_PER_SECOND,
+                    crate::config::validate::truncate(&v, 64),
+                    format!(
+                        "it must be a whole number of traces per second between 0 and {}",
+                        super::MAX_DEBUG_PER_SECOND
+                    ),
+                )
+            })?;
+        }
+        if let Some(v) = env.get(ENV_DEBUG_MAX_AGE_SECS)? {
+            config.debug.max_age_secs = v.parse().map_err(|_| {
+                Error::config(
+                    ENV_DEBUG_MAX_AGE_SECS,
+                    crate::config::validate::truncate(&v, 64),
+                    format!(
+                        "it must be a whole number of seconds between 1 and {}",
+                        super::MAX_DEBUG_MAX_AGE_SECS
+                    ),
+                )
+            })?;
+        }
+        // Checked again by the sampler; here so that errors name the variables.
+        config.validate().map_err(rename_env_field)?;
+        Ok(config)
+    }
+}
+
+/// A check of a value that came from a variable names the variable, not the field.
+fn rename_env_field(mut error: Error) -> Error {
+    let (Error::Config { field, .. } | Error::MissingFeature { field, .. }) = &mut error else {
+        return error;
+    };
+    let var = match field.as_str() {
+        "sampling.base_rate" => ENV_BASE_RATE,
+        "sampling.high_value_rate" => ENV_HIGH_VALUE_RATE,
+        "sampling.debug.hmac_secret" => ENV_DEBUG_HMAC_SECRET,
+        "sampling.debug.max_per_second" => ENV_DEBUG_MAX_PER_SECOND,
+        "sampling.debug.max_age_secs" => ENV_DEBUG_MAX_AGE_SECS,
+        f if f.starts_with("sampling.debug.tokens[") => ENV_DEBUG_TOKENS,
+        _ => return error,
+    };
+    *field = var.to_owned();
+    error
+}
+
+fn parse_rate(name: &str, value: &str) -> Result<f64, Error> {
+    let rate: f64 = value.parse().map_err(|_| {
+        Error::config(
+            name,
+            crate::config::validate::truncate(value, 64),
+            "it must be a number between 0.0 and 1.0",
+        )
+    })?;
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(Error::config(name, value, "it must be between 0.0 and 1.0"));
+    }
+    Ok(rate)
+}
