@@ -106,3 +106,23 @@ pub mod __private {
         record_unsigned,
     };
 }
+
+/// What every user touches, in one import: `use meshtrace::prelude::*;`.
+///
+/// The manager and its shutdown signal, the server and client layers, the reqwest
+/// middleware (feature `reqwest`), the extractors (feature `axum`), the sampler
+/// configuration, the spawned-work helper and `#[traced]` (feature `macros`).
+pub mod prelude {
+    #[cfg(feature = "reqwest")]
+    pub use crate::client::ReqwestTracingMiddleware;
+    pub use crate::client::{ClientTracingLayer, NoPropagation, PropagationPolicy, UrlTemplate};
+    pub use crate::context::{CorrelationId, TraceFutureExt};
+    #[cfg(feature = "axum")]
+    pub use crate::extract::TraceContext;
+    pub use crate::logging::LogFormat;
+    pub use crate::manager::{TracingManager, TracingManagerBuilder, shutdown_signal};
+    pub use crate::sampler::{SamplingConfig, SamplingRule};
+    pub use crate::server::TracingLayer;
+    #[cfg(feature = "macros")]
+    pub use meshtrace_macros::traced;
+}
