@@ -217,7 +217,8 @@ fn client_span(
     let template = template.map(|t| t.0);
     // Named like server spans, with the URL template in place of the route.
     let name = span_name(known, template);
-    let mut attributes = Vec::with_capacity(6);
+    // Room for the sampler's `sampling.reason` and the export gate's marker too.
+    let mut attributes = Vec::with_capacity(8);
     attributes.push(KeyValue::new(
         a::HTTP_REQUEST_METHOD,
         known.unwrap_or("_OTHER"),

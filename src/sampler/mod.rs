@@ -161,7 +161,8 @@ pub(crate) enum AttributesRead {
     None,
     /// `http.route` and `http.request.method` (and the span kind).
     RouteAndMethod,
-    /// Any attribute: a rule matches on attributes.
+    /// Any attribute: a rule matches on attributes, or the span records whatever they
+    /// say (a sampled parent that is followed, every root kept).
     All,
 }
 
@@ -357,8 +358,14 @@ impl CustomSampler {
         let sc = span.span_context();
         // Steps 1-2 decide on the Context alone: a debug token, or a parent that is
         // followed (a remote one unless the request comes from an untrusted edge).
+        // A followed parent that is sampled keeps the span: it will record, so all of
+        // its attributes may as well start with it (one allocation instead of regrowing).
         if sc.is_valid() && (!sc.is_remote() || parent.get::<UntrustedEdge>().is_none()) {
-            return AttributesRead::None;
+            return if sc.is_sampled() {
+                AttributesRead::All
+            } else {
+                AttributesRead::None
+            };
         }
         let compiled = self.inner.compiled.load();
         if compiled
@@ -368,7 +375,12 @@ impl CustomSampler {
         {
             AttributesRead::All
         } else if compiled.rules.is_empty() && compiled.high_value.is_empty() {
-            AttributesRead::None
+            // The base rate alone decides; at 1.0 every root records.
+            if compiled.config.base_rate >= 1.0 {
+                AttributesRead::All
+            } else {
+                AttributesRead::None
+            }
         } else {
             AttributesRead::RouteAndMethod
         }

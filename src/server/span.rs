@@ -15,6 +15,9 @@ use crate::http::attributes::{
 use crate::limits::{bound_cow, bounded};
 use crate::sampler::AttributesRead;
 
+/// Attributes a server span can start with, plus the sampler's and the export gate's.
+const START_CAPACITY: usize = 18;
+
 /// The request's span facts, borrowed from its head.
 pub(crate) struct RequestFacts<'a> {
     parts: &'a Parts,
@@ -63,7 +66,9 @@ impl<'a> RequestFacts<'a> {
         if read == AttributesRead::None {
             return builder;
         }
-        let mut attributes = Vec::with_capacity(if read == AttributesRead::All { 14 } else { 4 });
+        // Room for every attribute, the sampler's `sampling.reason` and the export gate's
+        // marker: a span that records never regrows it.
+        let mut attributes = Vec::with_capacity(START_CAPACITY);
         attributes.push(KeyValue::new(
             a::HTTP_REQUEST_METHOD,
             self.method.unwrap_or("_OTHER"),
@@ -84,6 +89,9 @@ impl<'a> RequestFacts<'a> {
 
     /// What [`builder`](Self::builder) left out for `read`.
     pub(crate) fn late(&self, read: AttributesRead) -> Vec<KeyValue> {
+        if read == AttributesRead::All {
+            return Vec::new();
+        }
         let mut attributes = Vec::with_capacity(12);
         match read {
             AttributesRead::All => {}
