@@ -218,20 +218,6 @@ pub enum RuleSpanKind {
     Consumer,
 }
 
-impl RuleSpanKind {
-    pub(crate) fn matches(self, kind: &opentelemetry::trace::SpanKind) -> bool {
-        use opentelemetry::trace::SpanKind as K;
-        matches!(
-            (self, kind),
-            (RuleSpanKind::Server, K::Server)
-                | (RuleSpanKind::Client, K::Client)
-                | (RuleSpanKind::Internal, K::Internal)
-                | (RuleSpanKind::Producer, K::Producer)
-                | (RuleSpanKind::Consumer, K::Consumer)
-        )
-    }
-}
-
 /// An attribute value a rule compares with (equality; integers also equal floats of
 /// the same value).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
