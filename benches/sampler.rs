@@ -162,6 +162,30 @@ fn bench_with<S: ShouldSample>(
     });
 }
 
+/// Returns what a kept decision must return, and decides nothing.
+#[derive(Clone, Debug)]
+struct KeptResultOnly {
+    state: TraceState,
+}
+
+impl ShouldSample for KeptResultOnly {
+    fn should_sample(
+        &self,
+        _: Option<&Context>,
+        _: TraceId,
+        _: &str,
+        _: &SpanKind,
+        _: &[KeyValue],
+        _: &[opentelemetry::trace::Link],
+    ) -> opentelemetry_sdk::trace::SamplingResult {
+        opentelemetry_sdk::trace::SamplingResult {
+            decision: opentelemetry_sdk::trace::SamplingDecision::RecordAndSample,
+            attributes: vec![KeyValue::new("sampling.reason", "base")],
+            trace_state: self.state.clone(),
+        }
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let ids = trace_ids();
     let roots = vec![Context::new()];
@@ -209,6 +233,13 @@ fn benches(c: &mut Criterion) {
     );
     bench(c, "ours/c_root_no_rules_all_kept", &keep_all, &roots, &ids);
     bench(c, "sdk/trace_id_ratio_root", &ratio, &roots, &ids);
+    // The floor of every kept decision that reports `sampling.reason` and `ot=th`: the
+    // result the SDK's API makes a sampler return (a `Vec` of one attribute and an owned
+    // copy of the one-member tracestate: four allocations), built from prepared parts.
+    let floor = KeptResultOnly {
+        state: "ot=th:0".parse().expect("valid tracestate"),
+    };
+    bench(c, "floor/kept_result_allocations", &floor, &roots, &ids);
     bench(
         c,
         "sdk/parent_based_remote_sampled_parent",

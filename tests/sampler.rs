@@ -789,6 +789,19 @@ fn hmac_debug_token_is_bound_to_the_trace_id_and_expires() {
     }
 }
 
+/// The README's openssl recipe and `debug_token_for` mint the same token:
+/// `ts=1700000000; echo "$ts.$(printf '%s.%s' "$TRACE_ID" "$ts" | openssl dgst -sha256
+/// -hmac "$SECRET" -r | cut -d' ' -f1)"` printed this value.
+#[cfg(feature = "debug-hmac")]
+#[test]
+fn debug_token_for_matches_the_openssl_recipe() {
+    let id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+    assert_eq!(
+        meshtrace::sampler::debug_token_for(b"a-debug-secret-of-32-bytes-long!", id, 1_700_000_000),
+        "1700000000.96ab2e3b8e87a0d7e4d78032c00671e6e3dd435e90559f4eb7d2956476955040"
+    );
+}
+
 #[cfg(feature = "debug-hmac")]
 #[test]
 fn an_hmac_token_is_accepted_until_max_age_then_never_again() {

@@ -8,7 +8,7 @@
 //! 1. the [`TracingManagerBuilder`](crate::manager::TracingManagerBuilder) methods,
 //! 2. the configuration file / [`TracingConfig`] given to `from_config`/`from_file`,
 //! 3. `OTEL_SERVICE_NAME` (service name only),
-//! 4. `OTEL_RESOURCE_ATTRIBUTES` and the other variables of [`env`] (only with `from_env`,
+//! 4. `OTEL_RESOURCE_ATTRIBUTES` and the other variables of [`env`](mod@env) (only with `from_env`,
 //!    `from_config` and `from_file`; `builder()` reads no environment at all),
 //! 5. the defaults documented on each field.
 //!
@@ -50,7 +50,7 @@
 //! ```
 //!
 //! Where each concern lives: the serde types in `model`, the environment reader in
-//! [`env`], the file reader (shared with the sampler's configuration) in `file`, the checks
+//! [`env`](mod@env), the file reader (shared with the sampler's configuration) in `file`, the checks
 //! in `validate`, and the merge of the sources with the defaults in `resolve`.
 
 pub mod env;

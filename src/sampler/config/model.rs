@@ -325,7 +325,7 @@ impl HighValueOperation {
 /// ts=$(date +%s); echo "$ts.$(printf '%s.%s' "$TRACE_ID" "$ts" | openssl dgst -sha256 -hmac "$SECRET" -r | cut -d' ' -f1)"
 /// ```
 ///
-/// or [`debug_token_for`](crate::sampler::debug_token_for) in Rust. `Debug` output hides
+/// or `meshtrace::sampler::debug_token_for` (feature `debug-hmac`) in Rust. `Debug` output hides
 /// tokens and the secret.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
