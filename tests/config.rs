@@ -10,7 +10,9 @@ use std::error::Error as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use meshtrace::config::{OtlpConfig, SpanLimitsConfig, TracingConfig, env as vars};
+#[cfg(feature = "otlp-tls")]
+use meshtrace::config::OtlpConfig;
+use meshtrace::config::{SpanLimitsConfig, TracingConfig, env as vars};
 use meshtrace::{Error, TracingManager, TracingManagerBuilder};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
@@ -259,7 +261,9 @@ fn http_json_is_an_otlp_protocol() {
 #[cfg(not(feature = "otlp"))]
 #[test]
 fn otlp_asked_for_without_the_feature_names_the_variable_and_the_feature() {
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    // (variables, the variable named, its value)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
         (
             &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")],
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -419,7 +423,9 @@ fn a_header_without_equals_shows_the_header_name_only() {
 // ---------------------------------------------------------------------------------------
 // TLS settings
 
+#[cfg(feature = "otlp-tls")]
 const PEM_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUZ2V0\nLXRoaXMtaXMtbm90LWEtcmVhbC1jZXJ0\n-----END CERTIFICATE-----\n";
+#[cfg(feature = "otlp-tls")]
 const PEM_KEY: &str =
     "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEG\n-----END PRIVATE KEY-----\n";
 
@@ -429,6 +435,7 @@ fn write(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
     path
 }
 
+#[cfg(feature = "otlp-tls")]
 fn tls_config(endpoint: &str, otlp: impl FnOnce(OtlpConfig) -> OtlpConfig) -> TracingConfig {
     let mut config = TracingConfig::default();
     config.exporter = Some(meshtrace::config::ExporterConfig::Otlp(otlp(

@@ -581,35 +581,46 @@ fn dropping_a_span_allocates_nothing() {
     }
 }
 
-/// The decision path of the benchmark (ten rules, none matching) and the HMAC check:
-/// dropping allocates nothing, whatever token the caller sends.
-#[cfg(feature = "debug-hmac")]
+/// The decision path of the benchmark (ten rules, none matching, a high-value operation)
+/// and every token check: dropping allocates nothing, whatever token the caller sends.
 #[test]
-fn dropping_a_span_with_hmac_tokens_and_ten_rules_allocates_nothing() {
-    use meshtrace::sampler::debug_token_for;
+fn dropping_a_span_with_ten_rules_and_any_debug_token_allocates_nothing() {
     use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
-    let secret = "0123456789abcdef-secret";
+    #[allow(unused_mut)]
+    let mut debug = DebugConfig::default()
+        .token("allow-listed")
+        .max_age_secs(60);
+    let id = trace_id(11);
+    #[allow(unused_mut)]
+    let mut tokens: Vec<(&str, String)> = vec![
+        ("wrong allow-listed", "allow-listeD".into()),
+        ("garbage", "x.y".into()),
+        ("long", "a".repeat(256)),
+    ];
+    #[cfg(feature = "debug-hmac")]
+    {
+        use meshtrace::sampler::debug_token_for;
+        let secret = "0123456789abcdef-secret";
+        debug = debug.hmac_secret(secret);
+        tokens.push(("expired", debug_token_for(secret.as_bytes(), id, NOW - 61)));
+        tokens.push(("future", debug_token_for(secret.as_bytes(), id, NOW + 3600)));
+        tokens.push(("forged", debug_token_for(b"not-the-secret-at-all", id, NOW)));
+    }
     let mut config = SamplingConfig::default()
         .base_rate(0.0)
-        .debug(DebugConfig::default().hmac_secret(secret).max_age_secs(60));
+        .high_value("/checkout", "POST")
+        .debug(debug);
     for i in 0..10 {
         config = config.rule(SamplingRule::new(format!("r{i}"), 1.0).route(format!("/r{i}/**")));
     }
     let (nanos, clock) = manual_clock();
-    nanos.store(NOW * 1_000_000_000, Ordering::SeqCst);
+    nanos.store(1_700_000_000 * 1_000_000_000, Ordering::SeqCst);
     let sampler = CustomSampler::with_clock(config, clock).unwrap();
     let attributes = vec![
         KeyValue::new(HTTP_REQUEST_METHOD, "GET"),
         KeyValue::new(HTTP_ROUTE, "/orders/{id}"),
     ];
-    let id = trace_id(11);
-    let expired = debug_token_for(secret.as_bytes(), id, NOW - 61);
-    let forged = debug_token_for(b"not-the-secret-at-all", id, NOW);
-    for (name, token) in [
-        ("expired", expired),
-        ("forged", forged),
-        ("garbage", "x.y".into()),
-    ] {
+    for (name, token) in tokens {
         let cx = remote_parent(id, false, "").with_value(debug_value(&token));
         let decide =
             || sampler.should_sample(Some(&cx), id, "GET", &SpanKind::Server, &attributes, &[]);
@@ -776,6 +787,19 @@ fn hmac_debug_token_is_bound_to_the_trace_id_and_expires() {
     for (name, token, tid, expected) in cases {
         assert_eq!(sampled(&token, tid), expected, "{name}: {token}");
     }
+}
+
+/// The README's openssl recipe and `debug_token_for` mint the same token:
+/// `ts=1700000000; echo "$ts.$(printf '%s.%s' "$TRACE_ID" "$ts" | openssl dgst -sha256
+/// -hmac "$SECRET" -r | cut -d' ' -f1)"` printed this value.
+#[cfg(feature = "debug-hmac")]
+#[test]
+fn debug_token_for_matches_the_openssl_recipe() {
+    let id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+    assert_eq!(
+        meshtrace::sampler::debug_token_for(b"a-debug-secret-of-32-bytes-long!", id, 1_700_000_000),
+        "1700000000.96ab2e3b8e87a0d7e4d78032c00671e6e3dd435e90559f4eb7d2956476955040"
+    );
 }
 
 #[cfg(feature = "debug-hmac")]

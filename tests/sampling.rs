@@ -15,6 +15,7 @@ use opentelemetry::trace::TraceId;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+#[cfg(feature = "debug-hmac")]
 const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
 #[cfg(feature = "debug-hmac")]
 const SECRET: &str = "a-debug-secret-of-32-bytes-long!";

@@ -142,7 +142,9 @@ use config::validate;
 use consistent::{Field, OtValue, with_threshold};
 use debug::CompiledDebug;
 use rate::{Clock, RateLimiter};
-use rules::{CompiledHighValue, CompiledRule, Outcome, RouteMatcher, SpanFacts};
+use rules::{
+    CompiledHighValue, CompiledRule, MethodMatch, Outcome, RouteMatcher, RuleSet, SpanFacts,
+};
 
 /// The attribute naming why a span was sampled.
 pub const SAMPLING_REASON: &str = "sampling.reason";
@@ -193,7 +195,7 @@ pub(crate) struct Compiled {
     base: Outcome,
     high_value_rate: Outcome,
     /// Sorted by priority, highest first; stable, so ties keep list order.
-    rules: Vec<CompiledRule>,
+    rules: RuleSet,
     high_value: Vec<CompiledHighValue>,
     debug: CompiledDebug,
 }
@@ -214,8 +216,8 @@ fn compile_rule(i: usize, rule: &SamplingRule) -> Result<CompiledRule, Error> {
     }
     Ok(CompiledRule {
         route,
-        method: rule.method.clone(),
-        kind: rule.kind,
+        method: MethodMatch::new(rule.method.as_deref()),
+        kind_bits: rule.kind.map_or(u8::MAX, rules::rule_kind_bit),
         attributes: rule
             .attributes
             .iter()
@@ -267,7 +269,7 @@ impl Compiled {
             }
             high_value.push(CompiledHighValue {
                 route,
-                method: op.method.clone(),
+                method: MethodMatch::new(op.method.as_deref()),
             });
         }
         let debug = CompiledDebug::new(&config.debug)?;
@@ -275,7 +277,7 @@ impl Compiled {
             config: Arc::new(config.clone()),
             base: Outcome::new(base, Reason::Base.value()),
             high_value_rate: Outcome::new(high_value_rate, Reason::HighValue.value()),
-            rules: rules.into_iter().map(|(_, r)| r).collect(),
+            rules: RuleSet::new(rules.into_iter().map(|(_, r)| r).collect()),
             high_value,
             debug,
         })
@@ -287,11 +289,9 @@ impl Compiled {
         if self.rules.is_empty() && self.high_value.is_empty() {
             return &self.base;
         }
-        let facts = SpanFacts::read(attributes);
-        for rule in &self.rules {
-            if rule.matches(kind, &facts, attributes) {
-                return &rule.outcome;
-            }
+        let facts = SpanFacts::read(kind, attributes);
+        if let Some(rule) = self.rules.first_match(&facts, attributes) {
+            return &rule.outcome;
         }
         if self.high_value.iter().any(|op| op.matches(&facts)) {
             return &self.high_value_rate;
@@ -368,11 +368,7 @@ impl CustomSampler {
             };
         }
         let compiled = self.inner.compiled.load();
-        if compiled
-            .rules
-            .iter()
-            .any(|rule| !rule.attributes.is_empty())
-        {
+        if compiled.rules.reads_attributes() {
             AttributesRead::All
         } else if compiled.rules.is_empty() && compiled.high_value.is_empty() {
             // The base rate alone decides; at 1.0 every root records.

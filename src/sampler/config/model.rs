@@ -218,20 +218,6 @@ pub enum RuleSpanKind {
     Consumer,
 }
 
-impl RuleSpanKind {
-    pub(crate) fn matches(self, kind: &opentelemetry::trace::SpanKind) -> bool {
-        use opentelemetry::trace::SpanKind as K;
-        matches!(
-            (self, kind),
-            (RuleSpanKind::Server, K::Server)
-                | (RuleSpanKind::Client, K::Client)
-                | (RuleSpanKind::Internal, K::Internal)
-                | (RuleSpanKind::Producer, K::Producer)
-                | (RuleSpanKind::Consumer, K::Consumer)
-        )
-    }
-}
-
 /// An attribute value a rule compares with (equality; integers also equal floats of
 /// the same value).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -339,7 +325,7 @@ impl HighValueOperation {
 /// ts=$(date +%s); echo "$ts.$(printf '%s.%s' "$TRACE_ID" "$ts" | openssl dgst -sha256 -hmac "$SECRET" -r | cut -d' ' -f1)"
 /// ```
 ///
-/// or [`debug_token_for`](crate::sampler::debug_token_for) in Rust. `Debug` output hides
+/// or `meshtrace::sampler::debug_token_for` (feature `debug-hmac`) in Rust. `Debug` output hides
 /// tokens and the secret.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
