@@ -18,6 +18,7 @@
 //! each Context value and the span in fresh `Arc`s, and `Baggage` is a `HashMap` of
 //! owned strings), its request extensions, the echoed id and the body wrapper: the
 //! dropped OpenTelemetry span itself allocates nothing beyond its place in the Context.
+#![cfg(feature = "axum")]
 
 mod common;
 

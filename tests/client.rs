@@ -1,7 +1,7 @@
 //! Service A (axum + TracingLayer) calls service B (axum + TracingLayer) on 127.0.0.1
 //! through reqwest + ReqwestTracingMiddleware and through hyper-util's client +
 //! ClientTracingLayer; the spans come from the real SDK exporting into memory.
-#![cfg(feature = "reqwest")]
+#![cfg(all(feature = "reqwest", feature = "axum"))]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Log correlation end to end: a handler behind TracingLayer logs, and the captured
 //! line carries the ids of the exported server span and the request's correlation id.
+#![cfg(feature = "axum")]
 
 use std::io;
 use std::sync::{Arc, Mutex};

@@ -3,6 +3,7 @@
 //!
 //! Environment variables are passed through `from_env_with` maps, never set on the process,
 //! so the tests run in parallel without racing each other.
+#![cfg(feature = "axum")]
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -1,6 +1,6 @@
 //! The OTLP exporter against a real receiver on 127.0.0.1 (HTTP/protobuf and gRPC, gzip),
 //! and a Router's behaviour while the collector is down.
-#![cfg(feature = "otlp")]
+#![cfg(all(feature = "otlp", feature = "axum"))]
 
 mod common;
 

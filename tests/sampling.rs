@@ -1,6 +1,7 @@
 //! CustomSampler behind TracingLayer, through real Routers: what the layer hands the
 //! sampler (route template, method, debug header, untrusted edge) changes which
 //! requests are exported.
+#![cfg(feature = "axum")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! TracingLayer driven through real axum Routers (in-process and on 127.0.0.1) with the
 //! real OpenTelemetry SDK exporting into memory.
+#![cfg(feature = "axum")]
 
 mod common;
 

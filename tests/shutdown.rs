@@ -3,7 +3,7 @@
 //!
 //! Its own test binary: it sends SIGINT to its own process (Tokio's handler, installed by
 //! `shutdown_signal`, keeps the process alive).
-#![cfg(unix)]
+#![cfg(all(unix, feature = "axum"))]
 
 use std::time::Duration;
 
