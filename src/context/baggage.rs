@@ -59,6 +59,11 @@ pub fn parse_baggage<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Baggage 
 /// comparable); values are percent-encoded (everything outside `baggage-octet`, and `%`);
 /// properties that do not follow the grammar are left out; whole members are dropped once 64
 /// members or 8192 bytes would be exceeded. The output parses back to the same baggage.
+///
+/// A received member can come out longer than it came in: a `%` that starts no escape is kept
+/// literally and sent as `%25`, and an invalid UTF-8 escape such as `%FF` is decoded to U+FFFD
+/// and sent as `%EF%BF%BD`. Such a member is dropped when it no longer fits; the others are
+/// still sent.
 pub fn format_baggage(baggage: &Baggage) -> Option<String> {
     let mut entries: Vec<_> = baggage.iter().collect();
     entries.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));

@@ -15,7 +15,7 @@
 //! let mut incoming = HeaderMap::new();
 //! incoming.insert("traceparent", HeaderValue::from_static(
 //!     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03"));
-//! incoming.insert("tracestate", HeaderValue::from_static("congo=t61rcWkgMzE"));
+//! incoming.insert("tracestate", HeaderValue::from_static("congo=t61rcWkgMzE,foo@bar@baz=1"));
 //! incoming.insert("baggage", HeaderValue::from_static("user=alice,node=DF%2028;zone"));
 //!
 //! let cx = context::extract(&incoming);
@@ -28,7 +28,7 @@
 //! let mut outgoing = HeaderMap::new();
 //! context::inject(&cx, &mut outgoing);
 //! assert_eq!(outgoing["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03");
-//! assert_eq!(outgoing["tracestate"], "congo=t61rcWkgMzE");
+//! assert_eq!(outgoing["tracestate"], "congo=t61rcWkgMzE,foo@bar@baz=1");
 //! assert_eq!(outgoing["baggage"], "node=DF%2028;zone,user=alice");
 //! ```
 //!
@@ -57,6 +57,21 @@
 //! * [`inject`] with no valid span in the context leaves `traceparent` and `tracestate` in the
 //!   header map untouched; with a valid span it replaces both (removing a stale `tracestate`
 //!   when there is none to send). An empty baggage leaves an existing `baggage` header alone.
+//! * `tracestate` follows the current W3C key grammar (`@` anywhere after the first character),
+//!   and a repeated key keeps its first occurrence instead of discarding the header (see
+//!   [`parse_tracestate`]). `opentelemetry` 0.33's `TraceState` refuses some of these keys
+//!   (`foo@@bar`, `foo@bar@baz`, more than 13 characters after an `@`), so when a received
+//!   tracestate has one, [`extract`] also keeps every received member, in order, in a private
+//!   value of the returned [`Context`] (nothing is added otherwise). [`inject`] merges them
+//!   back for a span of the same trace: members the span's `TraceState` added or changed
+//!   (e.g. the sampler's `ot`) first, then the received members in their order, without the
+//!   ones it changed or deleted. Contexts derived from the request's keep the value, so
+//!   outgoing calls forward every member; a span of another trace never gets them.
+//! * An `ot` entry's `rv` sub-values (OpenTelemetry's explicit randomness) that are not exactly
+//!   14 lowercase hex digits are removed when the tracestate is extracted, so neither the
+//!   sampler nor the next hop sees them; the rest of the `ot` value keeps its order, and an
+//!   `ot` entry left empty is removed. Other sub-values (`th` included) are the sampler's
+//!   to judge.
 
 mod baggage;
 mod correlation;
@@ -74,14 +89,17 @@ pub use future::{InCurrentTrace, TraceFutureExt};
 pub use propagator::W3cPropagator;
 pub use traceparent::{TraceParent, TraceParentError};
 pub use tracestate::{
-    MAX_TRACESTATE_INPUT, MAX_TRACESTATE_OUTPUT, format_tracestate, parse_tracestate,
+    MAX_TRACESTATE_INPUT, MAX_TRACESTATE_OUTPUT, TraceStateMembers, format_tracestate,
+    parse_tracestate,
 };
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::Context;
 use opentelemetry::baggage::BaggageExt;
-use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceId, TraceState};
+use std::borrow::Cow;
 use traceparent::KNOWN_FLAGS;
+use tracestate::{merge_received, otel_holds_key, parse_members, trace_state_of};
 
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
@@ -142,6 +160,17 @@ pub fn inject(cx: &Context, headers: &mut HeaderMap) {
     });
 }
 
+/// Context value: every tracestate member received for `trace_id`, in order, set by
+/// extraction only when some of them cannot live in the span context's `TraceState`
+/// (opentelemetry 0.33 refuses keys the current W3C grammar allows, e.g. `foo@@bar`).
+/// [`inject`] puts them back for spans of the same trace. Contexts derived from the request's
+/// (child spans, `with_value`) keep it, so outgoing calls forward the members too.
+#[derive(Debug)]
+struct ReceivedTraceState {
+    trace_id: TraceId,
+    members: TraceStateMembers,
+}
+
 /// Reads meshtrace values from a [`Context`].
 pub trait ContextExt {
     /// The correlation id the server layer stored in this context, if any.
@@ -192,6 +221,9 @@ pub(crate) fn extract_request(headers: &HeaderMap, correlation: CorrelationId) -
             .map(HeaderValue::as_bytes),
     );
     let mut cx = Context::new();
+    if let Some(received) = parsed.received {
+        cx = cx.with_value(received);
+    }
     if let Some(span_context) = parsed.span_context {
         cx = cx.with_remote_span_context(span_context);
     }
@@ -211,6 +243,9 @@ struct Parsed {
     /// comes from the SDK's random id generator).
     random: bool,
     baggage: opentelemetry::baggage::Baggage,
+    /// Set when the received tracestate does not fit in `TraceState` (see
+    /// [`ReceivedTraceState`]).
+    received: Option<ReceivedTraceState>,
 }
 
 fn parse_parts<'a>(
@@ -224,11 +259,21 @@ fn parse_parts<'a>(
         (Some(value), None) => TraceParent::parse(value).ok(),
         _ => None,
     };
-    let (span_context, random) = match parent {
+    let (span_context, random, received) = match parent {
         Some(parent) => {
             let flags = TraceFlags::new(parent.flags.to_u8() & KNOWN_FLAGS);
             // The tracestate is read only after a valid traceparent; a bad one is dropped alone.
-            let state = parse_tracestate(tracestate).unwrap_or_default();
+            let mut cleaned = String::new();
+            let members = received_members(tracestate, &mut cleaned);
+            let state = trace_state_of(members.iter().copied());
+            // A base context may hold what an earlier extraction received: replace it, so that
+            // it cannot be merged into this trace.
+            let received = (members.iter().any(|(k, _)| !otel_holds_key(k))
+                || base.get::<ReceivedTraceState>().is_some())
+            .then(|| ReceivedTraceState {
+                trace_id: parent.trace_id,
+                members: TraceStateMembers::from_pairs(members.iter().copied()),
+            });
             let random = flags & RANDOM_FLAG == RANDOM_FLAG;
             (
                 Some(SpanContext::new(
@@ -239,14 +284,16 @@ fn parse_parts<'a>(
                     state,
                 )),
                 random,
+                received,
             )
         }
-        None => (None, !base.span().span_context().is_valid()),
+        None => (None, !base.span().span_context().is_valid(), None),
     };
     Parsed {
         span_context,
         random,
         baggage: parse_baggage(baggage),
+        received,
     }
 }
 
@@ -259,6 +306,9 @@ fn extract_parts<'a>(
 ) -> Context {
     let parsed = parse_parts(base, traceparent, tracestate, baggage);
     let mut cx = base.clone();
+    if let Some(received) = parsed.received {
+        cx = cx.with_value(received);
+    }
     if let Some(span_context) = parsed.span_context {
         cx = cx.with_remote_span_context(span_context);
     }
@@ -284,9 +334,106 @@ fn inject_parts(cx: &Context, mut set: impl FnMut(&'static str, Option<String>))
         let parent = TraceParent::new(span_context.trace_id(), span_context.span_id(), flags);
         let value = parent.to_header_value().to_str().ok().map(str::to_owned);
         set(TRACEPARENT, value);
-        set(TRACESTATE, format_tracestate(span_context.trace_state()));
+        set(TRACESTATE, outgoing_tracestate(cx, span_context));
     }
     if let Some(baggage) = format_baggage(cx.baggage()) {
         set(BAGGAGE, Some(baggage));
+    }
+}
+
+/// The tracestate to send for `span_context`: its `TraceState`, with the members received for
+/// the same trace that `TraceState` could not hold merged back (see [`ReceivedTraceState`]).
+fn outgoing_tracestate(cx: &Context, span_context: &SpanContext) -> Option<String> {
+    let state: &TraceState = span_context.trace_state();
+    match cx.get::<ReceivedTraceState>() {
+        Some(received) if received.trace_id == span_context.trace_id() => {
+            format_tracestate(merge_received(state, &received.members))
+        }
+        _ => format_tracestate(state),
+    }
+}
+
+/// The tracestate members as received, with malformed `ot=rv:` sub-values removed; empty when
+/// the tracestate must be discarded. `cleaned` holds a rewritten `ot` value.
+fn received_members<'a: 'b, 'b>(
+    tracestate: impl IntoIterator<Item = &'a [u8]>,
+    cleaned: &'b mut String,
+) -> Vec<(&'b str, &'b str)> {
+    let mut members: Vec<(&'b str, &'b str)> = parse_members(tracestate).unwrap_or_default();
+    if let Some(i) = members.iter().position(|(k, _)| *k == OT_KEY) {
+        match without_malformed_rv(members[i].1) {
+            Cow::Borrowed(_) => {}
+            Cow::Owned(value) if value.is_empty() => {
+                members.remove(i);
+            }
+            Cow::Owned(value) => {
+                *cleaned = value;
+                let cleaned: &'b String = cleaned;
+                members[i].1 = cleaned.as_str();
+            }
+        }
+    }
+    members
+}
+
+/// The OpenTelemetry tracestate key (`ot=th:<hex>;rv:<hex>`).
+const OT_KEY: &str = "ot";
+
+/// An `ot` value without its `rv` sub-values that are not exactly 14 lowercase hex digits
+/// (OpenTelemetry's explicit randomness); borrowed when there is none. A sampler must not
+/// read them and the next hop must not receive them. The other sub-values keep their order;
+/// empty ones are dropped once the value is rewritten. An empty result means "drop `ot`".
+fn without_malformed_rv(value: &str) -> Cow<'_, str> {
+    fn malformed_rv(sub: &str) -> bool {
+        match sub.split_once(':') {
+            Some(("rv", rv)) => {
+                rv.len() != 14 || !rv.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            }
+            _ => false,
+        }
+    }
+    if !value.split(';').any(malformed_rv) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len());
+    for sub in value.split(';') {
+        if sub.is_empty() || malformed_rv(sub) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(';');
+        }
+        out.push_str(sub);
+    }
+    // A tracestate value must not end in a space; removing the last sub-value may expose one.
+    let len = out.trim_end_matches(' ').len();
+    out.truncate(len);
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_rv_sub_values_are_removed() {
+        let cases: &[(&str, &str)] = &[
+            ("th:8", "th:8"),
+            ("rv:0123456789abcd", "rv:0123456789abcd"),
+            ("th:8;rv:0123456789abcd;x:1", "th:8;rv:0123456789abcd;x:1"),
+            ("rv:0123456789abc", ""),
+            ("th:8;rv:0123456789abcde", "th:8"),
+            ("th:8;rv:0123456789ABCD;x:1", "th:8;x:1"),
+            ("rv:;th:c", "th:c"),
+            ("rv", "rv"),
+            ("th:8;;rv:zz", "th:8"),
+            ("x:1 ;rv:g123456789abcd", "x:1"),
+            ("rv:0123456789abcd;rv:1", "rv:0123456789abcd"),
+            ("a:rv:1", "a:rv:1"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(without_malformed_rv(input), *expected, "{input:?}");
+        }
+        assert!(matches!(without_malformed_rv("th:8;x:1"), Cow::Borrowed(_)));
     }
 }

@@ -16,10 +16,71 @@ pub const MAX_TRACESTATE_OUTPUT: usize = 512;
 /// Entries longer than this are the first to go when truncating.
 const LONG_ENTRY: usize = 128;
 
+/// A parsed `tracestate`: its list-members in order, each key and value valid, no key twice.
+///
+/// Unlike `opentelemetry` 0.33's `TraceState`, it holds every key the current W3C grammar
+/// allows, such as `foo@@bar`, `foo@bar@baz` or a key with more than 13 characters after an
+/// `@` ([`to_trace_state`](Self::to_trace_state) leaves those out). [`format_tracestate`]
+/// formats it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceStateMembers {
+    members: Vec<Member>,
+}
+
+impl TraceStateMembers {
+    /// The list-members in order, as `(key, value)`.
+    pub fn iter(&self) -> <&Self as IntoIterator>::IntoIter {
+        self.into_iter()
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.iter().find_map(|(k, v)| (k == key).then_some(v))
+    }
+
+    /// How many list-members there are.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether there is no list-member.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The list-members `opentelemetry` 0.33's `TraceState` can hold, in order.
+    ///
+    /// Its key check still follows the Level 1 `tenant@system` split (at most one `@`, at most
+    /// 13 characters after it, the first of them a letter or digit); other keys are left out.
+    pub fn to_trace_state(&self) -> TraceState {
+        trace_state_of(self.iter())
+    }
+
+    pub(crate) fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        TraceStateMembers {
+            members: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+}
+
+type Member = (Box<str>, Box<str>);
+
+impl<'a> IntoIterator for &'a TraceStateMembers {
+    type Item = (&'a str, &'a str);
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, Member>, fn(&Member) -> (&str, &str)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.members.iter().map(|(k, v)| (&**k, &**v))
+    }
+}
+
 /// Parses (possibly repeated) `tracestate` header values, combined in order.
 ///
 /// Returns `None` when the whole tracestate must be discarded; an empty or whitespace-only
-/// input gives an empty `TraceState`.
+/// input gives no members.
 ///
 /// ```text
 /// list        = list-member 0*31( OWS "," OWS list-member )
@@ -31,23 +92,31 @@ const LONG_ENTRY: usize = 128;
 /// chr         = %x20 / nblk-chr
 /// ```
 ///
-/// This is the key rule of the published Level 2 text, which allows `@` anywhere after the
-/// first character; it accepts every Level 1 simple key (`congo`) and multi-tenant key
-/// (`tenant@system`). Receiving rules:
+/// This is the key rule of the current W3C text: `@` is a key character like any other after
+/// the first one (there is no vendor/tenant split any more), so `foo@`, `foo@@bar` and
+/// `foo@bar@baz` are keys; a key starting with `@` is not. Receiving rules:
 ///
 /// * Repeated headers are combined in order, as if joined with `,` (RFC 9110 field order).
 /// * Empty and whitespace-only list-members are skipped and do not count towards the 32.
-/// * More than 32 list-members, a duplicate key, or any malformed list-member discards the
-///   whole tracestate (`None`); the trace itself continues.
+/// * A key seen again keeps its first occurrence; the later ones are dropped (the spec lets
+///   a vendor discard duplicates, not the header). They still count towards the 32.
+/// * More than 32 list-members, or any malformed list-member, discards the whole tracestate
+///   (`None`); the trace itself continues.
 /// * Combined input longer than [`MAX_TRACESTATE_INPUT`] bytes is discarded before it is
 ///   looked at, so a hostile header costs no allocation.
-/// * A spec-valid key that `opentelemetry` 0.33's `TraceState` refuses to hold (its validator
-///   still follows the Level 1 `tenant@system` split: at most one `@`, at most 13 characters
-///   after it, and the first of those must be a letter or digit) is dropped on its own; deleting
-///   a list-member is a mutation the spec allows.
-pub fn parse_tracestate<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<TraceState> {
+pub fn parse_tracestate<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<TraceStateMembers> {
+    parse_members(values).map(TraceStateMembers::from_pairs)
+}
+
+/// [`parse_tracestate`] without the copy: the members borrow the header values.
+pub(crate) fn parse_members<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<Vec<(&'a str, &'a str)>> {
     let mut total = 0usize;
-    let mut members: Vec<(&'a [u8], &'a [u8])> = Vec::new();
+    let mut count = 0usize;
+    let mut members: Vec<(&'a str, &'a str)> = Vec::new();
     for value in values {
         // Counting one separator per header value also bounds a flood of empty headers.
         total = total.saturating_add(value.len()).saturating_add(1);
@@ -59,34 +128,54 @@ pub fn parse_tracestate<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Optio
             if member.is_empty() {
                 continue;
             }
-            if members.len() == MAX_MEMBERS {
+            if count == MAX_MEMBERS {
                 return None;
             }
+            count += 1;
             let eq = member.iter().position(|&b| b == b'=')?;
             let (key, val) = (&member[..eq], &member[eq + 1..]);
-            if !valid_key(key) || !valid_value(val) || members.iter().any(|(k, _)| *k == key) {
+            if !valid_key(key) || !valid_value(val) {
                 return None;
             }
-            members.push((key, val));
+            // Both were checked to be ASCII, so these conversions cannot fail.
+            let (Ok(key), Ok(val)) = (std::str::from_utf8(key), std::str::from_utf8(val)) else {
+                return None;
+            };
+            if !members.iter().any(|(k, _)| *k == key) {
+                members.push((key, val));
+            }
         }
     }
-    let pairs: Vec<(&str, &str)> = members
-        .into_iter()
-        .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?)))
-        .filter(|pair| TraceState::from_key_value([*pair]).is_ok())
-        .collect();
-    TraceState::from_key_value(pairs).ok()
+    Some(members)
 }
 
-/// Formats a tracestate for sending; `None` when there is nothing to send.
+/// A `TraceState` of the pairs `opentelemetry` 0.33 can hold; the others are left out.
+pub(crate) fn trace_state_of<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+) -> TraceState {
+    let held = pairs.filter(|(k, _)| otel_holds_key(k));
+    TraceState::from_key_value(held.clone()).unwrap_or_else(|_| {
+        // Only if `otel_holds_key` and opentelemetry's private check ever disagree: ask it
+        // about each pair instead of losing them all.
+        let checked: Vec<(&str, &str)> = held
+            .filter(|pair| TraceState::from_key_value([*pair]).is_ok())
+            .collect();
+        TraceState::from_key_value(checked).unwrap_or_default()
+    })
+}
+
+/// Formats list-members for sending; `None` when there is nothing to send.
 ///
-/// Entries that are not valid Level 2 list-members (the `TraceState` API accepts some) and
-/// repeated keys after the first are skipped. The result is at most 512 characters: entries
+/// Takes a `&TraceState`, a `&TraceStateMembers` or any `(key, value)` pairs. Pairs that are
+/// not valid Level 2 list-members (the `TraceState` API accepts some) and repeated keys after
+/// the first are skipped. At most 32 members are sent, and at most 512 characters: entries
 /// longer than 128 characters are removed first, starting from the end, then entries from the
 /// end, as the spec's truncation rule says.
-pub fn format_tracestate(state: &TraceState) -> Option<String> {
+pub fn format_tracestate<'a>(
+    members: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<String> {
     let mut entries: Vec<(&str, &str)> = Vec::new();
-    for (key, value) in state {
+    for (key, value) in members {
         if entries.len() == MAX_MEMBERS {
             break;
         }
@@ -126,6 +215,36 @@ pub fn format_tracestate(state: &TraceState) -> Option<String> {
     Some(out)
 }
 
+/// Merges the tracestate a span carries with the members received for its trace.
+///
+/// `span` is what the span's `TraceState` holds now (the received members `opentelemetry`
+/// could hold, as changed by the sampler); `received` is every member as received. The
+/// members that `span` added or changed come first, in its order (the spec moves a modified
+/// member to the front); then the received members in their order, without those `span`
+/// changed or deleted, with the ones `TraceState` could not hold put back.
+pub(crate) fn merge_received<'a>(
+    span: &'a TraceState,
+    received: &'a TraceStateMembers,
+) -> Vec<(&'a str, &'a str)> {
+    let mut out: Vec<(&str, &str)> = Vec::with_capacity(received.len() + 1);
+    for (key, value) in span {
+        if received.get(key) != Some(value) {
+            out.push((key, value));
+        }
+    }
+    for (key, value) in received.iter() {
+        let kept = if otel_holds_key(key) {
+            span.get(key) == Some(value)
+        } else {
+            true
+        };
+        if kept {
+            out.push((key, value));
+        }
+    }
+    out
+}
+
 /// Level 2 key: `( lcalpha / DIGIT ) 0*255( keychar )`.
 pub(crate) fn valid_key(key: &[u8]) -> bool {
     match key {
@@ -138,6 +257,26 @@ pub(crate) fn valid_key(key: &[u8]) -> bool {
                 })
         }
         _ => false,
+    }
+}
+
+/// Whether `opentelemetry` 0.33's `TraceState` accepts a key that [`valid_key`] accepted.
+///
+/// Its private `valid_key` (`trace/span_context.rs`) still applies the Level 1
+/// `tenant@system` split: at most one `@`, at most 13 characters after it, and the first of
+/// those a letter or digit. Asking `TraceState::from_key_value` instead would allocate.
+pub(crate) fn otel_holds_key(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    let mut ats = bytes.iter().enumerate().filter(|(_, b)| **b == b'@');
+    match (ats.next(), ats.next()) {
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+        (Some((i, _)), None) => {
+            bytes.len() - i <= 14
+                && bytes
+                    .get(i + 1)
+                    .is_none_or(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        }
     }
 }
 
@@ -160,7 +299,19 @@ mod tests {
 
     #[test]
     fn key_grammar() {
-        for ok in ["a", "0", "a1_-*/@", "tenant@system", "a@b@c"] {
+        let at_241_14 = format!("{}@{}", "a".repeat(241), "b".repeat(14));
+        for ok in [
+            "a",
+            "0",
+            "a1_-*/@",
+            "tenant@system",
+            "a@b@c",
+            "foo@",
+            "foo@@bar",
+            "foo@bar@baz",
+            "t@_x",
+            at_241_14.as_str(),
+        ] {
             assert!(valid_key(ok.as_bytes()), "{ok}");
         }
         let long = "a".repeat(257);
@@ -172,6 +323,7 @@ mod tests {
             "*a",
             "/a",
             "@a",
+            "@",
             "a.b",
             "a b",
             "a=b",
@@ -180,6 +332,70 @@ mod tests {
         ] {
             assert!(!valid_key(bad.as_bytes()), "{bad}");
         }
+    }
+
+    #[test]
+    fn otel_holds_key_matches_opentelemetry() {
+        let at_241_14 = format!("{}@{}", "a".repeat(241), "b".repeat(14));
+        let at_242_13 = format!("{}@{}", "a".repeat(242), "b".repeat(13));
+        let long_plain = "a".repeat(256);
+        let keys = [
+            "a",
+            "congo",
+            "tenant@system",
+            "t@abcdefghijklm",
+            "t@abcdefghijklmn",
+            "t@_x",
+            "t@-x",
+            "t@1x",
+            "foo@",
+            "foo@@bar",
+            "foo@bar@baz",
+            "a/b*c-d_e",
+            at_241_14.as_str(),
+            at_242_13.as_str(),
+            long_plain.as_str(),
+        ];
+        for key in keys {
+            assert!(valid_key(key.as_bytes()), "{key}");
+            assert_eq!(
+                otel_holds_key(key),
+                TraceState::from_key_value([(key, "v")]).is_ok(),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn merge_puts_changed_members_first_and_received_ones_back() {
+        let received = TraceStateMembers::from_pairs([
+            ("a", "1"),
+            ("foo@@bar", "2"),
+            ("ot", "th:8"),
+            ("b", "3"),
+            ("x@y@z", "4"),
+            ("c", "5"),
+        ]);
+        // The sampler rewrote `ot` (moved to the front), deleted `b`, added `new`.
+        let span =
+            TraceState::from_key_value([("new", "n"), ("ot", "th:4"), ("a", "1"), ("c", "5")])
+                .unwrap();
+        let merged = merge_received(&span, &received);
+        assert_eq!(
+            merged,
+            [
+                ("new", "n"),
+                ("ot", "th:4"),
+                ("a", "1"),
+                ("foo@@bar", "2"),
+                ("x@y@z", "4"),
+                ("c", "5"),
+            ]
+        );
+        // Nothing changed: the received order exactly.
+        let span = received.to_trace_state();
+        let merged = merge_received(&span, &received);
+        assert_eq!(merged, received.iter().collect::<Vec<_>>());
     }
 
     #[test]
