@@ -127,6 +127,16 @@ fn benches(c: &mut Criterion) {
         &ids,
     );
     bench(c, "ours/b_root_10_rules", &ours_ten_rules, &roots, &ids);
+    // Issue 10's target (< 100 ns): a span that is kept after walking the ten rules
+    // (none matches `GET /orders/{id}`; the base rate 1.0 keeps it).
+    let ten_rules_kept = CustomSampler::new(ten_rules().base_rate(1.0)).unwrap();
+    bench(
+        c,
+        "ours/b_root_10_rules_kept",
+        &ten_rules_kept,
+        &roots,
+        &ids,
+    );
     bench(c, "ours/c_root_no_rules", &ours_no_rules, &roots, &ids);
     // The two halves of (c): every root dropped (the no-allocation path) or kept.
     let drop_all = CustomSampler::new(SamplingConfig::default().base_rate(0.0)).unwrap();
