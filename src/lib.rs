@@ -15,6 +15,7 @@
 //! | [`logging`] | log lines carrying `trace_id`, `span_id` and `correlation_id` (text or JSON) |
 //! | `extract` | axum extractors: `CorrelationId`, `TraceContext` (feature `axum`) |
 //! | `traced` | the `#[traced]` attribute: a span per function, no argument recorded unless listed (feature `macros`) |
+//! | [`prelude`] | everything above a service touches, in one `use meshtrace::prelude::*;` |
 //!
 //! A traced axum service, its spans exported by the real OpenTelemetry SDK:
 //!

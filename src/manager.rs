@@ -168,6 +168,22 @@ impl TracingManager {
             .sampler_hint(self.sampler.clone())
     }
 
+    /// A [`ClientTracingLayer`](crate::client::ClientTracingLayer) (tower/hyper clients)
+    /// whose spans come from this manager's provider. After [`install`](TracingManagerBuilder::install),
+    /// `ClientTracingLayer::new()` does the same.
+    pub fn client_layer(&self) -> crate::client::ClientTracingLayer {
+        crate::client::ClientTracingLayer::new().tracer_provider(&self.provider)
+    }
+
+    /// A [`ReqwestTracingMiddleware`](crate::client::ReqwestTracingMiddleware) whose spans
+    /// come from this manager's provider. After
+    /// [`install`](TracingManagerBuilder::install), `ReqwestTracingMiddleware::new()` does
+    /// the same.
+    #[cfg(feature = "reqwest")]
+    pub fn reqwest_middleware(&self) -> crate::client::ReqwestTracingMiddleware {
+        crate::client::ReqwestTracingMiddleware::new().tracer_provider(&self.provider)
+    }
+
     /// The sampler's handle, to reload the sampling configuration at runtime.
     pub fn sampler(&self) -> SamplerHandle {
         self.sampler.handle()

@@ -607,3 +607,137 @@ async fn concurrent_requests_on_a_real_server_do_not_share_context() {
     });
     futures_util::future::join_all(calls).await;
 }
+
+#[tokio::test]
+async fn tower_http_request_ids_and_correlation_ids_agree_in_either_order() {
+    use tower_http::request_id::{MakeRequestUuid, RequestId, SetRequestIdLayer};
+    let telemetry = Telemetry::new();
+    let handler = get(
+        |cid: CorrelationId, request: http::Request<Body>| async move {
+            let request_id = request
+                .extensions()
+                .get::<RequestId>()
+                .map(|id| id.header_value().to_str().unwrap_or_default().to_owned());
+            format!("{cid} {}", request_id.unwrap_or_default())
+        },
+    );
+    // `Router::layer`: the layer added last runs first.
+    let set_id_first = Router::new()
+        .route("/", handler.clone())
+        .layer(telemetry.layer())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+    let ours_first = Router::new()
+        .route("/", handler)
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(telemetry.layer());
+    for (order, app) in [
+        ("set-request-id first", set_id_first),
+        ("ours first", ours_first),
+    ] {
+        for sent in [None, Some("order-9")] {
+            let headers: Vec<(&str, &str)> = sent
+                .map(|id| ("x-correlation-id", id))
+                .into_iter()
+                .collect();
+            let response = send(app.clone(), request("/", &headers)).await;
+            let echoed = response.headers()["x-correlation-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body = text(response).await;
+            let (cid, request_id) = body.split_once(' ').unwrap();
+            assert_eq!(cid, echoed, "{order}, sent {sent:?}");
+            // One id for the request whichever runs first.
+            assert_eq!(request_id, cid, "{order}, sent {sent:?}");
+            match (order, sent) {
+                // SetRequestIdLayer first made the id: it is the correlation id.
+                ("set-request-id first", _) => {
+                    assert!(uuid::Uuid::parse_str(cid).is_ok(), "{order}: {cid}")
+                }
+                // Our layer first: the client's id, or ours, reaches SetRequestIdLayer.
+                (_, Some(sent)) => assert_eq!(cid, sent),
+                (_, None) => assert!(uuid::Uuid::parse_str(cid).is_ok()),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn forwarded_headers_count_only_from_a_trusted_proxy() {
+    let telemetry = Telemetry::new();
+    let proxied = [
+        ("forwarded", "for=203.0.113.7;proto=https;host=shop.example"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-for", "198.51.100.1"),
+    ];
+    let cases = [
+        ("untrusted", telemetry.layer()),
+        ("trusted", telemetry.layer().trust_forwarded()),
+        (
+            "trusted_if_peer_is_the_proxy",
+            telemetry.layer().trust_forwarded_if(|request| {
+                request
+                    .extensions
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .is_some_and(|peer| peer.0.ip().is_loopback())
+            }),
+        ),
+        (
+            "not_the_proxy",
+            telemetry.layer().trust_forwarded_if(|_| false),
+        ),
+    ];
+    for (case, layer) in cases {
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(layer);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+        let mut call = reqwest::Client::new().get(format!("http://{addr}/"));
+        for (name, value) in proxied {
+            call = call.header(name, value);
+        }
+        assert_eq!(call.send().await.unwrap().status(), 200);
+        let span = telemetry.spans().pop().unwrap();
+        let trusted = case.starts_with("trusted");
+        let expect = |key: &str| attr_str(&span, key);
+        assert_eq!(
+            expect("network.peer.address").as_deref(),
+            Some("127.0.0.1"),
+            "{case}"
+        );
+        if trusted {
+            assert_eq!(expect("url.scheme").as_deref(), Some("https"), "{case}");
+            assert_eq!(
+                expect("server.address").as_deref(),
+                Some("shop.example"),
+                "{case}"
+            );
+            assert_eq!(
+                expect("client.address").as_deref(),
+                Some("203.0.113.7"),
+                "{case}"
+            );
+        } else {
+            assert_eq!(expect("url.scheme").as_deref(), Some("http"), "{case}");
+            assert_eq!(
+                expect("server.address").as_deref(),
+                Some("127.0.0.1"),
+                "{case}"
+            );
+            assert_eq!(
+                expect("client.address").as_deref(),
+                Some("127.0.0.1"),
+                "{case}"
+            );
+        }
+    }
+}

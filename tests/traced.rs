@@ -519,3 +519,61 @@ fn a_traced_root_sends_the_random_flag_and_its_children_keep_the_trace() {
     );
     assert_eq!(spans[0].parent_span_id, spans[1].span_context.span_id());
 }
+
+/// An error whose message is 1 MiB.
+#[derive(Debug)]
+struct Huge;
+
+impl fmt::Display for Huge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for _ in 0..(1 << 20) / 8 {
+            f.write_str("too long")?;
+        }
+        Ok(())
+    }
+}
+
+#[traced]
+fn fails_loudly() -> Result<(), Huge> {
+    Err(Huge)
+}
+
+#[traced(err(debug))]
+fn fails_loudly_in_debug() -> Result<(), Vec<u8>> {
+    Err(vec![7; 1 << 20])
+}
+
+#[test]
+fn error_messages_are_bounded_where_they_are_recorded() {
+    // The default bound of every string meshtrace records on a span.
+    const LIMIT: usize = 4096;
+    let harness = Harness::new();
+    harness.run(LevelFilter::TRACE, || {
+        let _ = fails_loudly();
+        let _ = fails_loudly_in_debug();
+    });
+    let spans = harness.spans();
+    assert_eq!(spans.len(), 2);
+    for span in &spans {
+        let Status::Error { description } = &span.status else {
+            panic!("{}: status {:?}", span.name, span.status)
+        };
+        assert!(
+            !description.is_empty() && description.len() <= LIMIT,
+            "{}: a {}-byte status description",
+            span.name,
+            description.len()
+        );
+        let event = span
+            .events
+            .iter()
+            .find(|e| e.name == "exception")
+            .expect("event");
+        let message = event
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == "exception.message")
+            .expect("exception.message");
+        assert!(message.value.as_str().len() <= LIMIT, "{}", span.name);
+    }
+}

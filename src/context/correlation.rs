@@ -74,6 +74,11 @@ impl CorrelationId {
         HeaderValue::from_bytes(value).ok().map(CorrelationId)
     }
 
+    /// Validates a header value, sharing its bytes instead of copying them.
+    pub fn from_header_value(value: &HeaderValue) -> Option<Self> {
+        Self::is_valid(value.as_bytes()).then(|| CorrelationId(value.clone()))
+    }
+
     fn is_valid(value: &[u8]) -> bool {
         !value.is_empty()
             && value.len() <= MAX_CORRELATION_ID_LEN

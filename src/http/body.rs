@@ -22,6 +22,10 @@ pin_project! {
         #[pin]
         kind: Kind<B>,
         span: Option<OpenSpan>,
+        // Server side: the request's Context, attached while the body is polled, so that
+        // a streaming body that logs (its producer runs in the connection's task) logs
+        // with the request's ids.
+        cx: Option<opentelemetry::Context>,
     }
 
     impl<B> PinnedDrop for TracedBody<B> {
@@ -47,10 +51,7 @@ pin_project! {
 }
 
 /// Whether nothing is left to send: the body says so, or says it has no bytes left.
-fn body_is_over<B: ?Sized>(body: &B) -> bool
-where
-    B: Body,
-{
+fn body_is_over<B: Body + ?Sized>(body: &B) -> bool {
     body.is_end_stream() || body.size_hint().upper() == Some(0)
 }
 
@@ -62,7 +63,14 @@ impl<B: Body> TracedBody<B> {
         TracedBody {
             kind: Kind::Inner { body },
             span,
+            cx: None,
         }
+    }
+
+    /// Attaches `cx` while the body is polled.
+    pub(crate) fn in_context(mut self, cx: opentelemetry::Context) -> Self {
+        self.cx = Some(cx);
+        self
     }
 }
 
@@ -72,6 +80,7 @@ impl<B> TracedBody<B> {
         TracedBody {
             kind: Kind::Empty,
             span: None,
+            cx: None,
         }
     }
 }
@@ -90,7 +99,10 @@ where
         let this = self.project();
         match this.kind.project() {
             KindProj::Inner { mut body } => {
-                let frame = ready!(body.as_mut().poll_frame(cx));
+                let frame = {
+                    let _attached = this.cx.as_ref().map(|cx| cx.clone().attach());
+                    ready!(body.as_mut().poll_frame(cx))
+                };
                 match &frame {
                     None => {
                         this.span.take();

@@ -1,31 +1,39 @@
 //! Trace ids and the correlation id in every log line.
 //!
-//! Every event emitted inside a span carries three extra fields:
+//! Every event emitted inside a traced request (or a span of yours) carries three extra
+//! fields:
 //!
-//! - `trace_id`: the OpenTelemetry trace id of the innermost span, 32 lowercase hex digits;
-//! - `span_id`: the OpenTelemetry span id of the innermost span, 16 lowercase hex digits;
+//! - `trace_id`: the trace id of the current OpenTelemetry Context, 32 lowercase hex
+//!   digits: inside a handler the server span's, inside a `tracing` span bridged by
+//!   tracing-opentelemetry that span's (it attaches its Context when entered);
+//! - `span_id`: the span id of the same span, 16 lowercase hex digits;
 //! - `correlation_id`: the `correlation.id` field of the nearest span in the event's scope
-//!   that carries one (the server span records the validated `X-Correlation-ID` there).
+//!   that carries one, else the request's validated correlation id from the Context.
 //!
-//! Events outside any span carry none of them. The ids come from the span the SDK created,
-//! so they are present for sampled *and* unsampled spans (a dropped span still has valid ids)
-//! and match the ids of the exported span.
+//! Events outside any request or span carry none of them. A span the sampler dropped still
+//! has valid ids, so sampled and dropped requests log the same fields, and the ids match
+//! those of the exported span.
 //!
 //! # Output
 //!
-//! [`LogFormat::Json`] is `tracing-subscriber`'s JSON format with the three ids as
-//! top-level fields, first in the object:
+//! [`fmt_layer`] writes one line per event: the timestamp, the level, the names of the
+//! `tracing` spans it is in, the target, the event's fields and the three ids. It never
+//! prints or even formats span fields, so a client-chosen 60 KB path or user agent never
+//! reaches a log line and a span that never logs costs the log layer nothing.
+//! [`LogFormat::Json`] has the ids first:
 //!
 //! ```text
-//! {"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7","correlation_id":"req-42","timestamp":"…","level":"INFO","fields":{"message":"order placed"},"target":"shop","span":{…},"spans":[…]}
+//! {"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7","correlation_id":"req-42","timestamp":"…","level":"INFO","fields":{"message":"order placed","order":7},"target":"shop","span":{"name":"charge"},"spans":[{"name":"charge"}]}
 //! ```
 //!
-//! [`LogFormat::Text`] is `tracing-subscriber`'s default human-readable format with the ids
-//! appended logfmt-style at the end of the line:
+//! [`LogFormat::Text`] has them at the end of the line, logfmt-style:
 //!
 //! ```text
-//! 2026-11-24T08:00:00.000000Z  INFO request{correlation.id="req-42"}: shop: order placed trace_id=4bf9… span_id=00f0… correlation_id=req-42
+//! 2026-11-24T08:00:00.000000Z  INFO charge: shop: order placed order=7 trace_id=4bf9… span_id=00f0… correlation_id=req-42
 //! ```
+//!
+//! [`fmt_layer_with_span_fields`] (tracing-subscriber's own format with the ids added)
+//! prints every span's fields on every line, for those who want them.
 //!
 //! # Using it
 //!
@@ -70,29 +78,20 @@
 //! # drop(subscriber);
 //! ```
 //!
-//! # When the ids are captured
+//! # When the ids are read
 //!
-//! `tracing-opentelemetry` starts the OpenTelemetry span lazily (on enter, on
-//! `Span::context()`, when a child starts, or on close), and the ids exist only from then
-//! on. [`CorrelationLayer`] reads them the first time a span is entered (starting the span
-//! then if the `tracing-opentelemetry` layer has not already done so, which it does on enter
-//! by default), and keeps them in the span's extensions, so formatting an event is a lookup,
-//! not a call into OpenTelemetry.
-//!
-//! An event whose innermost span has never been entered (only possible with an explicit
-//! `parent:`) carries no `trace_id`/`span_id`, but still its `correlation_id`. We never start
-//! an OpenTelemetry span from a log call: that would freeze the sampler's inputs and make a
-//! later `set_parent` fail. Spans without an OpenTelemetry span (no `tracing-opentelemetry`
-//! layer, or a span filtered away from it) and spans whose span context is invalid (no SDK
-//! installed) carry no ids either.
+//! [`fmt_layer`] reads them from the current OpenTelemetry Context when it writes a line.
+//! [`CorrelationLayer`] (for [`CorrelatedFormat`]) captures the ids of each span the first
+//! time it is entered and keeps them in the span's extensions; an event whose innermost
+//! span has none falls back to the current Context. We never start an OpenTelemetry span
+//! from a log call: that would freeze the sampler's inputs.
 //!
 //! # Cost
 //!
-//! Per span: the first enter looks up the OpenTelemetry context once and stores 24 bytes of
-//! ids; a span created with `correlation.id` keeps one shared copy of the value. Per event:
-//! a walk up the event's scope to the nearest `correlation.id` (read locks on span
-//! extensions, no allocation), and the fields are streamed into the line the inner
-//! formatter writes, without buffering it.
+//! Per event: a walk up the event's scope to the nearest `correlation.id` (read locks on
+//! span extensions, no allocation), a look at the current Context, and the line, written
+//! into a reused buffer. Per span: nothing, unless it has a `correlation.id` field (one
+//! shared copy of the value).
 //!
 //! # Recording the correlation id
 //!

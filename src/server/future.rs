@@ -145,7 +145,7 @@ where
             }
         };
         let mut span = this.span.take();
-        this.cx.take();
+        let request_cx = this.cx.take();
         let result = match outcome {
             Outcome::Done(Ok(mut response)) => {
                 if let Some(span) = &mut span {
@@ -160,7 +160,13 @@ where
                     || status == StatusCode::NO_CONTENT
                     || status == StatusCode::NOT_MODIFIED;
                 let span = if bodyless { None } else { span };
-                Ok(response.map(|body| TracedBody::new(body, span)))
+                Ok(response.map(|body| {
+                    let body = TracedBody::new(body, span);
+                    match request_cx {
+                        Some(cx) => body.in_context(cx),
+                        None => body,
+                    }
+                }))
             }
             Outcome::Done(Err(error)) => {
                 if let Some(span) = &mut span {

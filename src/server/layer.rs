@@ -30,6 +30,8 @@ pub(crate) struct ServerConfig {
     pub(crate) recorded_headers: Vec<(HeaderName, opentelemetry::Key)>,
     pub(crate) skip: Option<RequestPredicate>,
     pub(crate) untrusted: Option<RequestPredicate>,
+    /// Requests whose `Forwarded` / `X-Forwarded-*` headers come from a trusted proxy.
+    pub(crate) trust_forwarded: Option<RequestPredicate>,
     pub(crate) debug_header: HeaderName,
     pub(crate) catch_panic: bool,
     /// Where spans start.
@@ -63,6 +65,7 @@ impl Default for ServerConfig {
             recorded_headers: Vec::new(),
             skip: None,
             untrusted: None,
+            trust_forwarded: None,
             debug_header: HeaderName::from_static(DEFAULT_DEBUG_HEADER),
             catch_panic: true,
             source: SpanSource::default(),
@@ -97,6 +100,7 @@ impl fmt::Debug for TracingLayer {
             .field("recorded_headers", &self.config.recorded_headers)
             .field("skip", &self.config.skip.is_some())
             .field("untrusted", &self.config.untrusted.is_some())
+            .field("trust_forwarded", &self.config.trust_forwarded.is_some())
             .field("debug_header", &self.config.debug_header)
             .field("catch_panic", &self.config.catch_panic)
             .field("source", &self.config.source)
@@ -173,6 +177,41 @@ impl TracingLayer {
         F: Fn(&Parts) -> bool + Send + Sync + 'static,
     {
         self.update(|c| c.untrusted = Some(Arc::new(predicate)))
+    }
+
+    /// Behind a TLS-terminating proxy you trust: for requests the predicate accepts,
+    /// `url.scheme`, `server.address` / `server.port` and `client.address` /
+    /// `client.port` follow the standard `Forwarded` header (RFC 7239), else
+    /// `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Forwarded-For` (first element:
+    /// the original client), each validated. Without it those headers are ignored:
+    /// anyone can send them. The predicate sees the request head, e.g. axum's
+    /// `ConnectInfo` to trust only the proxy's address.
+    ///
+    /// ```
+    /// use axum::extract::ConnectInfo;
+    /// use meshtrace::server::TracingLayer;
+    /// use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    ///
+    /// const PROXY: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+    /// let layer = TracingLayer::new().trust_forwarded_if(|request| {
+    ///     request
+    ///         .extensions
+    ///         .get::<ConnectInfo<SocketAddr>>()
+    ///         .is_some_and(|peer| peer.0.ip() == PROXY)
+    /// });
+    /// # drop(layer);
+    /// ```
+    pub fn trust_forwarded_if<F>(self, predicate: F) -> Self
+    where
+        F: Fn(&Parts) -> bool + Send + Sync + 'static,
+    {
+        self.update(|c| c.trust_forwarded = Some(Arc::new(predicate)))
+    }
+
+    /// [`trust_forwarded_if`](Self::trust_forwarded_if) for every request: the service is
+    /// reachable only through a proxy you trust, which sets (or removes) those headers.
+    pub fn trust_forwarded(self) -> Self {
+        self.trust_forwarded_if(|_| true)
     }
 
     /// The header that requests a debug trace (default `x-debug-trace`). The layer only

@@ -67,6 +67,7 @@
 //!     .layer(TracingLayer::new().skip_if(|req| req.uri.path() == "/health"));
 //! ```
 
+mod forwarded;
 mod future;
 mod layer;
 mod service;

@@ -12,7 +12,7 @@ use super::RequestContext;
 use super::future::ResponseFuture;
 use super::layer::ServerConfig;
 use super::span::RequestFacts;
-use crate::context::{self, CorrelationId};
+use crate::context::{self, CorrelationId, FALLBACK_CORRELATION_HEADER};
 use crate::http::TracedBody;
 use crate::http::outcome::{OpenSpan, Side, panic_message};
 use crate::sampler::{DebugRequest, UntrustedEdge};
@@ -57,11 +57,29 @@ where
         let config = Arc::clone(&self.config);
         let (mut parts, body) = request.into_parts();
 
-        let (correlation, _source) =
-            CorrelationId::from_headers(&parts.headers, &config.correlation_header);
+        // tower-http's `SetRequestIdLayer` ran before this layer: its id is the
+        // correlation id, when it is one we accept.
+        let correlation = match parts
+            .extensions
+            .get::<tower_http::request_id::RequestId>()
+            .and_then(|id| CorrelationId::from_header_value(id.header_value()))
+        {
+            Some(id) => id,
+            None => CorrelationId::from_headers(&parts.headers, &config.correlation_header).0,
+        };
         let echo = config
             .echo_correlation
             .then(|| correlation.header_value().clone());
+        // What runs inside this layer sees the request's id as `x-request-id` when the
+        // request had none: tower-http's `SetRequestIdLayer` then keeps it instead of
+        // making another (its `RequestId` is the correlation id). A received
+        // `x-request-id` is never replaced.
+        if !parts.headers.contains_key(&FALLBACK_CORRELATION_HEADER) {
+            parts.headers.insert(
+                FALLBACK_CORRELATION_HEADER,
+                correlation.header_value().clone(),
+            );
+        }
 
         if config.skip.as_ref().is_some_and(|skip| skip(&parts)) {
             parts.extensions.insert(correlation);

@@ -5,6 +5,7 @@ use opentelemetry::trace::{SpanBuilder, SpanKind};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 use opentelemetry_semantic_conventions::attribute as a;
 
+use super::forwarded::Forwarded;
 use super::layer::ServerConfig;
 use crate::context::CorrelationId;
 use crate::http::attributes::{
@@ -21,6 +22,8 @@ pub(crate) struct RequestFacts<'a> {
     method: Option<&'static str>,
     route: Option<&'a str>,
     correlation: &'a CorrelationId,
+    /// What a trusted proxy says, when the request came through one.
+    forwarded: Option<Forwarded<'a>>,
 }
 
 impl<'a> RequestFacts<'a> {
@@ -29,12 +32,18 @@ impl<'a> RequestFacts<'a> {
         config: &'a ServerConfig,
         correlation: &'a CorrelationId,
     ) -> Self {
+        let forwarded = config
+            .trust_forwarded
+            .as_ref()
+            .is_some_and(|trusted| trusted(parts))
+            .then(|| Forwarded::read(&parts.headers));
         RequestFacts {
             parts,
             config,
             method: known_method(&parts.method),
             route: route(parts),
             correlation,
+            forwarded,
         }
     }
 
@@ -104,9 +113,11 @@ impl<'a> RequestFacts<'a> {
     /// Attributes whose values are `'static`.
     fn push_free(&self, out: &mut Vec<KeyValue>) {
         // The URI carries a scheme only in absolute form (HTTP/2 `:scheme`, proxies);
-        // `http` otherwise.
-        let scheme = match self.parts.uri.scheme_str() {
-            Some("https") => "https",
+        // `http` otherwise, unless a trusted proxy says what the client used.
+        let forwarded = self.forwarded.as_ref().and_then(|f| f.scheme);
+        let scheme = match (forwarded, self.parts.uri.scheme_str()) {
+            (Some(scheme), _) => scheme,
+            (None, Some("https")) => "https",
             _ => "http",
         };
         out.push(KeyValue::new(a::URL_SCHEME, scheme));
@@ -131,12 +142,39 @@ impl<'a> RequestFacts<'a> {
             let query = bound_cow(redact_query(query, &self.config.sensitive_query_params));
             out.push(KeyValue::new(a::URL_QUERY, query.into_owned()));
         }
-        let (address, port) = server_address(parts);
+        let (address, port) = match self.forwarded.as_ref().filter(|f| f.host.is_some()) {
+            Some(forwarded) => (forwarded.host, forwarded.port),
+            None => server_address(parts),
+        };
         if let Some(address) = address {
             out.push(KeyValue::new(a::SERVER_ADDRESS, address.to_owned()));
         }
         if let Some(port) = port {
             out.push(KeyValue::new(a::SERVER_PORT, i64::from(port)));
+        }
+        // The peer of the connection (axum's `ConnectInfo`), and the original client:
+        // the peer itself, or what a trusted proxy says.
+        let peer = connect_info(parts);
+        if let Some(peer) = peer {
+            out.push(KeyValue::new(
+                a::NETWORK_PEER_ADDRESS,
+                peer.ip().to_string(),
+            ));
+            out.push(KeyValue::new(a::NETWORK_PEER_PORT, i64::from(peer.port())));
+        }
+        let client = match self
+            .forwarded
+            .as_ref()
+            .and_then(|f| f.client.map(|ip| (ip, f.client_port)))
+        {
+            Some(client) => Some(client),
+            None => peer.map(|peer| (peer.ip(), Some(peer.port()))),
+        };
+        if let Some((ip, port)) = client {
+            out.push(KeyValue::new(a::CLIENT_ADDRESS, ip.to_string()));
+            if let Some(port) = port {
+                out.push(KeyValue::new(a::CLIENT_PORT, i64::from(port)));
+            }
         }
         if let Some(agent) = user_agent(parts) {
             out.push(KeyValue::new(a::USER_AGENT_ORIGINAL, agent.to_owned()));
@@ -160,6 +198,23 @@ impl<'a> RequestFacts<'a> {
                 ));
             }
         }
+    }
+}
+
+/// The connection's peer, when the app is served with axum's
+/// `into_make_service_with_connect_info::<SocketAddr>()`.
+fn connect_info(parts: &Parts) -> Option<std::net::SocketAddr> {
+    #[cfg(feature = "axum")]
+    {
+        parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0)
+    }
+    #[cfg(not(feature = "axum"))]
+    {
+        let _ = parts;
+        None
     }
 }
 
