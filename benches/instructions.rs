@@ -31,7 +31,9 @@ fn main() {
             drop(std::hint::black_box(requests));
         }
         _ => {
-            eprintln!("instruction counts: run scripts/callgrind.sh (this bench measures nothing by itself)");
+            eprintln!(
+                "instruction counts: run scripts/callgrind.sh (this bench measures nothing by itself)"
+            );
         }
     }
 }

@@ -128,9 +128,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (routes.layer(layer), Pipeline::Sdk(provider))
         }
         other => {
-            return Err(
-                format!("mode {other:?}: expected bare, meshtrace, otel_tower or otel_axum").into(),
-            );
+            return Err(format!(
+                "mode {other:?}: expected bare, meshtrace, otel_tower or otel_axum"
+            )
+            .into());
         }
     };
 

@@ -210,7 +210,12 @@ pub fn cases() -> Vec<Case> {
         Sampled,
         true,
     ));
-    all.push(case("extract/sdk/unsampled", Setup::SdkExtract, Unsampled, true));
+    all.push(case(
+        "extract/sdk/unsampled",
+        Setup::SdkExtract,
+        Unsampled,
+        true,
+    ));
     all.push(case("extract/sdk/root", Setup::SdkExtract, Root, true));
     all.push(case(
         "extract/meshtrace/unsampled",
@@ -248,7 +253,9 @@ fn sdk_default_sampler() -> Sampler {
 
 /// A provider exporting through the SDK's `BatchSpanProcessor` (default settings) into a
 /// [`CountingExporter`].
-pub fn provider(sampler: impl opentelemetry_sdk::trace::ShouldSample + 'static) -> (SdkTracerProvider, Arc<AtomicU64>) {
+pub fn provider(
+    sampler: impl opentelemetry_sdk::trace::ShouldSample + 'static,
+) -> (SdkTracerProvider, Arc<AtomicU64>) {
     let exporter = CountingExporter::default();
     let spans = exporter.spans.clone();
     let provider = SdkTracerProvider::builder()
