@@ -1,60 +1,72 @@
 #!/usr/bin/env bash
-# End-to-end load test over real sockets on 127.0.0.1 (not run in CI).
+# End-to-end load test over real sockets on 127.0.0.1 only (not run in CI).
 #
-# Builds examples/load_server.rs, then for each configuration starts it, drives it with
-# wrk (Debian package `wrk`) for DURATION seconds, stops it, and prints one table:
-# throughput, its ratio to the bare service, and p50/p99 latency.
+# Builds examples/load_server.rs, then for each handler (trivial; 50 µs of CPU work) and
+# each configuration (bare; opentelemetry-instrumentation-tower, OtelAxumLayer and
+# meshtrace as the README recommends, each sampling 100% and 1% of root requests) starts
+# the server, drives it with wrk (Debian package `wrk`) for DURATION seconds, stops it,
+# and prints one table: throughput, its ratio to bare with the same handler, p50/p99
+# latency, spans exported. Every request carries the same baggage header and no
+# traceparent (roots: the sampling rate decides).
 #
 #   DURATION=10 CONNECTIONS=32 scripts/load.sh
+#   MODES="bare meshtrace" HANDLERS=trivial scripts/load.sh
 #
-# Configurations: the bare Router; TracingLayer sampling every root (100%); sampling 1%
-# of roots; and requests whose caller did not sample them (`traceparent ...-00`), which
-# the layer drops before building a span. Every request carries the same baggage header.
+# Every server and every wrk run is bounded in time (the server stops by itself
+# DURATION+5 s after it starts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-32}"
+MODES="${MODES:-bare otel_tower otel_axum meshtrace}"
+HANDLERS="${HANDLERS:-trivial work}"
 command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
 
-cargo build --release --all-features --example load_server >&2
+cargo build --release --example load_server >&2
 bin="${CARGO_TARGET_DIR:-target}/release/examples/load_server"
-unsampled='traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00'
 
-run() { # name mode rate [extra header]
-  local name=$1 mode=$2 rate=$3 header=${4:-}
-  local out log port
+run() { # mode rate handler
+  local mode=$1 rate=$2 handler=$3
+  local out log port pid
   log=$(mktemp)
-  "$bin" "$mode" "$rate" $((DURATION + 5)) >"$log" &
-  local pid=$!
-  for _ in $(seq 100); do grep -q 'listening on' "$log" && break; sleep 0.05; done
+  "$bin" "$mode" "$rate" $((DURATION + 5)) "$handler" >"$log" &
+  pid=$!
+  for _ in $(seq 200); do grep -q 'listening on' "$log" && break; sleep 0.05; done
   port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")
-  local args=(-t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H 'baggage: userId=alice,tenant=acme')
-  if [ -n "$header" ]; then args+=(-H "$header"); fi
-  out=$(wrk "${args[@]}" "http://127.0.0.1:$port/users/42")
+  out=$(timeout $((DURATION + 10)) wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+    -H 'baggage: userId=alice,tenant=acme' "http://127.0.0.1:$port/users/42")
   kill -INT "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  local rps p50 p99
+  local rps p50 p99 spans
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  echo "$name $rps $p50 $p99 $(grep -o '[0-9]* spans exported' "$log" || echo '-')"
+  spans=$(sed -n 's/.*: \([0-9]*\) spans exported.*/\1/p' "$log")
   rm -f "$log"
+  echo "$handler $mode $rate $rps $p50 $p99 ${spans:--}"
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" >&2
 echo "wrk: 1 thread, $CONNECTIONS connections, ${DURATION}s per configuration; server: 1 worker thread" >&2
-results=(
-  "$(run bare bare 1.0)"
-  "$(run layer_sample_100% layer 1.0)"
-  "$(run layer_sample_1% layer 0.01)"
-  "$(run layer_unsampled_parent layer 1.0 "$unsampled")"
-)
-bare_rps=$(awk '{print $2}' <<<"${results[0]}")
-echo "| configuration | requests/s | vs bare | p50 | p99 | spans exported |"
-echo "|---|---:|---:|---:|---:|---:|"
+results=()
+for handler in $HANDLERS; do
+  for mode in $MODES; do
+    if [ "$mode" = bare ]; then rates=1.0; else rates="1.0 0.01"; fi
+    for rate in $rates; do
+      line=$(run "$mode" "$rate" "$handler")
+      echo "$line" >&2
+      results+=("$line")
+    done
+  done
+done
+
+echo "| handler | configuration | sampling | requests/s | vs bare | p50 | p99 | spans exported |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
 for r in "${results[@]}"; do
-  read -r name rps p50 p99 spans <<<"$r"
-  ratio=$(awk -v a="$rps" -v b="$bare_rps" 'BEGIN { printf "%.1f%%", 100 * a / b }')
-  echo "| $name | $rps | $ratio | $p50 | $p99 | ${spans% spans exported} |"
+  read -r handler mode rate rps p50 p99 spans <<<"$r"
+  bare_rps=$(printf '%s\n' "${results[@]}" | awk -v h="$handler" '$1==h && $2=="bare" {print $4}')
+  ratio=$(awk -v a="$rps" -v b="$bare_rps" 'BEGIN { if (b > 0) printf "%.1f%%", 100 * a / b; else print "-" }')
+  if [ "$mode" = bare ]; then sampling=-; else sampling=$(awk -v r="$rate" 'BEGIN { printf "%g%%", 100 * r }'); fi
+  echo "| $handler | $mode | $sampling | $rps | $ratio | $p50 | $p99 | $spans |"
 done

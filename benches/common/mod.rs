@@ -1,23 +1,35 @@
-//! Shared by the benches: a real SDK provider with a `BatchSpanProcessor` over an
-//! exporter that counts and discards, and a way to drive a Router in-process.
+//! Shared by the benches: the cases (one Router, the same requests, the same discarding
+//! exporter behind the SDK's batch processor, each tracing setup), built the same way for
+//! criterion (`benches/server.rs`) and for the instruction counts
+//! (`benches/instructions.rs`, run by `scripts/callgrind.sh`).
 #![allow(dead_code)]
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use http::Request;
+use axum::routing::get;
+use http::{HeaderMap, Request};
 use http_body_util::BodyExt;
-use meshtrace::sampler::CustomSampler;
+use meshtrace::TracingManager;
+use meshtrace::logging::LogFormat;
+use meshtrace::sampler::{CustomSampler, SamplingConfig};
+use meshtrace::server::TracingLayer;
+use opentelemetry::global;
+use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{
-    BatchSpanProcessor, SdkTracerProvider, ShouldSample, SpanData, SpanExporter,
-    TracerProviderBuilder,
+    BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
 };
 use tower::ServiceExt;
+use tracing::Dispatch;
+use tracing_subscriber::Registry;
+use tracing_subscriber::layer::SubscriberExt;
 
 pub const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 pub const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
@@ -36,55 +48,388 @@ impl SpanExporter for CountingExporter {
     }
 }
 
-/// A provider exporting through a `BatchSpanProcessor` into a [`CountingExporter`].
-pub fn provider(sampler: impl ShouldSample + 'static) -> (SdkTracerProvider, Arc<AtomicU64>) {
-    build(SdkTracerProvider::builder().with_sampler(sampler))
+/// The caller's `traceparent`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parent {
+    /// `...-01`.
+    Sampled,
+    /// `...-00`.
+    Unsampled,
+    /// No `traceparent`: the request starts a trace.
+    Root,
 }
 
-/// The same with meshtrace's sampler.
-pub fn meshtrace_provider(sampler: CustomSampler) -> (SdkTracerProvider, Arc<AtomicU64>) {
-    build(SdkTracerProvider::builder().with_sampler(sampler))
+/// The headers of every request of a case: `GET /users/42` with this `traceparent` and,
+/// if `baggage`, `baggage: userId=alice,tenant=acme`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Headers {
+    pub parent: Parent,
+    pub baggage: bool,
 }
 
-fn build(builder: TracerProviderBuilder) -> (SdkTracerProvider, Arc<AtomicU64>) {
+impl Headers {
+    pub const fn new(parent: Parent, baggage: bool) -> Self {
+        Headers { parent, baggage }
+    }
+
+    pub fn request(self) -> Request<Body> {
+        let mut builder = Request::get("/users/42");
+        match self.parent {
+            Parent::Sampled => builder = builder.header("traceparent", SAMPLED),
+            Parent::Unsampled => builder = builder.header("traceparent", UNSAMPLED),
+            Parent::Root => {}
+        }
+        if self.baggage {
+            builder = builder.header("baggage", BAGGAGE);
+        }
+        builder.body(Body::empty()).expect("request")
+    }
+
+    /// `sampled+baggage`, `root`, ...: names the request-only runs of the callgrind script.
+    pub fn label(self) -> String {
+        let parent = match self.parent {
+            Parent::Sampled => "sampled",
+            Parent::Unsampled => "unsampled",
+            Parent::Root => "root",
+        };
+        if self.baggage {
+            format!("{parent}+baggage")
+        } else {
+            parent.to_owned()
+        }
+    }
+
+    pub fn parse(label: &str) -> Option<Self> {
+        let (parent, baggage) = match label.strip_suffix("+baggage") {
+            Some(parent) => (parent, true),
+            None => (label, false),
+        };
+        let parent = match parent {
+            "sampled" => Parent::Sampled,
+            "unsampled" => Parent::Unsampled,
+            "root" => Parent::Root,
+            _ => return None,
+        };
+        Some(Headers { parent, baggage })
+    }
+}
+
+/// A tracing setup in front of the Router.
+#[derive(Clone, Copy, Debug)]
+pub enum Setup {
+    /// The Router alone.
+    Bare,
+    /// The Router with a layer that does nothing (`tower::layer::util::Identity`): what
+    /// axum charges for any `Router::layer`.
+    AxumLayer,
+    /// tower-http's `TraceLayer`, exported through tracing-opentelemetry.
+    TowerHttp,
+    /// axum-tracing-opentelemetry's `OtelAxumLayer` (tracing-opentelemetry, the global
+    /// propagator).
+    OtelAxum,
+    /// opentelemetry-instrumentation-tower, tracing only (its HTTP metrics off), the
+    /// global tracer provider and propagator.
+    OtelTower,
+    /// What the README recommends: `TracingManager::builder()` with the counting
+    /// exporter and logs into a sink (`log_format`), its subscriber as the default, and
+    /// `telemetry.server_layer()`. `log_line`: the handler logs one INFO line.
+    Manager {
+        format: LogFormat,
+        base_rate: f64,
+        log_line: bool,
+    },
+    /// meshtrace without the manager: a plain SDK provider with `CustomSampler`, a
+    /// Registry + tracing-opentelemetry subscriber, `TracingLayer::new().tracer_provider(..)`.
+    HandBuilt,
+    /// Not a Router: the SDK's `TraceContextPropagator` + `BaggagePropagator` composite
+    /// extracting the request's headers (through opentelemetry-http's `HeaderExtractor`,
+    /// base `Context::new()`), the Context then dropped.
+    SdkExtract,
+    /// Not a Router: `meshtrace::context::extract` of the request's headers.
+    MeshtraceExtract,
+}
+
+/// One measured case: a setup and the headers of its requests.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub name: String,
+    pub setup: Setup,
+    pub headers: Headers,
+}
+
+fn case(name: impl Into<String>, setup: Setup, parent: Parent, baggage: bool) -> Case {
+    Case {
+        name: name.into(),
+        setup,
+        headers: Headers::new(parent, baggage),
+    }
+}
+
+/// Every case, in table order.
+pub fn cases() -> Vec<Case> {
+    use Parent::{Root, Sampled, Unsampled};
+    let mut all = vec![
+        case("bare", Setup::Bare, Sampled, true),
+        case("bare/unsampled", Setup::Bare, Unsampled, false),
+        case("bare/root", Setup::Bare, Root, false),
+        case("bare/axum_layer", Setup::AxumLayer, Sampled, true),
+        case("tower_http/sampled", Setup::TowerHttp, Sampled, true),
+        case("otel_tower/sampled", Setup::OtelTower, Sampled, true),
+        case("otel_axum/sampled", Setup::OtelAxum, Sampled, true),
+        case("otel_axum/unsampled", Setup::OtelAxum, Unsampled, true),
+        case("otel_axum/root", Setup::OtelAxum, Root, true),
+    ];
+    for (format, label) in [(LogFormat::Text, "text"), (LogFormat::Json, "json")] {
+        let manager = |base_rate| Setup::Manager {
+            format,
+            base_rate,
+            log_line: false,
+        };
+        for baggage in [true, false] {
+            let suffix = if baggage { "" } else { "/no_baggage" };
+            let name = |what: &str| format!("meshtrace/{label}/{what}{suffix}");
+            all.push(case(name("sampled"), manager(1.0), Sampled, baggage));
+            all.push(case(name("unsampled"), manager(1.0), Unsampled, baggage));
+            all.push(case(name("root_100pct"), manager(1.0), Root, baggage));
+            all.push(case(name("root_1pct"), manager(0.01), Root, baggage));
+        }
+        all.push(case(
+            format!("meshtrace/{label}/sampled/log_line"),
+            Setup::Manager {
+                format,
+                base_rate: 1.0,
+                log_line: true,
+            },
+            Sampled,
+            true,
+        ));
+    }
+    all.push(case(
+        "meshtrace_hand_built/sampled",
+        Setup::HandBuilt,
+        Sampled,
+        true,
+    ));
+    all.push(case(
+        "extract/sdk/unsampled",
+        Setup::SdkExtract,
+        Unsampled,
+        true,
+    ));
+    all.push(case("extract/sdk/root", Setup::SdkExtract, Root, true));
+    all.push(case(
+        "extract/meshtrace/unsampled",
+        Setup::MeshtraceExtract,
+        Unsampled,
+        true,
+    ));
+    all
+}
+
+/// The Router every case serves: `GET /users/{id}` answering `alice`.
+pub fn routes(log_line: bool) -> Router {
+    if log_line {
+        Router::new().route(
+            "/users/{id}",
+            get(|| async {
+                tracing::info!(user = "alice", "user found");
+                "alice"
+            }),
+        )
+    } else {
+        Router::new().route("/users/{id}", get(|| async { "alice" }))
+    }
+}
+
+/// Registry + tracing-opentelemetry over `provider`: what every tracing-based layer needs.
+fn otel_dispatch(provider: &SdkTracerProvider) -> Dispatch {
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"));
+    Dispatch::new(Registry::default().with(otel))
+}
+
+fn sdk_default_sampler() -> Sampler {
+    Sampler::ParentBased(Box::new(Sampler::AlwaysOn))
+}
+
+/// A provider exporting through the SDK's `BatchSpanProcessor` (default settings) into a
+/// [`CountingExporter`].
+pub fn provider(
+    sampler: impl opentelemetry_sdk::trace::ShouldSample + 'static,
+) -> (SdkTracerProvider, Arc<AtomicU64>) {
     let exporter = CountingExporter::default();
     let spans = exporter.spans.clone();
-    let provider = builder
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(sampler)
         .with_span_processor(BatchSpanProcessor::builder(exporter).build())
         .build();
     (provider, spans)
 }
 
-/// `GET /users/42` with the given `traceparent` (if any) and the baggage header.
-pub fn request(traceparent: Option<&'static str>) -> Request<Body> {
-    let mut builder = Request::get("/users/42").header("baggage", BAGGAGE);
-    if let Some(tp) = traceparent {
-        builder = builder.header("traceparent", tp);
-    }
-    builder.body(Body::empty()).expect("request")
+/// The SDK's W3C composite, as the peers install it globally.
+pub fn sdk_propagator() -> TextMapCompositePropagator {
+    TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ])
 }
 
-/// Sends `iters` requests through clones of `app` and drains each body; returns the
-/// time spent, requests built beforehand so that only the service is timed.
-pub fn run(
-    rt: &tokio::runtime::Runtime,
-    app: &Router,
-    traceparent: Option<&'static str>,
-    iters: u64,
-) -> Duration {
-    let requests: Vec<_> = (0..iters).map(|_| request(traceparent)).collect();
-    rt.block_on(async {
-        let start = Instant::now();
-        for req in requests {
-            let response = app.clone().oneshot(req).await.expect("infallible");
-            assert!(response.status().is_success());
-            let mut body = response.into_body();
-            while let Some(frame) = body.frame().await {
-                std::hint::black_box(frame.expect("body"));
+enum Telemetry {
+    None,
+    Provider(SdkTracerProvider, Arc<AtomicU64>),
+    Manager(TracingManager, Arc<AtomicU64>),
+}
+
+/// What a case runs: the Router (or an extractor) and the subscriber to run it under.
+pub struct Built {
+    pub target: Target,
+    pub dispatch: Option<Dispatch>,
+    telemetry: Telemetry,
+}
+
+pub enum Target {
+    Router(Router),
+    SdkExtract(TextMapCompositePropagator),
+    MeshtraceExtract,
+}
+
+impl Setup {
+    /// Builds the setup. Global state it touches: the text map propagator (the SDK
+    /// composite, which the peers read) and, for `OtelTower`, the global tracer provider.
+    pub fn build(self) -> Built {
+        global::set_text_map_propagator(sdk_propagator());
+        let router = |app: Router, dispatch, telemetry| Built {
+            target: Target::Router(app),
+            dispatch,
+            telemetry,
+        };
+        match self {
+            Setup::Bare => router(routes(false), None, Telemetry::None),
+            Setup::AxumLayer => router(
+                routes(false).layer(tower::layer::util::Identity::new()),
+                None,
+                Telemetry::None,
+            ),
+            Setup::TowerHttp => {
+                let (provider, spans) = provider(sdk_default_sampler());
+                let dispatch = otel_dispatch(&provider);
+                let app = routes(false).layer(tower_http::trace::TraceLayer::new_for_http());
+                router(app, Some(dispatch), Telemetry::Provider(provider, spans))
+            }
+            Setup::OtelAxum => {
+                let (provider, spans) = provider(sdk_default_sampler());
+                let dispatch = otel_dispatch(&provider);
+                let app = routes(false)
+                    .layer(axum_tracing_opentelemetry::middleware::OtelAxumLayer::default());
+                router(app, Some(dispatch), Telemetry::Provider(provider, spans))
+            }
+            Setup::OtelTower => {
+                let (provider, spans) = provider(sdk_default_sampler());
+                global::set_tracer_provider(provider.clone());
+                let layer =
+                    opentelemetry_instrumentation_tower::http::server::LayerBuilder::builder()
+                        .with_metrics(false)
+                        .build()
+                        .expect("layer");
+                let app = routes(false).layer(layer);
+                router(app, None, Telemetry::Provider(provider, spans))
+            }
+            Setup::Manager {
+                format,
+                base_rate,
+                log_line,
+            } => {
+                let exporter = CountingExporter::default();
+                let spans = exporter.spans.clone();
+                let (telemetry, subscriber) = TracingManager::builder()
+                    .sampling(SamplingConfig::default().base_rate(base_rate))
+                    .log_format(format)
+                    .span_exporter(exporter)
+                    .log_writer(std::io::sink)
+                    .build()
+                    .expect("manager");
+                let app = routes(log_line).layer(telemetry.server_layer());
+                router(
+                    app,
+                    Some(Dispatch::new(subscriber.into_subscriber())),
+                    Telemetry::Manager(telemetry, spans),
+                )
+            }
+            Setup::HandBuilt => {
+                let sampler = CustomSampler::new(SamplingConfig::default()).expect("sampler");
+                let (provider, spans) = provider(sampler);
+                let dispatch = otel_dispatch(&provider);
+                let app = routes(false).layer(TracingLayer::new().tracer_provider(&provider));
+                router(app, Some(dispatch), Telemetry::Provider(provider, spans))
+            }
+            Setup::SdkExtract => Built {
+                target: Target::SdkExtract(sdk_propagator()),
+                dispatch: None,
+                telemetry: Telemetry::None,
+            },
+            Setup::MeshtraceExtract => Built {
+                target: Target::MeshtraceExtract,
+                dispatch: None,
+                telemetry: Telemetry::None,
+            },
+        }
+    }
+}
+
+impl Built {
+    /// Serves each request (the Router through a clone, `oneshot`, body drained) or
+    /// extracts its headers; checks every response.
+    pub async fn drive(&self, requests: Vec<Request<Body>>) {
+        match &self.target {
+            Target::Router(app) => {
+                for request in requests {
+                    let response = app.clone().oneshot(request).await.expect("infallible");
+                    assert!(response.status().is_success(), "{}", response.status());
+                    let mut body = response.into_body();
+                    while let Some(frame) = body.frame().await {
+                        std::hint::black_box(frame.expect("body"));
+                    }
+                }
+            }
+            Target::SdkExtract(propagator) => {
+                for request in requests {
+                    let headers: &HeaderMap = request.headers();
+                    std::hint::black_box(propagator.extract(&HeaderExtractor(headers)));
+                }
+            }
+            Target::MeshtraceExtract => {
+                for request in requests {
+                    std::hint::black_box(meshtrace::context::extract(request.headers()));
+                }
             }
         }
-        start.elapsed()
-    })
+    }
+
+    /// Flushes and returns (spans exported, spans dropped because the queue was full;
+    /// the latter counted only by the manager), or `None` without a provider.
+    pub fn exported(&self) -> Option<(u64, Option<u64>)> {
+        match &self.telemetry {
+            Telemetry::None => None,
+            Telemetry::Provider(provider, spans) => {
+                provider.force_flush().expect("flush");
+                Some((spans.load(Ordering::Relaxed), None))
+            }
+            Telemetry::Manager(telemetry, spans) => {
+                telemetry.force_flush().expect("flush");
+                Some((
+                    spans.load(Ordering::Relaxed),
+                    Some(telemetry.stats().dropped_queue_full),
+                ))
+            }
+        }
+    }
+
+    pub fn shutdown(self) {
+        match self.telemetry {
+            Telemetry::None => {}
+            Telemetry::Provider(provider, _) => provider.shutdown().expect("shutdown"),
+            Telemetry::Manager(telemetry, _) => drop(telemetry),
+        }
+    }
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {

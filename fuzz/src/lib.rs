@@ -4,7 +4,6 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use meshtrace::server::TracingLayer;
 use meshtrace::{CustomSampler, SamplingConfig};
-use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::sync::OnceLock;
 
