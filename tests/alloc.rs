@@ -42,7 +42,7 @@ use meshtrace::extract::TraceContext;
 use meshtrace::sampler::SamplingConfig;
 use meshtrace::server::TracingLayer;
 use opentelemetry::baggage::BaggageExt;
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use tower::{Layer, Service, ServiceExt};
 
@@ -166,7 +166,9 @@ where
         let remote = span.span_context();
         let own = SpanContext::new(
             remote.trace_id(),
-            SpanId::from(rand::random::<u64>() | 1),
+            opentelemetry_sdk::trace::IdGenerator::new_span_id(
+                &opentelemetry_sdk::trace::RandomIdGenerator::default(),
+            ),
             TraceFlags::default(),
             false,
             remote.trace_state().clone(),
