@@ -2,6 +2,7 @@
 //! tests with the specs' examples and every invalid case, round trips through real header maps,
 //! the real OpenTelemetry SDK, a real Router with `TracingLayer` calling the next hop on
 //! 127.0.0.1, and property tests that no input panics.
+#![cfg(feature = "axum")]
 
 mod common;
 
