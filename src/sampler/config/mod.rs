@@ -38,8 +38,8 @@ pub const ENV_OTEL_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
 pub const ENV_OTEL_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
 
 /// The request header the server layer reads debug tokens from unless
-/// `TracingLayer::debug_header` names another.
-pub const DEFAULT_DEBUG_HEADER: &str = "x-debug-trace";
+/// `TracingLayer::debug_header` names another (defined once, by the server layer).
+pub use crate::server::DEFAULT_DEBUG_HEADER;
 /// Default debug traces per second per instance.
 pub const DEFAULT_DEBUG_MAX_PER_SECOND: u32 = 10;
 /// Upper bound for `debug.max_per_second`.
