@@ -25,8 +25,7 @@ use http::request::Parts;
 use opentelemetry::baggage::{Baggage, BaggageExt};
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 
-use crate::context::CorrelationId;
-use crate::server::RequestContext;
+use crate::context::{CorrelationId, RequestMeta};
 
 /// Rejection of [`CorrelationId`] and [`TraceContext`] when `TracingLayer` is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,13 +102,14 @@ impl TraceContext {
 impl<S: Send + Sync> FromRequestParts<S> for TraceContext {
     type Rejection = MissingTracingLayer;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let cx = parts
-            .extensions
-            .get::<RequestContext>()
-            .ok_or(MissingTracingLayer)?
-            .context()
-            .clone();
+    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // The layer attaches the request's Context while the inner service runs, and
+        // extractors run before the handler starts spans of its own, so the current
+        // Context is the request's. Only the layer puts a `RequestMeta` in it.
+        let cx = opentelemetry::Context::current();
+        if cx.get::<RequestMeta>().is_none() {
+            return Err(MissingTracingLayer);
+        }
         let span = cx.span();
         let sc = span.span_context();
         Ok(TraceContext {

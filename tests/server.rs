@@ -611,6 +611,7 @@ async fn concurrent_requests_on_a_real_server_do_not_share_context() {
 
 #[tokio::test]
 async fn tower_http_request_ids_and_correlation_ids_agree_in_either_order() {
+    use meshtrace::server::MakeCorrelationId;
     use tower_http::request_id::{MakeRequestUuid, RequestId, SetRequestIdLayer};
     let telemetry = Telemetry::new();
     let handler = get(
@@ -627,9 +628,10 @@ async fn tower_http_request_ids_and_correlation_ids_agree_in_either_order() {
         .route("/", handler.clone())
         .layer(telemetry.layer())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+    // Ours first: `MakeCorrelationId` hands tower-http the correlation id.
     let ours_first = Router::new()
-        .route("/", handler)
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .route("/", handler.clone())
+        .layer(SetRequestIdLayer::x_request_id(MakeCorrelationId))
         .layer(telemetry.layer());
     for (order, app) in [
         ("set-request-id first", set_id_first),
@@ -661,6 +663,20 @@ async fn tower_http_request_ids_and_correlation_ids_agree_in_either_order() {
             }
         }
     }
+
+    // The layer never changes the request's headers: the handler sees what was sent.
+    let alone =
+        Router::new()
+            .route(
+                "/",
+                get(|headers: http::HeaderMap| async move {
+                    format!("{:?}", headers.get("x-request-id"))
+                }),
+            )
+            .layer(telemetry.layer());
+    let response = send(alone, request("/", &[])).await;
+    assert!(response.headers().contains_key("x-correlation-id"));
+    assert_eq!(text(response).await, "None");
 }
 
 #[tokio::test]

@@ -15,10 +15,10 @@
 //!    parent and the attributes in hand. The span comes from
 //!    [`TracingLayer::tracer_provider`], else the installed
 //!    [`TracingManager`](crate::TracingManager), else OpenTelemetry's global provider;
-//! 5. stores the request's Context (the span, the baggage, the correlation id) in the
-//!    request extensions (read it with the [`TraceContext`](crate::extract::TraceContext)
-//!    extractor) and attaches it as `opentelemetry::Context::current()` on every poll of
-//!    the inner service: `tracing` spans made in the handler (`#[instrument]`,
+//! 5. attaches the request's Context (the span, the baggage, the correlation id) as
+//!    `opentelemetry::Context::current()` while the inner service is called and polled
+//!    and while the response body is polled (read it with the
+//!    [`TraceContext`](crate::extract::TraceContext) extractor): `tracing` spans made in the handler (`#[instrument]`,
 //!    `#[traced]`, `info_span!`) are its children (through tracing-opentelemetry), log
 //!    lines carry its ids, outgoing calls continue its trace. This holds for sampled and
 //!    dropped requests alike: a dropped span still has its trace id and span id;
@@ -49,11 +49,12 @@
 //!
 //! # Adding attributes from a handler
 //!
-//! The one way: the [`TraceContext`](crate::extract::TraceContext) extractor (or the
-//! [`RequestContext`] extension with plain tower) holds the server span;
-//! `trace.set_attribute(KeyValue::new("order.id", id))` records on it, whatever `tracing`
-//! span the handler is in. `opentelemetry::Context::current().span()` is the innermost
-//! span instead, which inside an `#[instrument]` span is that span.
+//! The one way: the [`TraceContext`](crate::extract::TraceContext) extractor holds the
+//! server span; `trace.set_attribute(KeyValue::new("order.id", id))` records on it,
+//! whatever `tracing` span the handler is in. `opentelemetry::Context::current().span()`
+//! is the innermost span instead, which inside an `#[instrument]` span is that span (with
+//! plain tower, `Context::current()` in the inner service, before it starts spans of its
+//! own, is the request's Context).
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -70,34 +71,12 @@
 mod forwarded;
 mod future;
 mod layer;
+mod request_id;
 mod service;
 mod span;
 
 pub use crate::http::{DEFAULT_SENSITIVE_QUERY_PARAMS, TracedBody};
 pub use future::ResponseFuture;
 pub use layer::{DEFAULT_DEBUG_HEADER, TracingLayer};
+pub use request_id::MakeCorrelationId;
 pub use service::TracingService;
-
-/// The request's trace Context, stored in the request extensions by [`TracingService`].
-///
-/// It holds the server span (when there is one), the extracted baggage and the
-/// correlation id. With axum, the [`TraceContext`](crate::extract::TraceContext)
-/// extractor reads it; with plain tower, read it from `request.extensions()`.
-#[derive(Clone, Debug)]
-pub struct RequestContext {
-    pub(crate) cx: opentelemetry::Context,
-}
-
-impl RequestContext {
-    /// The OpenTelemetry Context of the request: the server span, baggage and
-    /// correlation id.
-    pub fn context(&self) -> &opentelemetry::Context {
-        &self.cx
-    }
-
-    /// Records an attribute on the server span (nothing when the span does not record).
-    pub fn set_attribute(&self, attribute: opentelemetry::KeyValue) {
-        use opentelemetry::trace::TraceContextExt as _;
-        self.cx.span().set_attribute(attribute);
-    }
-}

@@ -8,11 +8,10 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::RequestContext;
 use super::future::ResponseFuture;
 use super::layer::ServerConfig;
 use super::span::RequestFacts;
-use crate::context::{self, CorrelationId, FALLBACK_CORRELATION_HEADER};
+use crate::context::{self, CorrelationId};
 use crate::http::TracedBody;
 use crate::http::outcome::{OpenSpan, Side, panic_message};
 use crate::sampler::{DebugRequest, UntrustedEdge};
@@ -70,16 +69,6 @@ where
         let echo = config
             .echo_correlation
             .then(|| correlation.header_value().clone());
-        // What runs inside this layer sees the request's id as `x-request-id` when the
-        // request had none: tower-http's `SetRequestIdLayer` then keeps it instead of
-        // making another (its `RequestId` is the correlation id). A received
-        // `x-request-id` is never replaced.
-        if !parts.headers.contains_key(&FALLBACK_CORRELATION_HEADER) {
-            parts.headers.insert(
-                FALLBACK_CORRELATION_HEADER,
-                correlation.header_value().clone(),
-            );
-        }
 
         if config.skip.as_ref().is_some_and(|skip| skip(&parts)) {
             parts.extensions.insert(correlation);
@@ -91,9 +80,10 @@ where
         // What the sampler reads beyond the span: the debug token (only a bounded,
         // printable value; the sampler checks it) and the untrusted-edge marker. Rare, so
         // they cost a Context value only when present.
-        if let Some(debug) = parts
-            .headers
-            .get(&config.debug_header)
+        if let Some(debug) = config
+            .reads_debug_header()
+            .then(|| parts.headers.get(&config.debug_header))
+            .flatten()
             .and_then(DebugRequest::from_header_value)
         {
             parent = parent.with_value(debug);
@@ -120,7 +110,6 @@ where
             .then(|| OpenSpan::new(cx.clone(), Side::Server));
         let head = parts.method == http::Method::HEAD;
         parts.extensions.insert(correlation);
-        parts.extensions.insert(RequestContext { cx: cx.clone() });
         let request = Request::from_parts(parts, body);
 
         let called = {
