@@ -211,10 +211,11 @@ pub(crate) fn extract_request(headers: &HeaderMap, correlation: CorrelationId) -
             .get_all(&TRACEPARENT_HEADER)
             .iter()
             .map(HeaderValue::as_bytes),
-        headers
-            .get_all(&TRACESTATE_HEADER)
-            .iter()
-            .map(HeaderValue::as_bytes),
+        // Looked up only after a valid `traceparent`: most roots have none.
+        LazyHeader {
+            headers,
+            name: &TRACESTATE_HEADER,
+        },
         headers
             .get_all(&BAGGAGE_HEADER)
             .iter()
@@ -234,6 +235,25 @@ pub(crate) fn extract_request(headers: &HeaderMap, correlation: CorrelationId) -
         correlation,
         random: parsed.random,
     })
+}
+
+/// Every value of a header, looked up when iterated rather than when built.
+struct LazyHeader<'a> {
+    headers: &'a HeaderMap,
+    name: &'a HeaderName,
+}
+
+impl<'a> IntoIterator for LazyHeader<'a> {
+    type Item = &'a [u8];
+    type IntoIter =
+        std::iter::Map<http::header::ValueIter<'a, HeaderValue>, fn(&HeaderValue) -> &[u8]>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.headers
+            .get_all(self.name)
+            .into_iter()
+            .map(HeaderValue::as_bytes)
+    }
 }
 
 /// What the three headers say.

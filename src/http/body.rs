@@ -103,21 +103,22 @@ where
                     let _attached = this.cx.as_ref().map(|cx| cx.clone().attach());
                     ready!(body.as_mut().poll_frame(cx))
                 };
-                match &frame {
-                    None => {
-                        this.span.take();
-                    }
+                let over = match &frame {
+                    None => true,
                     Some(Err(error)) => {
                         if let Some(mut span) = this.span.take() {
                             span.record_error("body", &error.to_string());
                         }
+                        false
                     }
                     // A peer may stop polling once the body says it is over.
-                    Some(Ok(_)) => {
-                        if body.is_end_stream() {
-                            this.span.take();
-                        }
-                    }
+                    Some(Ok(_)) => body.is_end_stream(),
+                };
+                if over {
+                    // Nothing of the body runs any more: end the span now and let the
+                    // request's Context go (a last poll for `None` need not attach it).
+                    this.span.take();
+                    this.cx.take();
                 }
                 Poll::Ready(frame)
             }

@@ -198,10 +198,11 @@ fn echo_correlation<B>(
 ) {
     if let Some(value) = echo {
         // Like tower-http's request id propagation: a header the handler set wins.
-        if !response.headers().contains_key(&config.correlation_header) {
-            response
-                .headers_mut()
-                .insert(config.correlation_header.clone(), value);
+        if let http::header::Entry::Vacant(entry) = response
+            .headers_mut()
+            .entry(config.correlation_header.clone())
+        {
+            entry.insert(value);
         }
     }
 }
