@@ -316,7 +316,8 @@ fn sampled_remote_parent_is_kept_with_its_tracestate() {
     let state = "ot=th:8;rv:ffffffffffffff,vendor=abc";
     h.server_span(&remote_parent(trace_id(1), true, state), "GET", "/x");
     let span = h.only_span();
-    assert_eq!(reason(&span).as_deref(), Some("parent"));
+    // Followed, not decided here: no `sampling.reason`.
+    assert_eq!(reason(&span), None);
     assert_eq!(span.span_context.trace_state().header(), state);
     assert_eq!(span.span_context.trace_id(), trace_id(1));
 }
@@ -326,7 +327,8 @@ fn sampled_remote_parent_without_th_gives_no_th() {
     let h = Harness::new(SamplingConfig::default().base_rate(0.0));
     h.server_span(&remote_parent(trace_id(1), true, "vendor=abc"), "GET", "/x");
     let span = h.only_span();
-    assert_eq!(reason(&span).as_deref(), Some("parent"));
+    // Followed, not decided here: no `sampling.reason`.
+    assert_eq!(reason(&span), None);
     assert_eq!(span.span_context.trace_state().header(), "vendor=abc");
 }
 
@@ -349,7 +351,7 @@ fn inconsistent_parent_is_kept_but_loses_th() {
         h.exporter.reset();
         h.server_span(&remote_parent(trace_id(*low), true, state), "GET", "/x");
         let span = h.only_span();
-        assert_eq!(reason(&span).as_deref(), Some("parent"), "{state}");
+        assert_eq!(reason(&span), None, "{state}");
         assert_eq!(
             span.span_context.trace_state().header(),
             *expected,
@@ -388,7 +390,7 @@ fn local_children_follow_the_parent() {
     let spans = h.finished();
     assert_eq!(spans.len(), 2);
     for span in &spans {
-        assert_eq!(reason(span).as_deref(), Some("parent"), "{}", span.name);
+        assert_eq!(reason(span), None, "{}", span.name);
         assert_eq!(span.span_context.trace_state().header(), "ot=th:8");
     }
     // An unsampled local parent drops the child even at base rate 1.
@@ -915,10 +917,8 @@ fn local_children_of_a_debug_trace_do_not_consume_the_limit() {
         .iter()
         .filter(|s| reason(s).as_deref() == Some("debug"))
         .count();
-    let parent = spans
-        .iter()
-        .filter(|s| reason(s).as_deref() == Some("parent"))
-        .count();
+    // The children followed their debug parent: no reason of their own.
+    let parent = spans.iter().filter(|s| reason(s).is_none()).count();
     assert_eq!((debug, parent), (2, 10));
 }
 

@@ -1,8 +1,9 @@
 //! Priority-based, consistent head sampling.
 //!
 //! [`CustomSampler`] implements the SDK's [`ShouldSample`]. For every span the
-//! first step that applies decides, and a sampled span gets the attribute
-//! `sampling.reason`:
+//! first step that applies decides, and a span this sampler decided to keep gets the
+//! attribute `sampling.reason` (a span that follows its parent gets none: the decision
+//! was made where the trace came from, which says why):
 //!
 //! 1. **Debug** (`debug`): only at the service entry (no valid parent, or a
 //!    remote parent), when the parent `Context` holds a [`DebugRequest`] whose
@@ -11,7 +12,7 @@
 //!    and the per-instance limit (`debug.max_per_second`, default 10) has room. An
 //!    invalid, expired or excess token has no effect. Local child spans never
 //!    consume the limit; they follow their parent (step 2).
-//! 2. **Parent** (`parent`): a sampled parent keeps the span, an unsampled
+//! 2. **Parent** (no `sampling.reason`): a sampled parent keeps the span, an unsampled
 //!    parent drops it, for remote and local parents, like the specification's
 //!    ParentThreshold: the parent's `th` is kept, a parent without `th` gives
 //!    none, an inconsistent parent (`rv` < `th`) is kept but its `th` removed.
@@ -172,7 +173,6 @@ pub(crate) enum AttributesRead {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reason {
     Debug,
-    Parent,
     HighValue,
     Base,
 }
@@ -181,7 +181,6 @@ impl Reason {
     fn value(self) -> Value {
         Value::from(match self {
             Reason::Debug => "debug",
-            Reason::Parent => "parent",
             Reason::HighValue => "high_value",
             Reason::Base => "base",
         })
@@ -382,6 +381,11 @@ impl CustomSampler {
         }
     }
 
+    /// Whether debug tokens can force a decision under the configuration in force.
+    pub(crate) fn debug_enabled(&self) -> bool {
+        self.inner.compiled.load().debug.is_enabled()
+    }
+
     /// A handle that swaps the configuration at runtime.
     pub fn handle(&self) -> SamplerHandle {
         SamplerHandle {
@@ -443,7 +447,7 @@ impl CustomSampler {
             } else {
                 with_threshold(state, None)
             };
-            sampled(Reason::Parent.value(), state)
+            followed(state)
         } else {
             dropped(state, &ot)
         }
@@ -500,6 +504,16 @@ fn root_result(
         sampled(outcome.reason.clone(), trace_state)
     } else {
         dropped(state, &ot)
+    }
+}
+
+/// A span kept because its parent was: no `sampling.reason`, the decision was made
+/// upstream (and a `Vec` allocated for every child span would be the cost of saying so).
+fn followed(trace_state: TraceState) -> SamplingResult {
+    SamplingResult {
+        decision: SamplingDecision::RecordAndSample,
+        attributes: Vec::new(),
+        trace_state,
     }
 }
 
