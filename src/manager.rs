@@ -629,7 +629,7 @@ impl TracingManagerBuilder {
             opentelemetry::global::set_tracer_provider(manager.provider.clone());
         }
         // meshtrace's own layers built with `new()` use this provider either way.
-        crate::http::tracer::set_installed(Some(&manager.provider));
+        crate::http::tracer::set_installed(Some((&manager.provider, &manager.sampler)));
         Ok(manager)
     }
 

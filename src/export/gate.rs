@@ -80,17 +80,21 @@ impl ExportGate {
         if let Status::Error { description } = &mut span.status {
             cut_cow(description, max);
         }
-        let events = span.events.events.iter_mut().flat_map(|event| {
-            cut_cow(&mut event.name, max);
-            event.attributes.iter_mut()
-        });
-        let links = span
-            .links
-            .links
-            .iter_mut()
-            .flat_map(|l| l.attributes.iter_mut());
-        for kv in span.attributes.iter_mut().chain(events).chain(links) {
+        // Plain loops: this runs for every exported span, and the common span has
+        // attributes only.
+        for kv in &mut span.attributes {
             cut_value(&mut kv.value, max);
+        }
+        for event in &mut span.events.events {
+            cut_cow(&mut event.name, max);
+            for kv in &mut event.attributes {
+                cut_value(&mut kv.value, max);
+            }
+        }
+        for link in &mut span.links.links {
+            for kv in &mut link.attributes {
+                cut_value(&mut kv.value, max);
+            }
         }
     }
 }

@@ -55,9 +55,38 @@ const METHODS: [&str; 9] = [
     "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
 ];
 
-static ROUTES: std::sync::LazyLock<
-    std::sync::RwLock<std::collections::HashMap<&'static str, &'static RouteNames>>,
-> = std::sync::LazyLock::new(Default::default);
+/// Route template -> its names. Keyed with FNV-1a instead of std's SipHash: the keys
+/// are the app's own route templates (never a request's bytes), so there is no flooding
+/// to defend against, and the lookup runs on every request.
+type RouteMap = std::collections::HashMap<
+    &'static str,
+    &'static RouteNames,
+    std::hash::BuildHasherDefault<Fnv1a>,
+>;
+
+static ROUTES: std::sync::LazyLock<std::sync::RwLock<RouteMap>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// 64-bit FNV-1a.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
 
 /// The route template and its span name `{method} {route}` as `'static` strings, so that
 /// a span built for every request copies neither (the SDK's `SpanBuilder` wants a
@@ -68,9 +97,7 @@ pub(crate) fn interned_route(
     method: Option<&'static str>,
     route: &str,
 ) -> Option<(&'static str, Cow<'static, str>)> {
-    let lookup = |map: &std::collections::HashMap<&'static str, &'static RouteNames>| {
-        map.get(route).copied()
-    };
+    let lookup = |map: &RouteMap| map.get(route).copied();
     let names = match ROUTES.read().ok().and_then(|map| lookup(&map)) {
         Some(names) => names,
         None => {

@@ -16,6 +16,8 @@ use opentelemetry::trace::{SpanBuilder, TraceContextExt as _, Tracer as _, Trace
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
+use crate::sampler::CustomSampler;
+
 /// The instrumentation scope of every span meshtrace starts.
 pub(crate) fn scope() -> InstrumentationScope {
     InstrumentationScope::builder("meshtrace")
@@ -23,13 +25,32 @@ pub(crate) fn scope() -> InstrumentationScope {
         .build()
 }
 
-/// The tracer of the installed `TracingManager`, so that layers built with `new()` use the
-/// SDK tracer directly instead of going through OpenTelemetry's boxed global API.
-static INSTALLED: ArcSwapOption<SdkTracer> = ArcSwapOption::const_empty();
+/// The tracer and sampler of the installed `TracingManager`, so that layers built with
+/// `new()` use the SDK tracer directly instead of going through OpenTelemetry's boxed
+/// global API, and know the sampler as the manager's own layers do.
+static INSTALLED: ArcSwapOption<Installed> = ArcSwapOption::const_empty();
 
-/// Registers (or, with `None`, clears) the tracer of the installed manager.
-pub(crate) fn set_installed(provider: Option<&SdkTracerProvider>) {
-    INSTALLED.store(provider.map(|p| Arc::new(p.tracer_with_scope(scope()))));
+struct Installed {
+    tracer: SdkTracer,
+    sampler: CustomSampler,
+}
+
+/// Registers (or, with `None`, clears) the tracer and the sampler of the installed manager.
+pub(crate) fn set_installed(installed: Option<(&SdkTracerProvider, &CustomSampler)>) {
+    INSTALLED.store(installed.map(|(provider, sampler)| {
+        Arc::new(Installed {
+            tracer: provider.tracer_with_scope(scope()),
+            sampler: sampler.clone(),
+        })
+    }));
+}
+
+/// Calls `f` with the installed manager's sampler, if a manager is installed.
+pub(crate) fn with_installed_sampler<R>(f: impl FnOnce(Option<&CustomSampler>) -> R) -> R {
+    f(INSTALLED
+        .load()
+        .as_ref()
+        .map(|installed| &installed.sampler))
 }
 
 /// Which tracer a layer starts its spans with.
@@ -69,7 +90,11 @@ impl SpanSource {
                 finish(tracer.build_with_context(builder, parent), parent, late)
             }
             SpanSource::Installed => match &*INSTALLED.load() {
-                Some(tracer) => finish(tracer.build_with_context(builder, parent), parent, late),
+                Some(installed) => finish(
+                    installed.tracer.build_with_context(builder, parent),
+                    parent,
+                    late,
+                ),
                 None => {
                     let tracer = opentelemetry::global::tracer_with_scope(scope());
                     finish(tracer.build_with_context(builder, parent), parent, late)

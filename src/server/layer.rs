@@ -44,13 +44,30 @@ pub(crate) struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Calls `f` with the sampler that decides this layer's spans, when the layer knows it:
+    /// the one the manager handed with the layer, or the installed manager's for a layer
+    /// that starts its spans from it.
+    fn with_sampler<R>(&self, f: impl FnOnce(Option<&CustomSampler>) -> R) -> R {
+        match (&self.sampler, &self.source) {
+            (Some(sampler), _) => f(Some(sampler)),
+            (None, SpanSource::Installed) => crate::http::tracer::with_installed_sampler(f),
+            (None, SpanSource::Provider(_)) => f(None),
+        }
+    }
+
     /// Which start attributes the sampler reads for a span with this parent: all of
     /// them unless the layer knows its sampler.
     pub(crate) fn attributes_read(&self, parent: &opentelemetry::Context) -> AttributesRead {
-        match &self.sampler {
+        self.with_sampler(|sampler| match sampler {
             Some(sampler) => sampler.attributes_read(parent),
             None => AttributesRead::All,
-        }
+        })
+    }
+
+    /// Whether the debug header can change a decision: always, unless the layer knows
+    /// its sampler and debug tokens are off there (then the header is not even looked up).
+    pub(crate) fn reads_debug_header(&self) -> bool {
+        self.with_sampler(|sampler| sampler.is_none_or(CustomSampler::debug_enabled))
     }
 }
 
