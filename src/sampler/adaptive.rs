@@ -108,10 +108,10 @@ impl Smoothed {
         }
     }
 
-    /// The smoothed arrival rate per second (in the units `total` counts).
-    pub(crate) fn rate_per_second(&self, scale: f64) -> f64 {
+    /// The smoothed arrival rate per second.
+    pub(crate) fn rate_per_second(&self) -> f64 {
         if self.slow_w > 0.0 {
-            self.slow_c / self.slow_w * NANOS / scale
+            self.slow_c / self.slow_w * NANOS
         } else {
             0.0
         }
@@ -247,10 +247,10 @@ impl Controller {
     }
 
     /// The smoothed rate per second, for reports.
-    pub(crate) fn rate_per_second(&self, scale: f64) -> f64 {
+    pub(crate) fn rate_per_second(&self) -> f64 {
         match self.state.try_lock() {
-            Ok(state) => state.rate_per_second(scale),
-            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().rate_per_second(scale),
+            Ok(state) => state.rate_per_second(),
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().rate_per_second(),
             Err(std::sync::TryLockError::WouldBlock) => 0.0,
         }
     }
@@ -349,10 +349,10 @@ mod tests {
             let (mut now, mut total) = (0, 0);
             let mut s = Smoothed::new(0, 0, 1.0);
             run(&mut s, &mut now, &mut total, rate, 0.1, 1e9);
-            let estimate = s.rate_per_second(1.0);
+            let estimate = s.rate_per_second();
             assert!((estimate / rate - 1.0).abs() < 0.25, "{rate}: {estimate}");
             run(&mut s, &mut now, &mut total, rate, 5.0, 1e9);
-            let estimate = s.rate_per_second(1.0);
+            let estimate = s.rate_per_second();
             assert!((estimate / rate - 1.0).abs() < 0.02, "{rate}: {estimate}");
         }
     }
@@ -367,9 +367,9 @@ mod tests {
         // be about an hour long, its estimate under 10 per second).
         now += 3_600 * 1_000 * MS;
         s.update(now, total, 1.0, 100.0, &dynamics());
-        assert!(s.rate_per_second(1.0) < 1.0);
+        assert!(s.rate_per_second() < 1.0);
         run(&mut s, &mut now, &mut total, 10_000.0, 1.0, 100.0);
-        let estimate = s.rate_per_second(1.0);
+        let estimate = s.rate_per_second();
         assert!((6_000.0..6_700.0).contains(&estimate), "{estimate}");
         assert!((s.p - 100.0 / estimate).abs() < 0.01 * s.p, "{}", s.p);
     }

@@ -301,7 +301,7 @@ impl KeyTable {
     }
 
     /// Snapshots of the keys seen within the idle time, and of the overflow entry.
-    pub(crate) fn snapshot(&self, now: u64, scale: f64) -> Vec<KeySnapshot> {
+    pub(crate) fn snapshot(&self, now: u64) -> Vec<KeySnapshot> {
         let mut out = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
             let overflow = i == self.overflow();
@@ -327,7 +327,7 @@ impl KeyTable {
                 overflow,
                 counts,
                 probability: slot.controller.probability(),
-                rate: slot.controller.rate_per_second(scale),
+                rate: slot.controller.rate_per_second(),
             });
         }
         out
@@ -416,7 +416,7 @@ mod tests {
         let i = table.find(table.hash(&a), &a, 2_000);
         assert!(i < 8);
         assert_eq!(table.len(), 8);
-        let snap = table.snapshot(2_000, 1.0);
+        let snap = table.snapshot(2_000);
         assert!(snap.iter().any(|s| s.key == "/new"), "{snap:?}");
     }
 
@@ -435,14 +435,14 @@ mod tests {
         ];
         let i = table.find(table.hash(&a), &a, 1);
         table.count(i, ARRIVALS);
-        let snap = table.snapshot(1, 1.0);
+        let snap = table.snapshot(1);
         let key = &snap.iter().find(|s| !s.overflow).unwrap().key;
         assert!(key.starts_with("GET /é"), "{key}");
         assert!(key.len() <= MAX_KEY_TEXT);
         let b = vec![KeyValue::new("http.request.method", "GET")];
         let j = table.find(table.hash(&b), &b, 1);
         assert_ne!(i, j);
-        let snap = table.snapshot(1, 1.0);
+        let snap = table.snapshot(1);
         assert!(snap.iter().any(|s| s.key == "GET -"), "{snap:?}");
     }
 }

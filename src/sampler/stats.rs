@@ -157,16 +157,12 @@ impl super::Inner {
             let now = self.clock.now_nanos();
             if let Some(global) = &runtime.global {
                 stats.global_probability = Some(global.controller.probability());
-                stats.global_rate = Some(
-                    global
-                        .controller
-                        .rate_per_second(super::limit::GLOBAL_SCALE),
-                );
+                stats.global_rate = Some(global.controller.rate_per_second());
             }
             if let Some(table) = &runtime.table {
                 stats.tracked_keys = table.len();
                 stats.keys = table
-                    .snapshot(now, 1.0)
+                    .snapshot(now)
                     .into_iter()
                     .map(KeyStats::from)
                     .collect();
