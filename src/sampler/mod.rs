@@ -20,7 +20,16 @@
 //! 3. **Rules** (`rule:<name>`): the matching rule with the highest priority
 //!    (ties: list order).
 //! 4. **High-value operations** (`high_value`) at `high_value_rate` (default 1.0).
-//! 5. **Base rate** (`base`, default 1.0).
+//! 5. **Base rate** (`base`, default 1.0), or the central strategy in force
+//!    (`remote`, see [`strategy`]; its kept spans also carry `sampler.type` and
+//!    `sampler.param`).
+//!
+//! **Rate limits** ([`LimitsConfig`], off by default) then lower the probability of steps
+//! 3-5 to follow global and per-key targets in traces per second, and a key's lower bound
+//! may keep a span the probability dropped (`lower_bound`, without `th`); see the `limit`
+//! and `adaptive` modules' docs (in the source) for the estimator and how it improves on
+//! OpenTelemetry Java contrib's rate-limiting sampler. [`SamplerHandle::stats`] counts every
+//! decision by outcome, [`SamplerHandle::register_metrics`] exports the counts.
 //!
 //! Steps 3-5 use OpenTelemetry consistent probability sampling: randomness `R`
 //! is the `rv` sub-key of the `ot` tracestate entry when valid, else the low 56
@@ -841,6 +850,43 @@ impl SamplerHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The server layer starts spans with the attributes a decision reads: a limit key
+    /// needs its attributes at span start, whatever the rates say.
+    #[test]
+    fn limit_keys_are_read_at_span_start() {
+        let read = |config: SamplingConfig| {
+            CustomSampler::new(config)
+                .unwrap()
+                .attributes_read(&Context::new())
+        };
+        let base = || SamplingConfig::default().base_rate(0.1);
+        let cases: &[(&str, SamplingConfig, AttributesRead)] = &[
+            ("no limits", base(), AttributesRead::None),
+            (
+                "global target only",
+                base().limits(LimitsConfig::default().traces_per_second(10.0)),
+                AttributesRead::None,
+            ),
+            (
+                "per key, route",
+                base().limits(LimitsConfig::default().per_key_traces_per_second(10.0)),
+                AttributesRead::RouteAndMethod,
+            ),
+            (
+                "per key, tenant",
+                base().limits(
+                    LimitsConfig::default()
+                        .per_key_traces_per_second(10.0)
+                        .key(["tenant"]),
+                ),
+                AttributesRead::All,
+            ),
+        ];
+        for (name, config, expected) in cases {
+            assert_eq!(read(config.clone()), *expected, "{name}");
+        }
+    }
 
     #[test]
     fn watch_poll_reloads_changes_and_keeps_config_on_bad_content() {
