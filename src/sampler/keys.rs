@@ -30,12 +30,10 @@ pub const MAX_KEY_TEXT: usize = 128;
 const EMPTY: u64 = 0;
 const BUSY: u64 = 1;
 
-/// One tracked key.
+/// One tracked key (its hash and last use live in compact arrays of the table, so a probe
+/// reads one or two cache lines, not one per slot).
 #[derive(Debug)]
 pub(crate) struct Slot {
-    hash: AtomicU64,
-    /// When a decision last used this key (updated at most every `seen_grain` ns).
-    last_seen: AtomicU64,
     /// The per-key probability.
     pub(crate) controller: Controller,
     /// The lower bound's theoretical arrival time of its next grant (GCRA, burst 1).
@@ -77,6 +75,10 @@ pub(crate) struct KeySnapshot {
 pub(crate) struct KeyTable {
     /// `max_keys` slots, then the overflow entry.
     slots: Box<[Slot]>,
+    /// Each slot's key hash ([`EMPTY`], [`BUSY`] or a hash).
+    hashes: Box<[AtomicU64]>,
+    /// When a decision last used each slot's key (written at most every 1/8 idle time).
+    seen: Box<[AtomicU64]>,
     /// `[shard][slot]` counters, `slots.len()` per shard.
     cells: Box<[Cell]>,
     shard_mask: usize,
@@ -92,8 +94,6 @@ impl KeyTable {
         let n = max_keys + 1;
         let slots: Box<[Slot]> = (0..n)
             .map(|_| Slot {
-                hash: AtomicU64::new(EMPTY),
-                last_seen: AtomicU64::new(now),
                 controller: Controller::new(now, 1.0),
                 lower: AtomicU64::new(0),
                 info: Mutex::new(KeyInfo {
@@ -105,6 +105,8 @@ impl KeyTable {
             .collect();
         let table = KeyTable {
             slots,
+            hashes: (0..n).map(|_| AtomicU64::new(EMPTY)).collect(),
+            seen: (0..n).map(|_| AtomicU64::new(now)).collect(),
             cells: (0..n * shards).map(|_| Cell::default()).collect(),
             shard_mask: shards - 1,
             hasher: std::collections::hash_map::RandomState::new(),
@@ -165,14 +167,13 @@ impl KeyTable {
         let probe = PROBE.min(n);
         for j in 0..probe {
             let i = (start + j) % n;
-            let slot = &self.slots[i];
-            let current = slot.hash.load(Ordering::Acquire);
+            let current = self.hashes[i].load(Ordering::Acquire);
             if current == hash {
-                self.seen(slot, now);
+                self.touch(i, now);
                 return i;
             }
             if current == EMPTY {
-                return match slot.hash.compare_exchange(
+                return match self.hashes[i].compare_exchange(
                     EMPTY,
                     BUSY,
                     Ordering::Acquire,
@@ -193,15 +194,13 @@ impl KeyTable {
         // The window is full: take the place of an idle key, if any.
         for j in 0..probe {
             let i = (start + j) % n;
-            let slot = &self.slots[i];
-            let seen = slot.last_seen.load(Ordering::Relaxed);
+            let seen = self.seen[i].load(Ordering::Relaxed);
             if now.saturating_sub(seen) <= self.idle_ns() {
                 continue;
             }
-            let current = slot.hash.load(Ordering::Acquire);
+            let current = self.hashes[i].load(Ordering::Acquire);
             if current > BUSY
-                && slot
-                    .hash
+                && self.hashes[i]
                     .compare_exchange(current, BUSY, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
@@ -213,11 +212,11 @@ impl KeyTable {
     }
 
     #[inline]
-    fn seen(&self, slot: &Slot, now: u64) {
+    fn touch(&self, i: usize, now: u64) {
         // Written at most every 1/8 of the idle time (and 1 s): a hot key's line stays shared.
         let grain = (self.idle_ns() / 8).clamp(1, 1_000_000_000);
-        if now.saturating_sub(slot.last_seen.load(Ordering::Relaxed)) > grain {
-            slot.last_seen.store(now, Ordering::Relaxed);
+        if now.saturating_sub(self.seen[i].load(Ordering::Relaxed)) > grain {
+            self.seen[i].store(now, Ordering::Relaxed);
         }
     }
 
@@ -229,7 +228,7 @@ impl KeyTable {
         let p = self.slots[self.overflow()].controller.probability();
         slot.controller.reset(now, self.sum(i, ARRIVALS), p);
         slot.lower.store(0, Ordering::Relaxed);
-        slot.last_seen.store(now, Ordering::Relaxed);
+        self.seen[i].store(now, Ordering::Relaxed);
         let mut baseline = [0; COUNTERS];
         for (c, b) in baseline.iter_mut().enumerate() {
             *b = self.sum(i, c);
@@ -253,7 +252,7 @@ impl KeyTable {
             Ok(())
         });
         drop(info);
-        slot.hash.store(hash, Ordering::Release);
+        self.hashes[i].store(hash, Ordering::Release);
     }
 
     /// Adds 1 to counter `c` of slot `i` in this thread's shard.
@@ -294,9 +293,9 @@ impl KeyTable {
 
     /// How many slots hold a key (the overflow entry not counted).
     pub(crate) fn len(&self) -> usize {
-        self.slots[..self.overflow()]
+        self.hashes[..self.overflow()]
             .iter()
-            .filter(|s| s.hash.load(Ordering::Relaxed) > BUSY)
+            .filter(|h| h.load(Ordering::Relaxed) > BUSY)
             .count()
     }
 
@@ -306,8 +305,8 @@ impl KeyTable {
         for (i, slot) in self.slots.iter().enumerate() {
             let overflow = i == self.overflow();
             if !overflow
-                && (slot.hash.load(Ordering::Acquire) <= BUSY
-                    || now.saturating_sub(slot.last_seen.load(Ordering::Relaxed)) > self.idle_ns())
+                && (self.hashes[i].load(Ordering::Acquire) <= BUSY
+                    || now.saturating_sub(self.seen[i].load(Ordering::Relaxed)) > self.idle_ns())
             {
                 continue;
             }
