@@ -10,13 +10,21 @@
 //! the SDK keeps them in the span (its tracestate and `sampling.reason`) until the span
 //! ends. The target (a kept decision with 10 rules under 100 ns) is
 //! `cpu/ours/root_10_rules_kept`.
+//!
+//! `limits/`: the root decision with rate limits and adaptation on (a global target, a
+//! per-key target and a per-key lower bound, key = route) over 10 and 100,000 keys, the same
+//! decisions in the same run as the plain decision (`ours/c_root_no_rules`) and the SDK's
+//! `TraceIdRatioBased` (`sdk/trace_id_ratio_root`); `limits/10_keys_2_threads` runs the
+//! 10-key case on two threads at once (time per decision of each thread: equal to the
+//! one-thread figure when the two do not contend).
+//! `cargo bench --bench sampler -- 'limits/|c_root_no_rules$|trace_id_ratio_root'`
 
 use std::hint::black_box;
 
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use meshtrace::sampler::{CustomSampler, RuleSpanKind, SamplingConfig, SamplingRule};
+use meshtrace::sampler::{CustomSampler, LimitsConfig, RuleSpanKind, SamplingConfig, SamplingRule};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
 };
@@ -186,6 +194,102 @@ impl ShouldSample for KeptResultOnly {
     }
 }
 
+/// A sampler with every limit on; its targets are far below the offered load, so most
+/// decisions are dropped by the limits (the path that must not allocate).
+fn limited(max_keys: usize) -> CustomSampler {
+    CustomSampler::new(
+        SamplingConfig::default().base_rate(1.0).limits(
+            LimitsConfig::default()
+                .traces_per_second(100.0)
+                .per_key_traces_per_second(10.0)
+                .lower_bound_traces_per_second(1.0 / 60.0)
+                .max_keys(max_keys)
+                .adaptation_time_secs(1.0),
+        ),
+    )
+    .expect("valid limits")
+}
+
+fn key_attributes(n: usize) -> Vec<Vec<KeyValue>> {
+    (0..n)
+        .map(|i| {
+            vec![
+                KeyValue::new(HTTP_REQUEST_METHOD, "GET"),
+                KeyValue::new(HTTP_ROUTE, format!("/tenant/{i}/orders/{{id}}")),
+                KeyValue::new(URL_PATH, format!("/tenant/{i}/orders/42")),
+            ]
+        })
+        .collect()
+}
+
+/// Decisions cycling over `keys` (and the 1024 trace ids).
+fn bench_keys(c: &mut Criterion, name: &str, sampler: &CustomSampler, keys: &[Vec<KeyValue>]) {
+    let ids = trace_ids();
+    let root = Context::new();
+    let decide = |i: usize| {
+        black_box(sampler.should_sample(
+            Some(&root),
+            ids[i & 1023],
+            "GET /orders/{id}",
+            &SpanKind::Server,
+            &keys[i % keys.len()],
+            &[],
+        ))
+    };
+    // Warm up: every key has its place and its estimate before measuring.
+    for i in 0..keys.len().max(100_000) {
+        decide(i);
+    }
+    let mut i = 0usize;
+    c.bench_function(&format!("wall/{name}"), |b| {
+        b.iter(|| {
+            i = i.wrapping_add(7919);
+            decide(i)
+        })
+    });
+}
+
+fn bench_two_threads(c: &mut Criterion, name: &str, sampler: &CustomSampler) {
+    let keys = key_attributes(10);
+    let ids = trace_ids();
+    c.bench_function(&format!("wall/{name}"), |b| {
+        b.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            std::thread::scope(|s| {
+                for t in 0..2usize {
+                    let (keys, ids) = (&keys, &ids);
+                    s.spawn(move || {
+                        let root = Context::new();
+                        for n in 0..iters as usize {
+                            let i = n.wrapping_mul(7919).wrapping_add(t);
+                            black_box(sampler.should_sample(
+                                Some(&root),
+                                ids[i & 1023],
+                                "GET /orders/{id}",
+                                &SpanKind::Server,
+                                &keys[i % keys.len()],
+                                &[],
+                            ));
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+}
+
+fn limits(c: &mut Criterion) {
+    let ten = limited(1024);
+    bench_keys(c, "limits/10_keys", &ten, &key_attributes(10));
+    bench_two_threads(c, "limits/10_keys_2_threads", &ten);
+    let many = limited(131_072);
+    bench_keys(c, "limits/100k_keys", &many, &key_attributes(100_000));
+    // The same key set without limits: what the limits add to the plain decision.
+    let plain = CustomSampler::new(SamplingConfig::default().base_rate(0.5)).unwrap();
+    bench_keys(c, "limits/off_10_keys", &plain, &key_attributes(10));
+}
+
 fn benches(c: &mut Criterion) {
     let ids = trace_ids();
     let roots = vec![Context::new()];
@@ -250,5 +354,5 @@ fn benches(c: &mut Criterion) {
     bench(c, "sdk/parent_based_root", &parent_based, &roots, &ids);
 }
 
-criterion_group!(sampler, benches);
+criterion_group!(sampler, benches, limits);
 criterion_main!(sampler);

@@ -276,3 +276,50 @@ async fn untrusted_edges_decide_again_instead_of_following_the_caller() {
     let span = telemetry.span("GET /users/{id}");
     assert_eq!(span.span_context.trace_id().to_string(), TRACE_ID);
 }
+
+/// Rate limits through the setup the README recommends (`TracingManager`,
+/// `server_layer()`): the layer starts the server span with the route template, so the
+/// per-route lower bound sees one key per route, not per path. At base rate 0 each route
+/// is seen once (a lower-bound pick, without `th`), whatever its path parameters.
+#[tokio::test]
+async fn the_lower_bound_keys_on_the_route_template_through_the_manager() {
+    use meshtrace::sampler::LimitsConfig;
+    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let (manager, _layers) = meshtrace::TracingManager::builder()
+        .sampling(
+            SamplingConfig::default()
+                .base_rate(0.0)
+                .limits(LimitsConfig::default().lower_bound_traces_per_second(1.0 / 60.0)),
+        )
+        .span_exporter(exporter.clone())
+        .log_writer(std::io::sink)
+        .build()
+        .expect("valid configuration");
+    let layer = manager.server_layer();
+    for path in ["/users/1", "/users/2", "/users/3"] {
+        text(send(app(layer.clone()), request(path, &[])).await).await;
+    }
+    let checkout = Request::post("/checkout")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    text(send(app(layer.clone()), checkout).await).await;
+    manager.force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    let mut names: Vec<_> = spans.iter().map(|s| s.name.to_string()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["GET /users/{id}", "POST /checkout"],
+        "one per route"
+    );
+    for span in &spans {
+        assert_eq!(
+            attr_str(span, "sampling.reason").as_deref(),
+            Some("lower_bound")
+        );
+        assert_eq!(span.span_context.trace_state().get("ot"), None, "no th");
+    }
+    let stats = manager.sampler().stats();
+    assert_eq!((stats.lower_bound, stats.dropped), (2, 2), "{stats:?}");
+    assert_eq!(stats.tracked_keys, 2);
+}

@@ -21,7 +21,16 @@
 //! 3. **Rules** (`rule:<name>`): the matching rule with the highest priority
 //!    (ties: list order).
 //! 4. **High-value operations** (`high_value`) at `high_value_rate` (default 1.0).
-//! 5. **Base rate** (`base`, default 1.0).
+//! 5. **Base rate** (`base`, default 1.0), or the central strategy in force
+//!    (`remote`, see [`strategy`]; its kept spans also carry `sampler.type` and
+//!    `sampler.param`).
+//!
+//! **Rate limits** ([`LimitsConfig`], off by default) then lower the probability of steps
+//! 3-5 to follow global and per-key targets in traces per second, and a key's lower bound
+//! may keep a span the probability dropped (`lower_bound`, without `th`); see the `limit`
+//! and `adaptive` modules' docs (in the source) for the estimator and how it improves on
+//! OpenTelemetry Java contrib's rate-limiting sampler. [`SamplerHandle::stats`] counts every
+//! decision by outcome, [`SamplerHandle::register_metrics`] exports the counts.
 //!
 //! Steps 3-5 use OpenTelemetry consistent probability sampling: randomness `R`
 //! is the `rv` sub-key of the `ot` tracestate entry when valid, else the low 56
@@ -107,11 +116,18 @@
 //! # Ok::<(), meshtrace::Error>(())
 //! ```
 
+mod adaptive;
 mod config;
 pub mod consistent;
 mod debug;
+mod keys;
+mod limit;
 mod rate;
+#[cfg(feature = "jaeger-remote")]
+mod remote;
 mod rules;
+mod stats;
+pub mod strategy;
 
 use std::fmt;
 use std::path::Path;
@@ -135,17 +151,38 @@ pub use config::{
     ENV_OTEL_SAMPLER, ENV_OTEL_SAMPLER_ARG, MAX_CONFIG_FILE_BYTES, MAX_DEBUG_MAX_AGE_SECS,
     MAX_DEBUG_PER_SECOND, MAX_DEBUG_TOKEN_LEN, MAX_RULE_NAME_LEN, MIN_HMAC_SECRET_LEN,
 };
+pub use config::{
+    DEFAULT_ADAPTATION_TIME_SECS, DEFAULT_KEY_IDLE_SECS, DEFAULT_LIMIT_KEY, DEFAULT_MAX_INCREASE,
+    DEFAULT_MAX_KEYS, ENV_ADAPTATION_TIME_SECS, ENV_KEY_IDLE_SECS, ENV_LIMIT_KEY,
+    ENV_LOWER_BOUND_TRACES_PER_SECOND, ENV_MAX_INCREASE, ENV_MAX_KEYS, ENV_MAX_PROBABILITY,
+    ENV_MIN_PROBABILITY, ENV_OVERFLOW_TRACES_PER_SECOND, ENV_PER_KEY_TRACES_PER_SECOND,
+    ENV_TRACES_PER_SECOND, LimitsConfig, MAX_KEY_ATTRIBUTES, MAX_MAX_KEYS, MAX_TRACES_PER_SECOND,
+};
 pub use debug::DebugRequest;
 #[cfg(feature = "debug-hmac")]
 pub use debug::debug_token_for;
+pub use keys::MAX_KEY_TEXT;
+#[cfg(feature = "jaeger-remote")]
+pub use remote::{
+    DEFAULT_REMOTE_INTERVAL, DEFAULT_REMOTE_MAX_BODY_BYTES, DEFAULT_REMOTE_TIMEOUT,
+    ENV_REMOTE_ENDPOINT, ENV_REMOTE_INTERVAL_SECS, ENV_REMOTE_SERVICE, ENV_REMOTE_TIMEOUT_MS,
+    PollerStatus, RemoteSamplingConfig, StrategyPoller,
+};
+pub use stats::{
+    KeyStats, METRIC_DECISIONS, METRIC_KEY_DECISIONS, METRIC_PROBABILITY, SamplerStats,
+};
+pub use strategy::{SAMPLER_PARAM, SAMPLER_TYPE, SamplingStrategy};
 
 use config::validate;
 use consistent::{Field, OtValue, with_threshold};
 use debug::CompiledDebug;
+use limit::Limits;
 use rate::{Clock, RateLimiter};
 use rules::{
     CompiledHighValue, CompiledRule, MethodMatch, Outcome, RouteMatcher, RuleSet, SpanFacts,
 };
+use stats::{Counters, Tally};
+use strategy::CompiledStrategy;
 
 /// The attribute naming why a span was sampled.
 pub const SAMPLING_REASON: &str = "sampling.reason";
@@ -197,6 +234,10 @@ pub(crate) struct Compiled {
     rules: RuleSet,
     high_value: Vec<CompiledHighValue>,
     debug: CompiledDebug,
+    /// Rate limits (with the central strategy's bounds applied), when any is set.
+    limits: Option<Limits>,
+    /// The central strategy in force, if any (it replaces the base rate).
+    strategy: Option<CompiledStrategy>,
 }
 
 /// Compiles rule `i` (its name is already validated).
@@ -234,7 +275,40 @@ fn compile_rule(i: usize, rule: &SamplingRule) -> Result<CompiledRule, Error> {
 }
 
 impl Compiled {
+    /// Validates and compiles `config` (no runtime state: for validation).
     pub(crate) fn new(config: &SamplingConfig) -> Result<Self, Error> {
+        Self::with_strategy(config, None)
+    }
+
+    /// Compiles `config` under the central `strategy`, and creates the limits' runtime
+    /// state, reusing `previous`'s estimates where they still apply.
+    fn build(
+        config: &SamplingConfig,
+        strategy: Option<Arc<SamplingStrategy>>,
+        previous: Option<&Compiled>,
+        now: u64,
+    ) -> Result<Self, Error> {
+        let mut compiled = Self::with_strategy(config, strategy)?;
+        if let Some(limits) = &mut compiled.limits {
+            limits.attach(previous.and_then(Compiled::limits_runtime), now);
+        }
+        Ok(compiled)
+    }
+
+    /// The limits' runtime state, if limits apply.
+    pub(crate) fn limits_runtime(&self) -> Option<&limit::Runtime> {
+        self.limits.as_ref().and_then(|l| l.runtime.as_ref())
+    }
+
+    fn with_strategy(
+        config: &SamplingConfig,
+        strategy: Option<Arc<SamplingStrategy>>,
+    ) -> Result<Self, Error> {
+        config.limits.check()?;
+        let limits = match &strategy {
+            Some(s) => Limits::new(&s.merge_limits(&config.limits)),
+            None => Limits::new(&config.limits),
+        };
         let base = validate::rate("sampling.base_rate", config.base_rate)?;
         let high_value_rate = validate::rate("sampling.high_value_rate", config.high_value_rate)?;
         let mut rules = Vec::with_capacity(config.rules.len());
@@ -279,6 +353,8 @@ impl Compiled {
             rules: RuleSet::new(rules.into_iter().map(|(_, r)| r).collect()),
             high_value,
             debug,
+            limits,
+            strategy: strategy.map(CompiledStrategy::new),
         })
     }
 
@@ -303,6 +379,9 @@ struct Inner {
     compiled: ArcSwap<Compiled>,
     limiter: RateLimiter,
     clock: Clock,
+    counters: Counters,
+    /// Serializes reloads and strategy updates (never taken by a decision).
+    reload: std::sync::Mutex<()>,
 }
 
 /// The sampler: see the [module docs](self) for the decision order.
@@ -338,12 +417,14 @@ impl CustomSampler {
     }
 
     fn build(config: SamplingConfig, clock: Clock) -> Result<Self, Error> {
-        let compiled = Compiled::new(&config)?;
+        let compiled = Compiled::build(&config, None, None, clock.now_nanos())?;
         Ok(CustomSampler {
             inner: Arc::new(Inner {
                 compiled: ArcSwap::from_pointee(compiled),
                 limiter: RateLimiter::default(),
                 clock,
+                counters: Counters::default(),
+                reload: std::sync::Mutex::new(()),
             }),
         })
     }
@@ -367,8 +448,14 @@ impl CustomSampler {
             };
         }
         let compiled = self.inner.compiled.load();
-        if compiled.rules.reads_attributes() {
+        let limits = compiled
+            .limits
+            .as_ref()
+            .map_or(AttributesRead::None, |l| l.reads);
+        if compiled.rules.reads_attributes() || limits == AttributesRead::All {
             AttributesRead::All
+        } else if limits == AttributesRead::RouteAndMethod {
+            AttributesRead::RouteAndMethod
         } else if compiled.rules.is_empty() && compiled.high_value.is_empty() {
             // The base rate alone decides; at 1.0 every root records.
             if compiled.config.base_rate >= 1.0 {
@@ -397,23 +484,31 @@ impl CustomSampler {
         &self,
         parent_cx: Option<&Context>,
         trace_id: TraceId,
+        name: &str,
         kind: &SpanKind,
         attributes: &[KeyValue],
     ) -> SamplingResult {
         let compiled = self.inner.compiled.load();
+        let root = Root {
+            inner: &self.inner,
+            trace_id,
+            name,
+            kind,
+            attributes,
+        };
         // The SDK always passes `Some(parent)`; "no parent" is an invalid span context.
         let Some(cx) = parent_cx else {
-            return root_result(&compiled, &TraceState::NONE, trace_id, kind, attributes);
+            return root_result(&root, &compiled, &TraceState::NONE);
         };
         let span = cx.span();
         let sc = span.span_context();
         if sc.is_valid() {
-            self.decide_with_parent(&compiled, cx, sc, trace_id, kind, attributes)
+            self.decide_with_parent(&compiled, cx, sc, &root)
         } else {
             if let Some(result) = self.debug_decision(&compiled, cx, &TraceState::NONE, trace_id) {
                 return result;
             }
-            root_result(&compiled, &TraceState::NONE, trace_id, kind, attributes)
+            root_result(&root, &compiled, &TraceState::NONE)
         }
     }
 
@@ -422,17 +517,16 @@ impl CustomSampler {
         compiled: &Compiled,
         cx: &Context,
         sc: &SpanContext,
-        trace_id: TraceId,
-        kind: &SpanKind,
-        attributes: &[KeyValue],
+        root: &Root<'_>,
     ) -> SamplingResult {
+        let trace_id = root.trace_id;
         let state = sc.trace_state();
         if sc.is_remote() {
             if let Some(result) = self.debug_decision(compiled, cx, state, trace_id) {
                 return result;
             }
             if cx.get::<UntrustedEdge>().is_some() {
-                return root_result(compiled, state, trace_id, kind, attributes);
+                return root_result(root, compiled, state);
             }
         }
         let ot = OtValue::parse(state.get(consistent::OT_KEY));
@@ -447,8 +541,10 @@ impl CustomSampler {
             } else {
                 with_threshold(state, None)
             };
+            self.inner.counters.add(Tally::Sampled);
             followed(state)
         } else {
+            self.inner.counters.add(Tally::Dropped);
             dropped(state, &ot)
         }
     }
@@ -477,17 +573,41 @@ impl CustomSampler {
         {
             return None;
         }
+        self.inner.counters.add(Tally::Debug);
         Some(sampled(Reason::Debug.value(), with_threshold(state, None)))
     }
 }
 
-fn root_result(
-    compiled: &Compiled,
-    state: &TraceState,
+/// What a root decision reads besides the configuration and the parent's tracestate.
+struct Root<'a> {
+    inner: &'a Inner,
     trace_id: TraceId,
-    kind: &SpanKind,
-    attributes: &[KeyValue],
-) -> SamplingResult {
+    name: &'a str,
+    kind: &'a SpanKind,
+    attributes: &'a [KeyValue],
+}
+
+fn root_result(root: &Root<'_>, compiled: &Compiled, state: &TraceState) -> SamplingResult {
+    let Root {
+        inner,
+        trace_id,
+        kind,
+        attributes,
+        ..
+    } = *root;
+    if compiled.limits.is_some() || compiled.strategy.is_some() {
+        return limit::root_result(
+            inner,
+            compiled,
+            compiled.limits.as_ref(),
+            compiled.strategy.as_ref(),
+            state,
+            trace_id,
+            root.name,
+            kind,
+            attributes,
+        );
+    }
     // Roots without parent tracestate (the common case) skip the tracestate scan.
     let ot = if *state == TraceState::NONE {
         OtValue::EMPTY
@@ -501,8 +621,10 @@ fn root_result(
         } else {
             with_threshold(state, Some(outcome.threshold))
         };
+        inner.counters.add(Tally::Sampled);
         sampled(outcome.reason.clone(), trace_state)
     } else {
+        inner.counters.add(Tally::Dropped);
         dropped(state, &ot)
     }
 }
@@ -545,12 +667,12 @@ impl ShouldSample for CustomSampler {
         &self,
         parent_context: Option<&Context>,
         trace_id: TraceId,
-        _name: &str,
+        name: &str,
         span_kind: &SpanKind,
         attributes: &[KeyValue],
         _links: &[Link],
     ) -> SamplingResult {
-        self.decide(parent_context, trace_id, span_kind, attributes)
+        self.decide(parent_context, trace_id, name, span_kind, attributes)
     }
 }
 
@@ -611,10 +733,74 @@ impl SamplerHandle {
     /// Validates `config`, then swaps it in atomically: every field applies from the next
     /// decision on (rates, rules, high-value operations, debug tokens, the HMAC secret, the
     /// debug rate limit and token age). On error the current configuration stays in place.
+    ///
+    /// Rate estimates survive a reload: the global estimate always, the per-key estimates
+    /// while `limits.key` and `limits.max_keys` stay the same. A central strategy in force
+    /// (see [`apply_strategy`](Self::apply_strategy)) stays in force.
     pub fn reload(&self, config: SamplingConfig) -> Result<(), Error> {
-        let compiled = Compiled::new(&config)?;
+        let _serial = self.inner.reload.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.inner.compiled.load();
+        let strategy = current.strategy.as_ref().map(|s| Arc::clone(&s.source));
+        self.swap(&config, strategy, &current)
+    }
+
+    fn swap(
+        &self,
+        config: &SamplingConfig,
+        strategy: Option<Arc<SamplingStrategy>>,
+        current: &Compiled,
+    ) -> Result<(), Error> {
+        let now = self.inner.clock.now_nanos();
+        let compiled = Compiled::build(config, strategy, Some(current), now)?;
         self.inner.compiled.store(Arc::new(compiled));
         Ok(())
+    }
+
+    /// Puts a central sampling strategy in force (see [`strategy`](mod@strategy) for what
+    /// each kind changes), atomically, keeping the rate estimates. The local configuration
+    /// stays; a later [`reload`](Self::reload) keeps the strategy.
+    pub fn apply_strategy(&self, strategy: SamplingStrategy) -> Result<(), Error> {
+        strategy.validate()?;
+        let _serial = self.inner.reload.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.inner.compiled.load();
+        let config = Arc::clone(&current.config);
+        self.swap(&config, Some(Arc::new(strategy)), &current)
+    }
+
+    /// Removes the central strategy: the local configuration alone decides again.
+    pub fn clear_strategy(&self) -> Result<(), Error> {
+        let _serial = self.inner.reload.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.inner.compiled.load();
+        let config = Arc::clone(&current.config);
+        self.swap(&config, None, &current)
+    }
+
+    /// The central strategy in force, if any.
+    pub fn strategy(&self) -> Option<SamplingStrategy> {
+        let compiled = self.inner.compiled.load();
+        compiled.strategy.as_ref().map(|s| (*s.source).clone())
+    }
+
+    /// What the sampler has decided so far, by outcome, and the state of the rate limits
+    /// (see [`SamplerStats`]).
+    pub fn stats(&self) -> SamplerStats {
+        self.inner.stats()
+    }
+
+    /// Registers the sampler's instruments on `meter`: the observable counters
+    /// [`METRIC_DECISIONS`] (attribute `outcome`: `sampled`, `dropped`, `rate_limited`,
+    /// `lower_bound`, `debug`) and [`METRIC_KEY_DECISIONS`] (attributes `key`, `outcome`; at
+    /// most `limits.max_keys + 1` keys), and the gauge [`METRIC_PROBABILITY`] (the global
+    /// limit's probability). The callbacks read the same counters as
+    /// [`stats`](Self::stats) and stop reporting once the sampler is dropped.
+    pub fn register_metrics(&self, meter: &opentelemetry::metrics::Meter) {
+        stats::register(&self.inner, meter);
+    }
+
+    /// [`register_metrics`](Self::register_metrics) on OpenTelemetry's global meter
+    /// provider, meter `meshtrace`.
+    pub fn register_global_metrics(&self) {
+        self.register_metrics(&opentelemetry::global::meter("meshtrace"));
     }
 
     /// Reads a TOML/JSON/YAML file (by extension, YAML with feature `yaml`) and
@@ -678,6 +864,43 @@ impl SamplerHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The server layer starts spans with the attributes a decision reads: a limit key
+    /// needs its attributes at span start, whatever the rates say.
+    #[test]
+    fn limit_keys_are_read_at_span_start() {
+        let read = |config: SamplingConfig| {
+            CustomSampler::new(config)
+                .unwrap()
+                .attributes_read(&Context::new())
+        };
+        let base = || SamplingConfig::default().base_rate(0.1);
+        let cases: &[(&str, SamplingConfig, AttributesRead)] = &[
+            ("no limits", base(), AttributesRead::None),
+            (
+                "global target only",
+                base().limits(LimitsConfig::default().traces_per_second(10.0)),
+                AttributesRead::None,
+            ),
+            (
+                "per key, route",
+                base().limits(LimitsConfig::default().per_key_traces_per_second(10.0)),
+                AttributesRead::RouteAndMethod,
+            ),
+            (
+                "per key, tenant",
+                base().limits(
+                    LimitsConfig::default()
+                        .per_key_traces_per_second(10.0)
+                        .key(["tenant"]),
+                ),
+                AttributesRead::All,
+            ),
+        ];
+        for (name, config, expected) in cases {
+            assert_eq!(read(config.clone()), *expected, "{name}");
+        }
+    }
 
     #[test]
     fn watch_poll_reloads_changes_and_keeps_config_on_bad_content() {

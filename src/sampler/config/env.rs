@@ -2,9 +2,12 @@
 //! (trimmed, blank = unset, at most 16 KiB, invalid = an error naming the variable).
 
 use super::{
-    ENV_BASE_RATE, ENV_CONFIG_FILE, ENV_DEBUG_HMAC_SECRET, ENV_DEBUG_MAX_AGE_SECS,
-    ENV_DEBUG_MAX_PER_SECOND, ENV_DEBUG_TOKENS, ENV_HIGH_VALUE_RATE, ENV_OTEL_SAMPLER,
-    ENV_OTEL_SAMPLER_ARG, SamplingConfig,
+    ENV_ADAPTATION_TIME_SECS, ENV_BASE_RATE, ENV_CONFIG_FILE, ENV_DEBUG_HMAC_SECRET,
+    ENV_DEBUG_MAX_AGE_SECS, ENV_DEBUG_MAX_PER_SECOND, ENV_DEBUG_TOKENS, ENV_HIGH_VALUE_RATE,
+    ENV_KEY_IDLE_SECS, ENV_LIMIT_KEY, ENV_LOWER_BOUND_TRACES_PER_SECOND, ENV_MAX_INCREASE,
+    ENV_MAX_KEYS, ENV_MAX_PROBABILITY, ENV_MIN_PROBABILITY, ENV_OTEL_SAMPLER, ENV_OTEL_SAMPLER_ARG,
+    ENV_OVERFLOW_TRACES_PER_SECOND, ENV_PER_KEY_TRACES_PER_SECOND, ENV_TRACES_PER_SECOND,
+    SamplingConfig,
 };
 use crate::Error;
 use crate::config::env::Reader;
@@ -29,7 +32,13 @@ impl SamplingConfig {
     /// 3. `MESHTRACE_SAMPLING_BASE_RATE`, `MESHTRACE_SAMPLING_HIGH_VALUE_RATE`,
     ///    `MESHTRACE_SAMPLING_DEBUG_TOKENS` (comma-separated),
     ///    `MESHTRACE_SAMPLING_DEBUG_HMAC_SECRET`, `MESHTRACE_SAMPLING_DEBUG_MAX_PER_SECOND`,
-    ///    `MESHTRACE_SAMPLING_DEBUG_MAX_AGE_SECS`.
+    ///    `MESHTRACE_SAMPLING_DEBUG_MAX_AGE_SECS`;
+    /// 4. the rate limits ([`LimitsConfig`](crate::sampler::LimitsConfig)):
+    ///    `MESHTRACE_SAMPLING_TRACES_PER_SECOND`, `..._PER_KEY_TRACES_PER_SECOND`,
+    ///    `..._LOWER_BOUND_TRACES_PER_SECOND`, `..._OVERFLOW_TRACES_PER_SECOND`,
+    ///    `..._LIMIT_KEY` (comma-separated attribute names), `..._MAX_KEYS`,
+    ///    `..._KEY_IDLE_SECS`, `..._ADAPTATION_TIME_SECS`, `..._MAX_INCREASE`,
+    ///    `..._MIN_PROBABILITY`, `..._MAX_PROBABILITY` (all `MESHTRACE_SAMPLING_...`).
     ///
     /// Values are trimmed and blank values count as unset, as for every variable meshtrace
     /// reads. Unparsable values are errors naming the variable, not silently ignored; so is
@@ -111,6 +120,7 @@ impl SamplingConfig {
                 )
             })?;
         }
+        read_limits(&env, &mut config.limits)?;
         // Checked again by the sampler; here so that errors name the variables.
         config.validate().map_err(rename_env_field)?;
         Ok(config)
@@ -129,6 +139,19 @@ fn rename_env_field(mut error: Error) -> Error {
         "sampling.debug.max_per_second" => ENV_DEBUG_MAX_PER_SECOND,
         "sampling.debug.max_age_secs" => ENV_DEBUG_MAX_AGE_SECS,
         f if f.starts_with("sampling.debug.tokens[") => ENV_DEBUG_TOKENS,
+        "sampling.limits.traces_per_second" => ENV_TRACES_PER_SECOND,
+        "sampling.limits.per_key_traces_per_second" => ENV_PER_KEY_TRACES_PER_SECOND,
+        "sampling.limits.lower_bound_traces_per_second" => ENV_LOWER_BOUND_TRACES_PER_SECOND,
+        "sampling.limits.overflow_traces_per_second" => ENV_OVERFLOW_TRACES_PER_SECOND,
+        f if f.starts_with("sampling.limits.key") && !f.starts_with("sampling.limits.key_") => {
+            ENV_LIMIT_KEY
+        }
+        "sampling.limits.max_keys" => ENV_MAX_KEYS,
+        "sampling.limits.key_idle_secs" => ENV_KEY_IDLE_SECS,
+        "sampling.limits.adaptation_time_secs" => ENV_ADAPTATION_TIME_SECS,
+        "sampling.limits.max_increase" => ENV_MAX_INCREASE,
+        "sampling.limits.min_probability" => ENV_MIN_PROBABILITY,
+        "sampling.limits.max_probability" => ENV_MAX_PROBABILITY,
         _ => return error,
     };
     *field = var.to_owned();
@@ -147,4 +170,73 @@ fn parse_rate(name: &str, value: &str) -> Result<f64, Error> {
         return Err(Error::config(name, value, "it must be between 0.0 and 1.0"));
     }
     Ok(rate)
+}
+
+/// The `[limits]` variables; numbers that do not parse are errors naming the variable, the
+/// ranges are checked with the rest of the configuration.
+fn read_limits(env: &Reader<'_>, limits: &mut super::LimitsConfig) -> Result<(), Error> {
+    let number = |name: &str| -> Result<Option<f64>, Error> {
+        let Some(v) = env.get(name)? else {
+            return Ok(None);
+        };
+        match v.parse::<f64>() {
+            Ok(n) if n.is_finite() => Ok(Some(n)),
+            _ => Err(Error::config(
+                name,
+                crate::config::validate::truncate(&v, 64),
+                "it must be a number",
+            )),
+        }
+    };
+    for (name, slot) in [
+        (ENV_TRACES_PER_SECOND, &mut limits.traces_per_second),
+        (
+            ENV_PER_KEY_TRACES_PER_SECOND,
+            &mut limits.per_key_traces_per_second,
+        ),
+        (
+            ENV_LOWER_BOUND_TRACES_PER_SECOND,
+            &mut limits.lower_bound_traces_per_second,
+        ),
+        (
+            ENV_OVERFLOW_TRACES_PER_SECOND,
+            &mut limits.overflow_traces_per_second,
+        ),
+    ] {
+        if let Some(v) = number(name)? {
+            *slot = Some(v);
+        }
+    }
+    for (name, slot) in [
+        (ENV_KEY_IDLE_SECS, &mut limits.key_idle_secs),
+        (ENV_ADAPTATION_TIME_SECS, &mut limits.adaptation_time_secs),
+        (ENV_MAX_INCREASE, &mut limits.max_increase),
+        (ENV_MIN_PROBABILITY, &mut limits.min_probability),
+        (ENV_MAX_PROBABILITY, &mut limits.max_probability),
+    ] {
+        if let Some(v) = number(name)? {
+            *slot = v;
+        }
+    }
+    if let Some(v) = env.get(ENV_LIMIT_KEY)? {
+        limits.key = v
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    if let Some(v) = env.get(ENV_MAX_KEYS)? {
+        limits.max_keys = v.parse().map_err(|_| {
+            Error::config(
+                ENV_MAX_KEYS,
+                crate::config::validate::truncate(&v, 64),
+                format!(
+                    "it must be a whole number between 1 and {}",
+                    super::MAX_MAX_KEYS
+                ),
+            )
+        })?;
+    }
+    Ok(())
 }

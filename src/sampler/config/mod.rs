@@ -3,6 +3,7 @@
 //! `TracingConfig`): `.toml`, `.json`, `.yaml`/`.yml` (feature `yaml`), at most 1 MiB.
 
 mod env;
+mod limits;
 mod model;
 pub(crate) mod validate;
 
@@ -11,6 +12,11 @@ use std::path::Path;
 use crate::Error;
 use crate::config::Format;
 
+pub(crate) use limits::traces_per_second as limits_traces_per_second;
+pub use limits::{
+    DEFAULT_ADAPTATION_TIME_SECS, DEFAULT_KEY_IDLE_SECS, DEFAULT_LIMIT_KEY, DEFAULT_MAX_INCREASE,
+    DEFAULT_MAX_KEYS, LimitsConfig, MAX_KEY_ATTRIBUTES, MAX_MAX_KEYS, MAX_TRACES_PER_SECOND,
+};
 pub use model::{
     AttributeMatch, DebugConfig, HighValueOperation, RuleSpanKind, SamplingConfig, SamplingRule,
 };
@@ -31,6 +37,29 @@ pub const ENV_DEBUG_HMAC_SECRET: &str = "MESHTRACE_SAMPLING_DEBUG_HMAC_SECRET";
 pub const ENV_DEBUG_MAX_PER_SECOND: &str = "MESHTRACE_SAMPLING_DEBUG_MAX_PER_SECOND";
 /// `MESHTRACE_SAMPLING_DEBUG_MAX_AGE_SECS`: how long an HMAC debug token is accepted.
 pub const ENV_DEBUG_MAX_AGE_SECS: &str = "MESHTRACE_SAMPLING_DEBUG_MAX_AGE_SECS";
+/// `MESHTRACE_SAMPLING_TRACES_PER_SECOND`: `limits.traces_per_second`, the global target.
+pub const ENV_TRACES_PER_SECOND: &str = "MESHTRACE_SAMPLING_TRACES_PER_SECOND";
+/// `MESHTRACE_SAMPLING_PER_KEY_TRACES_PER_SECOND`: `limits.per_key_traces_per_second`.
+pub const ENV_PER_KEY_TRACES_PER_SECOND: &str = "MESHTRACE_SAMPLING_PER_KEY_TRACES_PER_SECOND";
+/// `MESHTRACE_SAMPLING_LOWER_BOUND_TRACES_PER_SECOND`: `limits.lower_bound_traces_per_second`.
+pub const ENV_LOWER_BOUND_TRACES_PER_SECOND: &str =
+    "MESHTRACE_SAMPLING_LOWER_BOUND_TRACES_PER_SECOND";
+/// `MESHTRACE_SAMPLING_OVERFLOW_TRACES_PER_SECOND`: `limits.overflow_traces_per_second`.
+pub const ENV_OVERFLOW_TRACES_PER_SECOND: &str = "MESHTRACE_SAMPLING_OVERFLOW_TRACES_PER_SECOND";
+/// `MESHTRACE_SAMPLING_LIMIT_KEY`: `limits.key`, comma-separated attribute names.
+pub const ENV_LIMIT_KEY: &str = "MESHTRACE_SAMPLING_LIMIT_KEY";
+/// `MESHTRACE_SAMPLING_MAX_KEYS`: `limits.max_keys`.
+pub const ENV_MAX_KEYS: &str = "MESHTRACE_SAMPLING_MAX_KEYS";
+/// `MESHTRACE_SAMPLING_KEY_IDLE_SECS`: `limits.key_idle_secs`.
+pub const ENV_KEY_IDLE_SECS: &str = "MESHTRACE_SAMPLING_KEY_IDLE_SECS";
+/// `MESHTRACE_SAMPLING_ADAPTATION_TIME_SECS`: `limits.adaptation_time_secs`.
+pub const ENV_ADAPTATION_TIME_SECS: &str = "MESHTRACE_SAMPLING_ADAPTATION_TIME_SECS";
+/// `MESHTRACE_SAMPLING_MAX_INCREASE`: `limits.max_increase`.
+pub const ENV_MAX_INCREASE: &str = "MESHTRACE_SAMPLING_MAX_INCREASE";
+/// `MESHTRACE_SAMPLING_MIN_PROBABILITY`: `limits.min_probability`.
+pub const ENV_MIN_PROBABILITY: &str = "MESHTRACE_SAMPLING_MIN_PROBABILITY";
+/// `MESHTRACE_SAMPLING_MAX_PROBABILITY`: `limits.max_probability`.
+pub const ENV_MAX_PROBABILITY: &str = "MESHTRACE_SAMPLING_MAX_PROBABILITY";
 /// `OTEL_TRACES_SAMPLER`: `always_on`, `always_off`, `traceidratio`,
 /// `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio`.
 pub const ENV_OTEL_SAMPLER: &str = "OTEL_TRACES_SAMPLER";

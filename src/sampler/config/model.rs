@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DEFAULT_DEBUG_MAX_AGE_SECS, DEFAULT_DEBUG_MAX_PER_SECOND};
+use super::{DEFAULT_DEBUG_MAX_AGE_SECS, DEFAULT_DEBUG_MAX_PER_SECOND, LimitsConfig};
 use crate::config::{Moved, moved};
 
 /// Head-sampling configuration for [`CustomSampler`](crate::sampler::CustomSampler): only
@@ -31,6 +31,8 @@ pub struct SamplingConfig {
     pub high_value_rate: f64,
     /// Debug tokens: which force sampling, how often.
     pub debug: DebugConfig,
+    /// Consistent rate limits and adaptive targets for root decisions (off by default).
+    pub limits: LimitsConfig,
     /// `span_limits` moved to the top level of `TracingConfig`; kept to say so.
     #[serde(
         rename = "span_limits",
@@ -48,6 +50,7 @@ impl Default for SamplingConfig {
             high_value: Vec::new(),
             high_value_rate: 1.0,
             debug: DebugConfig::default(),
+            limits: LimitsConfig::default(),
             legacy_span_limits: Moved,
         }
     }
@@ -61,6 +64,7 @@ impl fmt::Debug for SamplingConfig {
             .field("high_value", &self.high_value)
             .field("high_value_rate", &self.high_value_rate)
             .field("debug", &self.debug)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -109,6 +113,13 @@ impl SamplingConfig {
     #[must_use]
     pub fn debug(mut self, debug: DebugConfig) -> Self {
         self.debug = debug;
+        self
+    }
+
+    /// Sets the rate limits and adaptive targets.
+    #[must_use]
+    pub fn limits(mut self, limits: LimitsConfig) -> Self {
+        self.limits = limits;
         self
     }
 }
