@@ -127,22 +127,25 @@ fn cut_cow(text: &mut Cow<'static, str>, max: usize) {
     }
 }
 
+/// Cuts a string value (or the strings of an array) to `max` bytes. Inlined: it runs for
+/// every attribute of every exported span, and almost every value is short.
+#[inline]
 fn cut_value(value: &mut Value, max: usize) {
-    use opentelemetry::{Array, StringValue};
     match value {
-        Value::String(s) => {
-            if let Some(cut) = cut_str(s.as_str(), max) {
-                *s = StringValue::from(cut.to_owned());
-            }
-        }
-        Value::Array(Array::String(items)) => {
-            for s in items.iter_mut() {
-                if let Some(cut) = cut_str(s.as_str(), max) {
-                    *s = StringValue::from(cut.to_owned());
-                }
+        Value::String(s) if s.as_str().len() > max => cut_string(s, max),
+        Value::Array(opentelemetry::Array::String(items)) => {
+            for s in items.iter_mut().filter(|s| s.as_str().len() > max) {
+                cut_string(s, max);
             }
         }
         _ => {}
+    }
+}
+
+#[cold]
+fn cut_string(s: &mut opentelemetry::StringValue, max: usize) {
+    if let Some(cut) = cut_str(s.as_str(), max) {
+        *s = opentelemetry::StringValue::from(cut.to_owned());
     }
 }
 
