@@ -114,6 +114,10 @@
 //! [`strategy_poller`](TracingManager::strategy_poller) reports what it did. A remote
 //! setting in a build without the feature is an error naming the setting and the feature.
 //!
+//! The sampler's decision counters reach a meter with
+//! [`sampler_metrics`](TracingManagerBuilder::sampler_metrics) (otherwise only
+//! [`SamplerHandle::stats`] counts them).
+//!
 //! # Shutdown
 //!
 //! [`shutdown`](TracingManager::shutdown) flushes the queue. A server that runs until
@@ -253,6 +257,8 @@ pub struct TracingManagerBuilder {
     exporter: Option<Box<dyn DynSpanExporter>>,
     log_writer: Option<BoxMakeWriter>,
     existing_globals: ExistingGlobals,
+    /// Where the sampler's instruments are registered, if anywhere.
+    sampler_meter: Option<opentelemetry::metrics::Meter>,
 }
 
 impl std::fmt::Debug for TracingManagerBuilder {
@@ -270,6 +276,7 @@ impl std::fmt::Debug for TracingManagerBuilder {
             .field("custom_exporter", &self.exporter.is_some())
             .field("custom_log_writer", &self.log_writer.is_some())
             .field("existing_globals", &self.existing_globals)
+            .field("sampler_metrics", &self.sampler_meter.is_some())
             .finish()
     }
 }
@@ -284,6 +291,7 @@ impl TracingManager {
             exporter: None,
             log_writer: None,
             existing_globals: ExistingGlobals::Refuse,
+            sampler_meter: None,
         }
     }
 
@@ -502,6 +510,16 @@ impl TracingManagerBuilder {
             Some(previous) => previous.merge(config),
             None => config,
         });
+        self
+    }
+
+    /// Registers the sampler's instruments on `meter` when the manager is built: the
+    /// decision counters by outcome and by key and the global limit's probability (see
+    /// [`SamplerHandle::register_metrics`]). For OpenTelemetry's global meter provider:
+    /// `.sampler_metrics(&opentelemetry::global::meter("meshtrace"))`, after that provider
+    /// is set. Default: not registered ([`stats`](SamplerHandle::stats) still counts).
+    pub fn sampler_metrics(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
+        self.sampler_meter = Some(meter.clone());
         self
     }
 
@@ -747,6 +765,9 @@ impl TracingManagerBuilder {
             ));
         }
         let provider = builder.build();
+        if let Some(meter) = &self.sampler_meter {
+            sampler.handle().register_metrics(meter);
+        }
         // Started last; should a later step fail, dropping the manager stops it.
         #[cfg(feature = "jaeger-remote")]
         let poller = match &resolved.remote_sampling {
