@@ -53,10 +53,10 @@ async fn strategies(
             // A valid strategy followed by 10 MB of spaces: valid JSON, refused for its size.
             let head = r#"{"probabilisticSampling":{"samplingRate":0.5}}"#;
             if content_length {
-                let mut text = String::with_capacity(10 << 20);
-                text.push_str(head);
-                text.extend(std::iter::repeat_n(' ', 10 << 20));
-                text.into_response()
+                // `repeat` copies in doubling blocks: pushing 10 M chars one by one took over
+                // the poller's 300 ms timeout in a debug build on a loaded machine, and the
+                // poll failed as a timeout instead of for its size.
+                format!("{head}{}", " ".repeat(10 << 20)).into_response()
             } else {
                 let chunks = std::iter::once(Ok::<_, std::io::Error>(bytes::Bytes::from(head)))
                     .chain((0..160).map(|_| Ok(bytes::Bytes::from(vec![b' '; 64 << 10]))));
