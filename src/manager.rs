@@ -111,7 +111,7 @@
 //! `tracing` spans of its HTTP client are never exported. It lives as long as the manager:
 //! [`shutdown`](TracingManager::shutdown) lets a poll in progress finish (within the
 //! shutdown timeout) and stops it; dropping the manager stops it at once.
-//! [`strategy_poller`](TracingManager::strategy_poller) reports what it did. A remote
+//! `TracingManager::strategy_poller()` reports what it did. A remote
 //! setting in a build without the feature is an error naming the setting and the feature.
 //!
 //! The sampler's decision counters reach a meter with
