@@ -86,6 +86,38 @@
 //! layers still use meshtrace's provider through the server layer and the current Context).
 //! Nothing global is changed when `install()` returns an error.
 //!
+//! # Central sampling strategies
+//!
+//! With feature `jaeger-remote`, a manager configured with a strategies endpoint polls it
+//! and puts what it answers in force in its sampler (Jaeger's format, see
+//! [`strategy`](crate::sampler::strategy)): the `[remote_sampling]` section of the file,
+//! the `MESHTRACE_SAMPLING_REMOTE_*` variables or
+//! [`remote_sampling`](TracingManagerBuilder::remote_sampling), merged field by field
+//! (builder, file, environment; see [`RemoteSamplingConfig`] for the keys and defaults;
+//! the service asked for defaults to the service name).
+//!
+//! ```toml
+//! service_name = "checkout"
+//!
+//! [remote_sampling]
+//! endpoint = "http://jaeger-agent:5778/sampling"
+//! interval_secs = 60.0
+//! ```
+//!
+//! The poller starts when the manager is built (a first poll at once) and runs on a runtime
+//! of its own, one thread named `meshtrace-strategies`, whether `build()`/`install()` run
+//! inside a tokio runtime or not: it neither needs nor borrows the application's runtime, so
+//! it keeps polling whatever happens to the runtime the manager was built in, and the
+//! `tracing` spans of its HTTP client are never exported. It lives as long as the manager:
+//! [`shutdown`](TracingManager::shutdown) lets a poll in progress finish (within the
+//! shutdown timeout) and stops it; dropping the manager stops it at once.
+//! `TracingManager::strategy_poller()` reports what it did. A remote
+//! setting in a build without the feature is an error naming the setting and the feature.
+//!
+//! The sampler's decision counters reach a meter with
+//! [`sampler_metrics`](TracingManagerBuilder::sampler_metrics) (otherwise only
+//! [`SamplerHandle::stats`] counts them).
+//!
 //! # Shutdown
 //!
 //! [`shutdown`](TracingManager::shutdown) flushes the queue. A server that runs until
@@ -105,7 +137,9 @@ use crate::export::{
     Counters, CountingExporter, DynSpanExporter, ExportGate, ExportStats, SpanFilter,
 };
 use crate::logging::{LogFormat, fmt_layer, fmt_layer_with_writer};
-use crate::sampler::{CustomSampler, SamplerHandle, SamplingConfig};
+#[cfg(feature = "jaeger-remote")]
+use crate::sampler::StrategyPoller;
+use crate::sampler::{CustomSampler, RemoteSamplingConfig, SamplerHandle, SamplingConfig};
 use crate::server::TracingLayer;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{InstrumentationScope, KeyValue};
@@ -139,6 +173,10 @@ pub struct TracingManager {
     // The provider's own sampler, shared with the server layers this manager hands out
     // so that they can drop requests before building spans.
     sampler: CustomSampler,
+    /// The central-strategies poller, when one is configured; it runs on a runtime of its
+    /// own and lives as long as the manager.
+    #[cfg(feature = "jaeger-remote")]
+    poller: Option<StrategyPoller>,
     shut_down: bool,
 }
 
@@ -219,6 +257,8 @@ pub struct TracingManagerBuilder {
     exporter: Option<Box<dyn DynSpanExporter>>,
     log_writer: Option<BoxMakeWriter>,
     existing_globals: ExistingGlobals,
+    /// Where the sampler's instruments are registered, if anywhere.
+    sampler_meter: Option<opentelemetry::metrics::Meter>,
 }
 
 impl std::fmt::Debug for TracingManagerBuilder {
@@ -236,6 +276,7 @@ impl std::fmt::Debug for TracingManagerBuilder {
             .field("custom_exporter", &self.exporter.is_some())
             .field("custom_log_writer", &self.log_writer.is_some())
             .field("existing_globals", &self.existing_globals)
+            .field("sampler_metrics", &self.sampler_meter.is_some())
             .finish()
     }
 }
@@ -250,11 +291,13 @@ impl TracingManager {
             exporter: None,
             log_writer: None,
             existing_globals: ExistingGlobals::Refuse,
+            sampler_meter: None,
         }
     }
 
     /// A builder prefilled from the process environment: the `OTEL_*` variables listed in
-    /// [`config::env`], the sampler's variables (see [`SamplingConfig::from_env_with`]),
+    /// [`config::env`], the sampler's variables (see [`SamplingConfig::from_env_with`]), the
+    /// strategies poller's `MESHTRACE_SAMPLING_REMOTE_*` (see [`RemoteSamplingConfig`]),
     /// `RUST_LOG` (the log filter) and `MESHTRACE_SPAN_FILTER` (the span filter). Invalid
     /// values are reported by `install()`, naming the variable.
     pub fn from_env() -> TracingManagerBuilder {
@@ -331,20 +374,38 @@ impl TracingManager {
         self.sampler.handle()
     }
 
+    /// The central-strategies poller this manager started (see
+    /// [Central sampling strategies](self#central-sampling-strategies)), if one is
+    /// configured: its [`status`](StrategyPoller::status), or
+    /// [`poll_now`](StrategyPoller::poll_now) after a change on the strategies server.
+    #[cfg(feature = "jaeger-remote")]
+    pub fn strategy_poller(&self) -> Option<&StrategyPoller> {
+        self.poller.as_ref()
+    }
+
     /// Flushes the queued spans and stops exporting, waiting at most the shutdown timeout;
-    /// logs the export counts. The wait happens on a helper thread, so the async runtime is
+    /// logs the export counts. A strategies poller stops too (a poll in progress may finish
+    /// within the same timeout). The wait happens on a helper thread, so the async runtime is
     /// not blocked. Returns an error if the timeout elapsed (the spans still queued are
     /// lost; [`stats`](Self::stats) counted them as queued) or the exporter failed.
     pub async fn shutdown(mut self) -> Result<(), Error> {
         self.shut_down = true;
         let provider = self.provider.clone();
         let timeout = self.shutdown_timeout;
+        // A poll in progress may finish (no request left in flight), within the same bound,
+        // while the provider flushes on its thread.
+        #[cfg(feature = "jaeger-remote")]
+        let poller = self.poller.take();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("meshtrace-shutdown".into())
             .spawn(move || {
                 let _ = tx.send(provider.shutdown_with_timeout(timeout));
             });
+        #[cfg(feature = "jaeger-remote")]
+        if let Some(poller) = poller {
+            poller.stop(timeout).await;
+        }
         let result = match spawned {
             Ok(_) => rx.await.unwrap_or_else(|_| {
                 Err(OTelSdkError::InternalFailure(
@@ -434,6 +495,31 @@ impl TracingManagerBuilder {
     /// Head sampling.
     pub fn sampling(mut self, sampling: SamplingConfig) -> Self {
         self.overrides.sampling = Some(sampling);
+        self
+    }
+
+    /// Central sampling strategies (feature `jaeger-remote`): the manager polls
+    /// `config`'s endpoint and applies the strategies to the sampler (see
+    /// [Central sampling strategies](self#central-sampling-strategies)). Fields left unset
+    /// keep their lower-precedence values (the file's `[remote_sampling]`, the
+    /// `MESHTRACE_SAMPLING_REMOTE_*` variables), then the defaults; the service defaults to
+    /// the service name. Without the feature, building fails naming the setting and the
+    /// feature.
+    pub fn remote_sampling(mut self, config: RemoteSamplingConfig) -> Self {
+        self.overrides.remote_sampling = Some(match self.overrides.remote_sampling.take() {
+            Some(previous) => previous.merge(config),
+            None => config,
+        });
+        self
+    }
+
+    /// Registers the sampler's instruments on `meter` when the manager is built: the
+    /// decision counters by outcome and by key and the global limit's probability (see
+    /// [`SamplerHandle::register_metrics`]). For OpenTelemetry's global meter provider:
+    /// `.sampler_metrics(&opentelemetry::global::meter("meshtrace"))`, after that provider
+    /// is set. Default: not registered ([`stats`](SamplerHandle::stats) still counts).
+    pub fn sampler_metrics(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
+        self.sampler_meter = Some(meter.clone());
         self
     }
 
@@ -679,11 +765,22 @@ impl TracingManagerBuilder {
             ));
         }
         let provider = builder.build();
+        if let Some(meter) = &self.sampler_meter {
+            sampler.handle().register_metrics(meter);
+        }
+        // Started last; should a later step fail, dropping the manager stops it.
+        #[cfg(feature = "jaeger-remote")]
+        let poller = match &resolved.remote_sampling {
+            Some(config) => Some(sampler.handle().poll_strategies_in_background(config)?),
+            None => None,
+        };
         let manager = TracingManager {
             provider: provider.clone(),
             counters,
             shutdown_timeout: resolved.shutdown_timeout,
             sampler,
+            #[cfg(feature = "jaeger-remote")]
+            poller,
             shut_down: false,
         };
         Ok((manager, provider))

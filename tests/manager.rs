@@ -279,6 +279,48 @@ fn sampling_comes_from_env_unless_configured() {
     assert_eq!(all.spans().len(), 2);
 }
 
+/// `sampler_metrics(&meter)`: the installed sampler's decisions reach that meter.
+#[test]
+fn sampler_metrics_registers_the_samplers_counters_on_the_meter() {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+
+    let metrics = InMemoryMetricExporter::default();
+    let meter_provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(metrics.clone()).build())
+        .build();
+    let capture = Capture::default();
+    // `run` records two spans: a root (sampled at 1.0) and its child (follows its parent).
+    let _manager = run(
+        TracingManager::builder().sampler_metrics(&meter_provider.meter("test")),
+        &capture,
+    );
+    meter_provider.force_flush().unwrap();
+    let mut sampled = None;
+    for resource_metrics in metrics.get_finished_metrics().unwrap() {
+        for scope in resource_metrics.scope_metrics() {
+            for metric in scope.metrics() {
+                let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() else {
+                    continue;
+                };
+                if metric.name() != meshtrace::sampler::METRIC_DECISIONS {
+                    continue;
+                }
+                for point in sum.data_points() {
+                    if point
+                        .attributes()
+                        .any(|kv| kv.key.as_str() == "outcome" && kv.value.as_str() == "sampled")
+                    {
+                        sampled = Some(point.value());
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(sampled, Some(2), "both decisions counted as sampled");
+}
+
 // ---------------------------------------------------------------------------------------
 // environment validation
 

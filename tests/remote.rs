@@ -53,10 +53,10 @@ async fn strategies(
             // A valid strategy followed by 10 MB of spaces: valid JSON, refused for its size.
             let head = r#"{"probabilisticSampling":{"samplingRate":0.5}}"#;
             if content_length {
-                let mut text = String::with_capacity(10 << 20);
-                text.push_str(head);
-                text.extend(std::iter::repeat_n(' ', 10 << 20));
-                text.into_response()
+                // `repeat` copies in doubling blocks: pushing 10 M chars one by one took over
+                // the poller's 300 ms timeout in a debug build on a loaded machine, and the
+                // poll failed as a timeout instead of for its size.
+                format!("{head}{}", " ".repeat(10 << 20)).into_response()
             } else {
                 let chunks = std::iter::once(Ok::<_, std::io::Error>(bytes::Bytes::from(head)))
                     .chain((0..160).map(|_| Ok(bytes::Bytes::from(vec![b' '; 64 << 10]))));
@@ -134,7 +134,8 @@ async fn strategies_are_polled_swapped_and_kept_through_failures() {
     let handle = sampler.handle();
     let poller = handle
         .poll_strategies(
-            RemoteSamplingConfig::new(endpoint, "check out")
+            RemoteSamplingConfig::new(endpoint)
+                .service("check out")
                 .interval(Duration::from_secs(3600))
                 .jitter(0.0)
                 .timeout(Duration::from_millis(300)),
@@ -265,7 +266,7 @@ async fn a_rate_limiting_strategy_becomes_the_global_target() {
     let sampler = CustomSampler::new(SamplingConfig::default()).unwrap();
     let handle = sampler.handle();
     let poller = handle
-        .poll_strategies(RemoteSamplingConfig::new(endpoint, "svc"))
+        .poll_strategies(RemoteSamplingConfig::new(endpoint).service("svc"))
         .unwrap();
     let status = tokio::time::timeout(Duration::from_secs(20), poller.wait_for_polls(1))
         .await
@@ -275,6 +276,64 @@ async fn a_rate_limiting_strategy_becomes_the_global_target() {
     assert_eq!(attr(&r, "sampler.type").as_deref(), Some("ratelimiting"));
     assert_eq!(attr(&r, "sampler.param").as_deref(), Some("5"));
     assert!(handle.stats().global_probability.is_some());
+}
+
+/// A server whose answer waits until the test releases it, announcing each request.
+async fn serve_gated() -> (Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>, String) {
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let state = (Arc::clone(&arrived), Arc::clone(&release));
+    let app = Router::new()
+        .route(
+            "/sampling",
+            get(
+                |State((arrived, release)): State<(
+                    Arc<tokio::sync::Notify>,
+                    Arc<tokio::sync::Notify>,
+                )>| async move {
+                    arrived.notify_one();
+                    release.notified().await;
+                    PROBABILISTIC
+                },
+            ),
+        )
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (arrived, release, format!("http://{addr}/sampling"))
+}
+
+#[tokio::test]
+async fn stop_lets_a_poll_in_progress_finish_within_the_grace() {
+    let (arrived, release, endpoint) = serve_gated().await;
+    let sampler = CustomSampler::new(SamplingConfig::default()).unwrap();
+    let config = RemoteSamplingConfig::new(endpoint)
+        .service("svc")
+        .timeout(Duration::from_secs(30));
+    fn bounded<F: std::future::IntoFuture>(f: F) -> tokio::time::Timeout<F::IntoFuture> {
+        tokio::time::timeout(Duration::from_secs(20), f)
+    }
+
+    // Stopped mid-poll, released: the poll finishes, is counted and applies.
+    let poller = sampler.handle().poll_strategies(config.clone()).unwrap();
+    bounded(arrived.notified()).await.unwrap();
+    let (status, ()) = tokio::join!(bounded(poller.stop(Duration::from_secs(20))), async {
+        release.notify_one()
+    });
+    let status = status.expect("stop returns once the poll finished");
+    assert_eq!((status.polls, status.applied), (1, 1), "{status:?}");
+    assert!(sampler.handle().strategy().is_some());
+
+    // Stopped mid-poll, never released: abandoned after the grace, not counted.
+    sampler.handle().clear_strategy().unwrap();
+    let poller = sampler.handle().poll_strategies(config).unwrap();
+    bounded(arrived.notified()).await.unwrap();
+    let status = bounded(poller.stop(Duration::from_millis(100)))
+        .await
+        .expect("stop returns after the grace");
+    assert_eq!(status.polls, 0, "{status:?}");
+    assert_eq!(sampler.handle().strategy(), None);
 }
 
 #[test]
@@ -300,7 +359,8 @@ fn poller_configuration_from_the_environment_and_its_errors() {
     .unwrap();
     assert_eq!(
         c,
-        RemoteSamplingConfig::new("http://agent:5778/sampling", "checkout")
+        RemoteSamplingConfig::new("http://agent:5778/sampling")
+            .service("checkout")
             .interval(Duration::from_secs(30))
             .timeout(Duration::from_secs(2))
     );
@@ -322,7 +382,23 @@ fn poller_configuration_from_the_environment_and_its_errors() {
                 ("MESHTRACE_SAMPLING_REMOTE_SERVICE", "s"),
                 ("MESHTRACE_SAMPLING_REMOTE_TIMEOUT_MS", "0"),
             ],
-            "MESHTRACE_SAMPLING_REMOTE_TIMEOUT_MS = \"0ns\" is invalid",
+            "MESHTRACE_SAMPLING_REMOTE_TIMEOUT_MS = \"0\" is invalid",
+        ),
+        (
+            &[
+                ("MESHTRACE_SAMPLING_REMOTE_ENDPOINT", "http://a/s"),
+                ("MESHTRACE_SAMPLING_REMOTE_SERVICE", "s"),
+                ("MESHTRACE_SAMPLING_REMOTE_JITTER", "1.0"),
+            ],
+            "MESHTRACE_SAMPLING_REMOTE_JITTER = \"1.0\" is invalid",
+        ),
+        (
+            &[
+                ("MESHTRACE_SAMPLING_REMOTE_ENDPOINT", "http://a/s"),
+                ("MESHTRACE_SAMPLING_REMOTE_SERVICE", "s"),
+                ("MESHTRACE_SAMPLING_REMOTE_MAX_BODY_BYTES", "1MiB"),
+            ],
+            "MESHTRACE_SAMPLING_REMOTE_MAX_BODY_BYTES = \"1MiB\" is invalid",
         ),
     ];
     for (vars, message) in cases {
@@ -342,8 +418,17 @@ fn poller_configuration_from_the_environment_and_its_errors() {
         .unwrap()
         .handle();
     let e = handle
-        .poll_strategies(RemoteSamplingConfig::new("http://a/s", "s"))
+        .poll_strategies(RemoteSamplingConfig::new("http://a/s").service("s"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("inside a tokio runtime"), "{e}");
+    // Without a manager to name it, the service must be given.
+    let e = handle
+        .poll_strategies(RemoteSamplingConfig::new("http://a/s"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("remote_sampling.service = <unset> is invalid"),
+        "{e}"
+    );
 }

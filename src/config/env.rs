@@ -13,7 +13,7 @@ use super::validate::{
     parse_count, parse_key_values, parse_limit, parse_millis, truncate,
 };
 use crate::Error;
-use crate::sampler::SamplingConfig;
+use crate::sampler::{RemoteSamplingConfig, SamplingConfig};
 
 /// Most bytes of any one environment variable that is read.
 pub const MAX_ENV_VALUE_BYTES: usize = 16 * 1024;
@@ -138,6 +138,9 @@ pub(crate) struct EnvLayer {
     pub(crate) names: OtlpNames,
     /// The variable that selected the OTLP exporter, if one did.
     pub(crate) selected_otlp: Option<&'static str>,
+    /// The `MESHTRACE_SAMPLING_REMOTE_*` settings, each checked: the endpoint alone starts
+    /// the poller; the others sit beneath a `[remote_sampling]` section or the builder's.
+    pub(crate) remote: RemoteSamplingConfig,
 }
 
 /// Which variable set each OTLP setting.
@@ -150,8 +153,8 @@ pub(crate) struct OtlpNames {
     pub(crate) client_key: &'static str,
 }
 
-/// Reads the `OTEL_*` variables, `RUST_LOG`, `MESHTRACE_SPAN_FILTER` and the sampler's
-/// variables through `lookup`.
+/// Reads the `OTEL_*` variables, `RUST_LOG`, `MESHTRACE_SPAN_FILTER`, the sampler's
+/// variables and the strategies poller's (`MESHTRACE_SAMPLING_REMOTE_*`) through `lookup`.
 pub(crate) fn read(lookup: &dyn Fn(&str) -> Option<String>) -> Result<EnvLayer, Error> {
     let env = Reader::new(lookup);
     let mut config = TracingConfig::default();
@@ -272,12 +275,14 @@ pub(crate) fn read(lookup: &dyn Fn(&str) -> Option<String>) -> Result<EnvLayer, 
     }
 
     config.sampling = Some(SamplingConfig::from_env_with(lookup)?);
+    let remote = RemoteSamplingConfig::read_env(&env)?;
 
     Ok(EnvLayer {
         config,
         otlp,
         names,
         selected_otlp,
+        remote,
     })
 }
 

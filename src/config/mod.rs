@@ -38,6 +38,10 @@
 //! [sampling]                        # see meshtrace::sampler::SamplingConfig
 //! base_rate = 0.1
 //!
+//! [remote_sampling]                 # feature jaeger-remote; see meshtrace::sampler::RemoteSamplingConfig
+//! endpoint = "http://jaeger-agent:5778/sampling"
+//! interval_secs = 60.0
+//!
 //! [span_limits]
 //! max_attributes_per_span = 128
 //! max_attribute_value_length = 4096
@@ -76,7 +80,7 @@ pub use validate::{
 
 pub(crate) use env::EnvLayer;
 pub(crate) use file::Format;
-pub(crate) use model::{Moved, moved};
+pub(crate) use model::{Moved, millis, moved};
 pub(crate) use resolve::{Resolved, ResolvedBatch, ResolvedExporter, resolve};
 // For the OTLP wiring.
 #[cfg_attr(not(feature = "otlp"), allow(unused_imports))]

@@ -3,7 +3,7 @@
 //! `resolve` for that.
 
 use crate::logging::LogFormat;
-use crate::sampler::SamplingConfig;
+use crate::sampler::{RemoteSamplingConfig, SamplingConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,6 +44,11 @@ pub struct TracingConfig {
     /// Head sampling; replaces the environment's sampling settings as a whole when given.
     /// Default: [`SamplingConfig::default`] (everything sampled).
     pub sampling: Option<SamplingConfig>,
+    /// Central sampling strategies (`[remote_sampling]`, feature `jaeger-remote`): when an
+    /// endpoint is set here, by the builder or by `MESHTRACE_SAMPLING_REMOTE_ENDPOINT`, the
+    /// manager polls it and applies what it answers to the sampler. Merged field by field
+    /// over the `MESHTRACE_SAMPLING_REMOTE_*` variables. Default: no poller.
+    pub remote_sampling: Option<RemoteSamplingConfig>,
     /// Per-span storage limits, applied where spans are recorded and exported
     /// (`OTEL_SPAN_*_LIMIT`); unset fields use the defaults.
     pub span_limits: SpanLimitsConfig,
@@ -81,6 +86,9 @@ pub(crate) mod moved {
             variables)",
         debug_header => "`debug.header` is no longer a sampling setting: the header is a \
             setting of the server layer (`TracingLayer::debug_header`)",
+        remote => "`remote` is not a sampling setting: the manager polls central strategies; \
+            write the table at the top level of the tracing configuration \
+            (`[remote_sampling]`), or use the MESHTRACE_SAMPLING_REMOTE_* variables",
     }
 }
 
@@ -437,6 +445,10 @@ impl TracingConfig {
             log_format: over.log_format.or(self.log_format),
             shutdown_timeout_ms: over.shutdown_timeout_ms.or(self.shutdown_timeout_ms),
             sampling: over.sampling.or(self.sampling),
+            remote_sampling: match (self.remote_sampling, over.remote_sampling) {
+                (Some(base), Some(top)) => Some(base.merge(top)),
+                (base, top) => top.or(base),
+            },
             span_limits: self.span_limits.merge(over.span_limits),
             legacy_env_filter: Moved,
         }

@@ -14,7 +14,9 @@ use super::validate::{
 };
 use crate::Error;
 use crate::logging::LogFormat;
-use crate::sampler::SamplingConfig;
+use crate::sampler::{
+    ENV_REMOTE_ENDPOINT, ENV_REMOTE_SERVICE, RemoteSamplingConfig, SamplingConfig,
+};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -51,6 +53,10 @@ pub(crate) struct Resolved {
     pub(crate) log_format: LogFormat,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) sampling: SamplingConfig,
+    /// The strategies poller's settings, checked, with the endpoint and the service set;
+    /// `None` when nothing asks for the poller. (Only `Some` with feature `jaeger-remote`.)
+    #[cfg_attr(not(feature = "jaeger-remote"), allow(dead_code))]
+    pub(crate) remote_sampling: Option<RemoteSamplingConfig>,
     pub(crate) span_limits: ResolvedSpanLimits,
 }
 
@@ -217,6 +223,7 @@ pub(crate) fn resolve(
     };
     let config = env.config.clone().merge(top);
 
+    let service_name_set = config.service_name.is_some();
     let service_name = match config.service_name {
         Some(name) => {
             check_text("service_name", &name, MAX_NAME_BYTES)?;
@@ -297,6 +304,11 @@ pub(crate) fn resolve(
 
     let sampling = config.sampling.unwrap_or_default();
     sampling.validate()?;
+    let remote_sampling = resolve_remote(
+        config.remote_sampling,
+        &env.remote,
+        service_name_set.then_some(service_name.as_str()),
+    )?;
     let span_limits = resolve_span_limits(config.span_limits)?;
 
     let log_filter = config
@@ -327,8 +339,94 @@ pub(crate) fn resolve(
         log_format: config.log_format.unwrap_or_default(),
         shutdown_timeout,
         sampling,
+        remote_sampling,
         span_limits,
     })
+}
+
+/// The strategies poller's settings: the `[remote_sampling]` section (file and builder) over
+/// the `MESHTRACE_SAMPLING_REMOTE_*` variables, field by field; errors name the key or the
+/// variable that gave the value. `None` when there is no section and no endpoint variable
+/// (the other variables alone start nothing, as the OTLP settings without an endpoint).
+/// `service_name` is the configured service name (not the `unknown_service` default): the
+/// service asked for when none is named.
+fn resolve_remote(
+    top: Option<RemoteSamplingConfig>,
+    env: &RemoteSamplingConfig,
+    service_name: Option<&str>,
+) -> Result<Option<RemoteSamplingConfig>, Error> {
+    if top.is_none() && env.endpoint.is_none() {
+        return Ok(None);
+    }
+    let top = top.unwrap_or_default();
+    let endpoint = pick(
+        top.endpoint.clone(),
+        "remote_sampling.endpoint",
+        env.endpoint.clone(),
+        ENV_REMOTE_ENDPOINT,
+    );
+    if !cfg!(feature = "jaeger-remote") {
+        let (field, value) = match &endpoint {
+            Some(named) => (named.field, shown_url(&named.value)),
+            None => ("remote_sampling", "<a section without endpoint>".to_owned()),
+        };
+        return Err(Error::missing_feature(
+            field,
+            value,
+            "asks for central sampling strategies",
+            "jaeger-remote",
+        ));
+    }
+    let Some(endpoint) = endpoint else {
+        return Err(Error::config(
+            "remote_sampling.endpoint",
+            "<unset>",
+            format!(
+                "the [remote_sampling] section needs the strategies URL to poll (here or in \
+                 {ENV_REMOTE_ENDPOINT}), such as http://jaeger-agent:5778/sampling"
+            ),
+        ));
+    };
+    check_url(endpoint.field, &endpoint.value)?;
+    let service = match pick(
+        top.service.clone(),
+        "remote_sampling.service",
+        env.service.clone(),
+        ENV_REMOTE_SERVICE,
+    ) {
+        Some(named) => {
+            if let Some(reason) = crate::sampler::remote_service_problem(&named.value) {
+                return Err(Error::config(
+                    named.field,
+                    truncate(&named.value, 64),
+                    reason,
+                ));
+            }
+            named.value
+        }
+        None => match service_name {
+            Some(name) => name.to_owned(),
+            None => {
+                return Err(Error::config(
+                    "remote_sampling.service",
+                    "<unset>",
+                    format!(
+                        "no service name is configured, so name the service to ask strategies \
+                         for here (or in {ENV_REMOTE_SERVICE}), or set service_name \
+                         (OTEL_SERVICE_NAME)"
+                    ),
+                ));
+            }
+        },
+    };
+    // The variables were checked when they were read; the section's values name its keys.
+    top.check_ranges(|key| format!("remote_sampling.{key}"))?;
+    let merged = env.clone().merge(top);
+    Ok(Some(RemoteSamplingConfig {
+        endpoint: Some(endpoint.value),
+        service: Some(service),
+        ..merged
+    }))
 }
 
 fn resolve_span_limits(limits: SpanLimitsConfig) -> Result<ResolvedSpanLimits, Error> {

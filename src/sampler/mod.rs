@@ -23,7 +23,8 @@
 //! 4. **High-value operations** (`high_value`) at `high_value_rate` (default 1.0).
 //! 5. **Base rate** (`base`, default 1.0), or the central strategy in force
 //!    (`remote`, see [`strategy`]; its kept spans also carry `sampler.type` and
-//!    `sampler.param`).
+//!    `sampler.param`; a `TracingManager` polls strategies when configured with a
+//!    [`RemoteSamplingConfig`]).
 //!
 //! **Rate limits** ([`LimitsConfig`], off by default) then lower the probability of steps
 //! 3-5 to follow global and per-key targets in traces per second, and a key's lower bound
@@ -141,6 +142,7 @@ use opentelemetry::trace::{Link, SpanContext, SpanKind, TraceContextExt, TraceId
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
 
+pub(crate) use config::remote_service_problem;
 pub use config::{
     AttributeMatch, DebugConfig, HighValueOperation, RuleSpanKind, SamplingConfig, SamplingRule,
 };
@@ -158,16 +160,18 @@ pub use config::{
     ENV_MIN_PROBABILITY, ENV_OVERFLOW_TRACES_PER_SECOND, ENV_PER_KEY_TRACES_PER_SECOND,
     ENV_TRACES_PER_SECOND, LimitsConfig, MAX_KEY_ATTRIBUTES, MAX_MAX_KEYS, MAX_TRACES_PER_SECOND,
 };
+pub use config::{
+    DEFAULT_REMOTE_INTERVAL, DEFAULT_REMOTE_JITTER, DEFAULT_REMOTE_MAX_BODY_BYTES,
+    DEFAULT_REMOTE_TIMEOUT, ENV_REMOTE_ENDPOINT, ENV_REMOTE_INTERVAL_SECS, ENV_REMOTE_JITTER,
+    ENV_REMOTE_MAX_BODY_BYTES, ENV_REMOTE_SERVICE, ENV_REMOTE_TIMEOUT_MS, MAX_REMOTE_INTERVAL_SECS,
+    MAX_REMOTE_MAX_BODY_BYTES, MAX_REMOTE_TIMEOUT_MS, RemoteSamplingConfig,
+};
 pub use debug::DebugRequest;
 #[cfg(feature = "debug-hmac")]
 pub use debug::debug_token_for;
 pub use keys::MAX_KEY_TEXT;
 #[cfg(feature = "jaeger-remote")]
-pub use remote::{
-    DEFAULT_REMOTE_INTERVAL, DEFAULT_REMOTE_MAX_BODY_BYTES, DEFAULT_REMOTE_TIMEOUT,
-    ENV_REMOTE_ENDPOINT, ENV_REMOTE_INTERVAL_SECS, ENV_REMOTE_SERVICE, ENV_REMOTE_TIMEOUT_MS,
-    PollerStatus, RemoteSamplingConfig, StrategyPoller,
-};
+pub use remote::{PollerStatus, StrategyPoller};
 pub use stats::{
     KeyStats, METRIC_DECISIONS, METRIC_KEY_DECISIONS, METRIC_PROBABILITY, SamplerStats,
 };

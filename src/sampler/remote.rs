@@ -1,233 +1,80 @@
 //! The central-strategies poller (feature `jaeger-remote`): `GET <endpoint>?service=<name>`
 //! on an interval with jitter, each answer parsed and validated as a
 //! [`SamplingStrategy`] and swapped into the sampler atomically
-//! ([`SamplerHandle::apply_strategy`]).
+//! ([`SamplerHandle::apply_strategy`]). Its configuration is
+//! [`RemoteSamplingConfig`](super::RemoteSamplingConfig) (`sampler/config/remote.rs`).
 //!
 //! Whatever goes wrong (the endpoint unreachable, slower than the timeout, an HTTP error
 //! status, a body over the size limit, invalid JSON, an invalid strategy), the last good
 //! strategy stays in force, and the failure is logged once per streak (a `tracing` warning
 //! when a streak starts, an info event when a poll succeeds again). The poller never
 //! replaces a good strategy with an invalid one; an unchanged strategy is not swapped.
+//!
+//! Where it runs: [`SamplerHandle::poll_strategies`] spawns it on the caller's tokio runtime;
+//! the manager starts it on a runtime of its own (one thread, `meshtrace-strategies`), so
+//! that it does not depend on the runtime `build()` happened to run in (there may be none,
+//! it may be a current-thread runtime or one dropped after setup). Either way the poller's
+//! HTTP client runs with OpenTelemetry telemetry suppressed, so its own `tracing` spans are
+//! never exported (as for the OTLP exporter, see `export::suppress`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry::context::FutureExt as _;
 use tokio::sync::Notify;
 
-use super::{SamplerHandle, SamplingStrategy};
+use super::{
+    DEFAULT_REMOTE_INTERVAL, DEFAULT_REMOTE_JITTER, DEFAULT_REMOTE_MAX_BODY_BYTES,
+    DEFAULT_REMOTE_TIMEOUT, RemoteSamplingConfig, SamplerHandle, SamplingStrategy,
+};
 use crate::Error;
-use crate::config::env::Reader;
+use crate::export::suppress;
 
-/// `MESHTRACE_SAMPLING_REMOTE_ENDPOINT`: the strategies URL (e.g.
-/// `http://jaeger-agent:5778/sampling`); setting it enables the poller.
-pub const ENV_REMOTE_ENDPOINT: &str = "MESHTRACE_SAMPLING_REMOTE_ENDPOINT";
-/// `MESHTRACE_SAMPLING_REMOTE_SERVICE`: the `service` query parameter (default:
-/// `OTEL_SERVICE_NAME`).
-pub const ENV_REMOTE_SERVICE: &str = "MESHTRACE_SAMPLING_REMOTE_SERVICE";
-/// `MESHTRACE_SAMPLING_REMOTE_INTERVAL_SECS`: seconds between polls (default 60).
-pub const ENV_REMOTE_INTERVAL_SECS: &str = "MESHTRACE_SAMPLING_REMOTE_INTERVAL_SECS";
-/// `MESHTRACE_SAMPLING_REMOTE_TIMEOUT_MS`: how long one poll may take (default 5000).
-pub const ENV_REMOTE_TIMEOUT_MS: &str = "MESHTRACE_SAMPLING_REMOTE_TIMEOUT_MS";
-/// Default interval between polls.
-pub const DEFAULT_REMOTE_INTERVAL: Duration = Duration::from_secs(60);
-/// Default bound on one poll (connect, headers and body).
-pub const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default largest strategy body read.
-pub const DEFAULT_REMOTE_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Longest kept text of the last error.
 const MAX_ERROR_LEN: usize = 512;
 
-/// Where and how often to poll central sampling strategies.
-///
-/// Defaults: every 60 s with ±10% jitter, 5 s per poll, bodies up to 1 MiB.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct RemoteSamplingConfig {
-    /// The strategies URL (`http://` or `https://`; `https://` needs a TLS feature of reqwest,
-    /// e.g. meshtrace's `otlp-tls` or the application's own reqwest).
-    pub endpoint: String,
-    /// The service name sent as `?service=`.
-    pub service: String,
-    /// Time between polls.
-    pub interval: Duration,
-    /// Each interval is drawn uniformly from `interval * (1 ± jitter)`, so a fleet of
-    /// instances does not poll in lockstep (`0.0..1.0`, default 0.1).
-    pub jitter: f64,
-    /// Bound on one poll: connecting, the response head and the body.
-    pub timeout: Duration,
-    /// Largest body accepted; a longer one is refused without being read whole.
-    pub max_body_bytes: usize,
+/// What the poller runs with: a validated configuration with the defaults filled in.
+#[derive(Clone, Debug)]
+struct Settings {
+    endpoint: String,
+    /// The endpoint with `service=<name>` (percent-encoded) appended.
+    url: String,
+    interval: Duration,
+    jitter: f64,
+    timeout: Duration,
+    max_body_bytes: usize,
 }
 
-impl RemoteSamplingConfig {
-    /// Polls `endpoint` for `service` with the defaults.
-    pub fn new(endpoint: impl Into<String>, service: impl Into<String>) -> Self {
-        RemoteSamplingConfig {
-            endpoint: endpoint.into(),
-            service: service.into(),
-            interval: DEFAULT_REMOTE_INTERVAL,
-            jitter: 0.1,
-            timeout: DEFAULT_REMOTE_TIMEOUT,
-            max_body_bytes: DEFAULT_REMOTE_MAX_BODY_BYTES,
-        }
-    }
-
-    /// Sets the time between polls.
-    #[must_use]
-    pub fn interval(mut self, interval: Duration) -> Self {
-        self.interval = interval;
-        self
-    }
-
-    /// Sets the jitter (fraction of the interval).
-    #[must_use]
-    pub fn jitter(mut self, jitter: f64) -> Self {
-        self.jitter = jitter;
-        self
-    }
-
-    /// Sets the bound on one poll.
-    #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sets the largest body accepted.
-    #[must_use]
-    pub fn max_body_bytes(mut self, n: usize) -> Self {
-        self.max_body_bytes = n;
-        self
-    }
-
-    /// Reads the `MESHTRACE_SAMPLING_REMOTE_*` variables from the process environment; see
-    /// [`from_env_with`](Self::from_env_with).
-    pub fn from_env() -> Result<Option<Self>, Error> {
-        Self::from_env_with(|name| std::env::var(name).ok())
-    }
-
-    /// `None` unless `MESHTRACE_SAMPLING_REMOTE_ENDPOINT` is set; the service is
-    /// `MESHTRACE_SAMPLING_REMOTE_SERVICE`, else `OTEL_SERVICE_NAME`. Invalid values are
-    /// errors naming the variable.
-    pub fn from_env_with(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, Error> {
-        let env = Reader::new(&lookup);
-        let Some(endpoint) = env.get(ENV_REMOTE_ENDPOINT)? else {
-            return Ok(None);
-        };
-        let service = match env.get(ENV_REMOTE_SERVICE)? {
-            Some(s) => s,
-            None => env
-                .get(crate::config::env::OTEL_SERVICE_NAME)?
-                .ok_or_else(|| {
-                    Error::config(
-                        ENV_REMOTE_SERVICE,
-                        "<unset>",
-                        format!(
-                            "{ENV_REMOTE_ENDPOINT} is set, so the service to ask strategies \
-                             for must be named here or in OTEL_SERVICE_NAME"
-                        ),
-                    )
-                })?,
-        };
-        let mut config = RemoteSamplingConfig::new(endpoint, service);
-        if let Some(v) = env.get(ENV_REMOTE_INTERVAL_SECS)? {
-            config.interval = v
-                .parse::<f64>()
-                .ok()
+impl Settings {
+    fn new(config: &RemoteSamplingConfig) -> Result<Self, Error> {
+        config.validate()?;
+        // `validate` checked that both are set and every value is in range.
+        let endpoint = config.endpoint.clone().unwrap_or_default();
+        let service = config.service.as_deref().unwrap_or_default();
+        Ok(Settings {
+            url: url(&endpoint, service),
+            endpoint,
+            interval: config
+                .interval_secs
                 .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                .ok_or_else(|| {
-                    Error::config(
-                        ENV_REMOTE_INTERVAL_SECS,
-                        crate::config::validate::truncate(&v, 64),
-                        "it must be a number of seconds",
-                    )
-                })?;
-        }
-        if let Some(v) = env.get(ENV_REMOTE_TIMEOUT_MS)? {
-            config.timeout = v.parse::<u64>().map(Duration::from_millis).map_err(|_| {
-                Error::config(
-                    ENV_REMOTE_TIMEOUT_MS,
-                    crate::config::validate::truncate(&v, 64),
-                    "it must be a whole number of milliseconds",
-                )
-            })?;
-        }
-        config.validate().map_err(|mut e| {
-            if let Error::Config { field, .. } = &mut e {
-                *field = match field.as_str() {
-                    "sampling.remote.endpoint" => ENV_REMOTE_ENDPOINT,
-                    "sampling.remote.service" => ENV_REMOTE_SERVICE,
-                    "sampling.remote.interval" => ENV_REMOTE_INTERVAL_SECS,
-                    "sampling.remote.timeout" => ENV_REMOTE_TIMEOUT_MS,
-                    _ => return e,
-                }
-                .to_owned();
-            }
-            e
-        })?;
-        Ok(Some(config))
+                .unwrap_or(DEFAULT_REMOTE_INTERVAL),
+            jitter: config.jitter.unwrap_or(DEFAULT_REMOTE_JITTER),
+            timeout: config
+                .timeout_ms
+                .map_or(DEFAULT_REMOTE_TIMEOUT, Duration::from_millis),
+            max_body_bytes: config
+                .max_body_bytes
+                .unwrap_or(DEFAULT_REMOTE_MAX_BODY_BYTES),
+        })
     }
+}
 
-    /// Checks every field; errors name the field (`sampling.remote.<name>`) and value.
-    pub fn validate(&self) -> Result<(), Error> {
-        crate::config::validate::check_url("sampling.remote.endpoint", &self.endpoint)?;
-        if self.service.is_empty() || self.service.len() > 256 {
-            return Err(Error::config(
-                "sampling.remote.service",
-                crate::config::validate::truncate(&self.service, 64),
-                "it must be 1 to 256 bytes",
-            ));
-        }
-        let range = |field: &str, d: Duration, max: Duration| {
-            if d < Duration::from_millis(1) || d > max {
-                return Err(Error::config(
-                    field,
-                    format_args!("{d:?}"),
-                    format!("it must be between 1ms and {max:?}"),
-                ));
-            }
-            Ok(())
-        };
-        range(
-            "sampling.remote.interval",
-            self.interval,
-            Duration::from_secs(86_400),
-        )?;
-        range(
-            "sampling.remote.timeout",
-            self.timeout,
-            Duration::from_secs(600),
-        )?;
-        if !(0.0..1.0).contains(&self.jitter) {
-            return Err(Error::config(
-                "sampling.remote.jitter",
-                self.jitter,
-                "it must be at least 0.0 and below 1.0",
-            ));
-        }
-        if self.max_body_bytes == 0 || self.max_body_bytes > 64 * 1024 * 1024 {
-            return Err(Error::config(
-                "sampling.remote.max_body_bytes",
-                self.max_body_bytes,
-                "it must be between 1 and 67108864",
-            ));
-        }
-        Ok(())
-    }
-
-    /// The URL polled: the endpoint with `service=<name>` (percent-encoded) appended.
-    fn url(&self) -> String {
-        let service = percent_encoding::utf8_percent_encode(
-            &self.service,
-            percent_encoding::NON_ALPHANUMERIC,
-        );
-        let sep = if self.endpoint.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        format!("{}{sep}service={service}", self.endpoint)
-    }
+/// `endpoint` with `service=<name>` (percent-encoded) appended.
+fn url(endpoint: &str, service: &str) -> String {
+    let service =
+        percent_encoding::utf8_percent_encode(service, percent_encoding::NON_ALPHANUMERIC);
+    let sep = if endpoint.contains('?') { '&' } else { '?' };
+    format!("{endpoint}{sep}service={service}")
 }
 
 /// What the poller has done so far (see [`StrategyPoller::status`]).
@@ -252,24 +99,39 @@ struct Shared {
     trigger: Notify,
     /// Wakes waiters after each poll.
     polled: Notify,
+    /// Asks the task to stop (a permit is kept if it is polling, so the request is seen).
+    stop: Notify,
+    /// How long a poll in progress may still take once `stop` is notified.
+    grace: Mutex<Duration>,
     status: Mutex<PollerStatus>,
 }
 
 impl Shared {
     fn status(&self) -> PollerStatus {
-        match self.status.lock() {
-            Ok(s) => s.clone(),
-            Err(e) => e.into_inner().clone(),
-        }
+        lock(&self.status).clone()
     }
 }
 
-/// Polls central strategies until dropped (see [`SamplerHandle::poll_strategies`]).
+/// The guard of `mutex`, also when a thread panicked holding it (the data stays usable).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Polls central strategies until stopped or dropped (see
+/// [`SamplerHandle::poll_strategies`]; a
+/// [`TracingManager`](crate::TracingManager) configured with a
+/// [`RemoteSamplingConfig`] keeps one, see
+/// [`TracingManager::strategy_poller`](crate::TracingManager::strategy_poller)).
+///
+/// Dropping it aborts the task at once (a request in flight is abandoned);
+/// [`stop`](Self::stop) lets a poll in progress finish first.
 #[derive(Debug)]
 #[must_use = "strategies are polled only until the StrategyPoller is dropped"]
 pub struct StrategyPoller {
     task: tokio::task::JoinHandle<()>,
     shared: Arc<Shared>,
+    /// When the poller runs on a runtime of its own: dropping this ends that runtime's thread.
+    _own_runtime: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for StrategyPoller {
@@ -302,44 +164,130 @@ impl StrategyPoller {
             notified.await;
         }
     }
+
+    /// Stops polling, waits for the task to end and returns the final status. A poll in
+    /// progress may finish within `grace` (then it is counted and its strategy applies), so
+    /// that no request is left in flight; after `grace` it is abandoned. Returns at once when
+    /// the poller is between polls.
+    pub async fn stop(mut self, grace: Duration) -> PollerStatus {
+        *lock(&self.shared.grace) = grace;
+        self.shared.stop.notify_one();
+        // An error means the task is gone already (aborted, or its runtime shut down).
+        let _ = (&mut self.task).await;
+        self.status()
+    }
 }
 
 impl SamplerHandle {
     /// Starts polling central sampling strategies (feature `jaeger-remote`; see
     /// [`strategy`](super::strategy) for what each kind changes) on the current tokio
-    /// runtime: a first poll at once, then one per jittered interval. Errors when the
-    /// configuration is invalid or when called outside a tokio runtime; failures of the
-    /// polls themselves keep the last good strategy (see [`StrategyPoller::status`]).
+    /// runtime: a first poll at once, then one per jittered interval. `config` must name the
+    /// endpoint and the service. Errors when the configuration is invalid or when called
+    /// outside a tokio runtime; failures of the polls themselves keep the last good strategy
+    /// (see [`StrategyPoller::status`]).
+    ///
+    /// A [`TracingManager`](crate::TracingManager) does this for you when it is configured
+    /// with a [`RemoteSamplingConfig`] (file, environment or builder), on a runtime of its own.
     pub fn poll_strategies(&self, config: RemoteSamplingConfig) -> Result<StrategyPoller, Error> {
-        config.validate()?;
+        let settings = Settings::new(&config)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::config(
-                "sampling.remote.endpoint",
-                &config.endpoint,
+                "remote_sampling.endpoint",
+                crate::config::validate::shown_url(&settings.endpoint),
                 "poll_strategies must be called inside a tokio runtime",
             )
         })?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.timeout)
-            .timeout(config.timeout)
-            .build()
-            .map_err(|e| Error::setup_caused_by("sampling strategies HTTP client", e))?;
+        let (task, shared) = self.start(settings, &runtime)?;
+        Ok(StrategyPoller {
+            task,
+            shared,
+            _own_runtime: None,
+        })
+    }
+
+    /// Starts the poller on a runtime of its own: one thread (`meshtrace-strategies`) that
+    /// lives until the [`StrategyPoller`] is stopped or dropped. Works inside and outside a
+    /// tokio runtime.
+    pub(crate) fn poll_strategies_in_background(
+        &self,
+        config: &RemoteSamplingConfig,
+    ) -> Result<StrategyPoller, Error> {
+        let settings = Settings::new(config)?;
+        let handle = self.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let (keep, ended) = tokio::sync::oneshot::channel::<()>();
+        // The runtime is built, used and dropped on its own thread: dropping a runtime on the
+        // caller's thread would panic when that thread is inside an async context.
+        std::thread::Builder::new()
+            .name("meshtrace-strategies".into())
+            .spawn(move || {
+                suppress::mark_thread();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    // The blocking pool (DNS lookups) is the poller's too.
+                    .on_thread_start(suppress::mark_thread)
+                    .on_thread_stop(suppress::unmark_thread)
+                    .build()
+                    .map_err(|e| Error::setup_caused_by("sampling strategies runtime", e));
+                match runtime.and_then(|rt| handle.start(settings, rt.handle()).map(|s| (rt, s))) {
+                    Ok((runtime, started)) => {
+                        if ready_tx.send(Ok(started)).is_ok() {
+                            runtime.block_on(async {
+                                let _ = ended.await;
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+                suppress::unmark_thread();
+            })
+            .map_err(|e| Error::setup_caused_by("sampling strategies thread", e))?;
+        let (task, shared) = ready_rx.recv().map_err(|_| {
+            Error::setup(
+                "sampling strategies thread",
+                "the thread ended before the poller started",
+            )
+        })??;
+        Ok(StrategyPoller {
+            task,
+            shared,
+            _own_runtime: Some(keep),
+        })
+    }
+
+    /// Builds the HTTP client and spawns the poll loop on `runtime`.
+    fn start(
+        &self,
+        settings: Settings,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<(tokio::task::JoinHandle<()>, Arc<Shared>), Error> {
+        // Whatever the client does belongs to the poller, not to the application's traces.
+        let suppressed = opentelemetry::Context::new().with_telemetry_suppressed();
+        let client = {
+            let _entered = runtime.enter();
+            let _suppressed = suppressed.clone().attach();
+            reqwest::Client::builder()
+                .connect_timeout(settings.timeout)
+                .timeout(settings.timeout)
+                .build()
+                .map_err(|e| Error::setup_caused_by("sampling strategies HTTP client", e))?
+        };
         let shared = Arc::new(Shared::default());
         let poller = Poller {
-            url: config.url(),
-            config,
+            settings,
             client,
             handle: self.clone(),
             shared: Arc::clone(&shared),
         };
-        let task = runtime.spawn(poller.run());
-        Ok(StrategyPoller { task, shared })
+        let task = runtime.spawn(poller.run().with_context(suppressed));
+        Ok((task, shared))
     }
 }
 
 struct Poller {
-    url: String,
-    config: RemoteSamplingConfig,
+    settings: Settings,
     client: reqwest::Client,
     handle: SamplerHandle,
     shared: Arc<Shared>,
@@ -350,15 +298,29 @@ impl Poller {
         loop {
             // reqwest's own timeout covers the request; this one bounds the poll whatever
             // reqwest does.
-            let result = match tokio::time::timeout(self.config.timeout, self.poll()).await {
-                Ok(result) => result,
-                Err(_) => Err(self.timed_out()),
+            let poll = tokio::time::timeout(self.settings.timeout, self.poll());
+            tokio::pin!(poll);
+            let (result, stopping) = tokio::select! {
+                biased;
+                result = &mut poll => (result, false),
+                () = self.shared.stop.notified() => {
+                    let grace = *lock(&self.shared.grace);
+                    match tokio::time::timeout(grace, &mut poll).await {
+                        Ok(result) => (result, true),
+                        Err(_) => return,
+                    }
+                }
             };
-            self.record(result);
-            let delay = jittered(self.config.interval, self.config.jitter, random_unit());
+            self.record(result.unwrap_or_else(|_| Err(self.timed_out())));
+            if stopping {
+                return;
+            }
+            let delay = jittered(self.settings.interval, self.settings.jitter, random_unit());
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.shared.trigger.notified() => {}
+                biased;
+                () = self.shared.stop.notified() => return,
+                () = tokio::time::sleep(delay) => {}
+                () = self.shared.trigger.notified() => {}
             }
         }
     }
@@ -367,7 +329,7 @@ impl Poller {
     async fn poll(&self) -> Result<bool, String> {
         let mut response = self
             .client
-            .get(&self.url)
+            .get(&self.settings.url)
             .header(http::header::ACCEPT, "application/json")
             .send()
             .await
@@ -376,7 +338,7 @@ impl Poller {
         if !status.is_success() {
             return Err(format!("the endpoint answered {status}"));
         }
-        let max = self.config.max_body_bytes;
+        let max = self.settings.max_body_bytes;
         if let Some(len) = response.content_length()
             && len > max as u64
         {
@@ -411,7 +373,7 @@ impl Poller {
     fn timed_out(&self) -> String {
         format!(
             "no complete answer within the timeout of {:?}",
-            self.config.timeout
+            self.settings.timeout
         )
     }
 
@@ -440,7 +402,7 @@ impl Poller {
             Ok(applied) => {
                 if status.failing {
                     tracing::info!(
-                        endpoint = %self.config.endpoint,
+                        endpoint = %self.settings.endpoint,
                         "sampling strategies: the endpoint answers again"
                     );
                 }
@@ -453,7 +415,7 @@ impl Poller {
                 }
                 if !status.failing {
                     tracing::warn!(
-                        endpoint = %self.config.endpoint,
+                        endpoint = %self.settings.endpoint,
                         %error,
                         "sampling strategies not updated; keeping the strategy in force \
                          (logged once until a poll succeeds)"
@@ -501,9 +463,23 @@ mod tests {
 
     #[test]
     fn the_url_carries_the_service() {
-        let c = RemoteSamplingConfig::new("http://agent:5778/sampling", "check out");
-        assert_eq!(c.url(), "http://agent:5778/sampling?service=check%20out");
-        let c = RemoteSamplingConfig::new("http://agent:5778/sampling?x=1", "a");
-        assert_eq!(c.url(), "http://agent:5778/sampling?x=1&service=a");
+        assert_eq!(
+            url("http://agent:5778/sampling", "check out"),
+            "http://agent:5778/sampling?service=check%20out"
+        );
+        assert_eq!(
+            url("http://agent:5778/sampling?x=1", "a"),
+            "http://agent:5778/sampling?x=1&service=a"
+        );
+    }
+
+    #[test]
+    fn settings_fill_in_the_defaults() {
+        let s = Settings::new(&RemoteSamplingConfig::new("http://a/s").service("svc")).unwrap();
+        assert_eq!(s.interval, DEFAULT_REMOTE_INTERVAL);
+        assert_eq!(s.timeout, DEFAULT_REMOTE_TIMEOUT);
+        assert_eq!(s.jitter, DEFAULT_REMOTE_JITTER);
+        assert_eq!(s.max_body_bytes, DEFAULT_REMOTE_MAX_BODY_BYTES);
+        assert_eq!(s.url, "http://a/s?service=svc");
     }
 }

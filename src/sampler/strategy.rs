@@ -18,6 +18,11 @@
 //! local and a remote target wins). Kept spans decided by the strategy carry
 //! `sampler.type` (`probabilistic`, `ratelimiting` or `lowerbound`) and `sampler.param` (the
 //! probability, or the traces per second), as Jaeger's adaptive sampling expects.
+//!
+//! Where strategies come from: [`SamplerHandle::apply_strategy`](super::SamplerHandle::apply_strategy)
+//! from any source; with feature `jaeger-remote`, a poller that a `TracingManager` starts from
+//! its `[remote_sampling]` configuration (see [`RemoteSamplingConfig`](super::RemoteSamplingConfig)),
+//! or `SamplerHandle::poll_strategies` without a manager.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,10 +1,12 @@
 //! `SamplingConfig`: the serde model (`model`), the environment variables (`env`) and the
-//! checks (`validate`). Files are read by the crate's one file reader (shared with
+//! checks (`validate`); beside it `RemoteSamplingConfig` (`remote`), where central
+//! strategies are polled from. Files are read by the crate's one file reader (shared with
 //! `TracingConfig`): `.toml`, `.json`, `.yaml`/`.yml` (feature `yaml`), at most 1 MiB.
 
 mod env;
 mod limits;
 mod model;
+mod remote;
 pub(crate) mod validate;
 
 use std::path::Path;
@@ -19,6 +21,13 @@ pub use limits::{
 };
 pub use model::{
     AttributeMatch, DebugConfig, HighValueOperation, RuleSpanKind, SamplingConfig, SamplingRule,
+};
+pub(crate) use remote::service_problem as remote_service_problem;
+pub use remote::{
+    DEFAULT_REMOTE_INTERVAL, DEFAULT_REMOTE_JITTER, DEFAULT_REMOTE_MAX_BODY_BYTES,
+    DEFAULT_REMOTE_TIMEOUT, ENV_REMOTE_ENDPOINT, ENV_REMOTE_INTERVAL_SECS, ENV_REMOTE_JITTER,
+    ENV_REMOTE_MAX_BODY_BYTES, ENV_REMOTE_SERVICE, ENV_REMOTE_TIMEOUT_MS, MAX_REMOTE_INTERVAL_SECS,
+    MAX_REMOTE_MAX_BODY_BYTES, MAX_REMOTE_TIMEOUT_MS, RemoteSamplingConfig,
 };
 
 /// `MESHTRACE_SAMPLING_CONFIG_FILE`: a TOML/JSON/YAML file loaded first; the other

@@ -40,6 +40,14 @@ pub struct SamplingConfig {
         deserialize_with = "moved::span_limits"
     )]
     pub(crate) legacy_span_limits: Moved,
+    /// A guess at where the strategies poller is configured (`[sampling.remote]`); it lives
+    /// at the top level of `TracingConfig` (`[remote_sampling]`), kept to say so.
+    #[serde(
+        rename = "remote",
+        skip_serializing,
+        deserialize_with = "moved::remote"
+    )]
+    pub(crate) misplaced_remote: Moved,
 }
 
 impl Default for SamplingConfig {
@@ -52,6 +60,7 @@ impl Default for SamplingConfig {
             debug: DebugConfig::default(),
             limits: LimitsConfig::default(),
             legacy_span_limits: Moved,
+            misplaced_remote: Moved,
         }
     }
 }
