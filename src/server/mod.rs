@@ -17,10 +17,10 @@
 //!    [`TracingManager`](crate::TracingManager), else OpenTelemetry's global provider;
 //! 5. attaches the request's Context (the span, the baggage, the correlation id) as
 //!    `opentelemetry::Context::current()` while the inner service is called and polled
-//!    and while the response body is polled (read it with the
-//!    [`TraceContext`](crate::extract::TraceContext) extractor): `tracing` spans made in the handler (`#[instrument]`,
-//!    `#[traced]`, `info_span!`) are its children (through tracing-opentelemetry), log
-//!    lines carry its ids, outgoing calls continue its trace. This holds for sampled and
+//!    and while the response body is polled (with axum, read it with the `TraceContext`
+//!    extractor): `tracing` spans made in the handler (`#[instrument]`, `#[traced]`,
+//!    `info_span!`) are its children (through tracing-opentelemetry), log lines carry its
+//!    ids, outgoing calls continue its trace. This holds for sampled and
 //!    dropped requests alike: a dropped span still has its trace id and span id;
 //! 6. on the response: records `http.response.status_code`, marks 5xx and inner-service
 //!    errors as errors (with `error.type`), echoes the correlation id header, and wraps
@@ -49,8 +49,8 @@
 //!
 //! # Adding attributes from a handler
 //!
-//! The one way: the [`TraceContext`](crate::extract::TraceContext) extractor holds the
-//! server span; `trace.set_attribute(KeyValue::new("order.id", id))` records on it,
+//! The one way: the `TraceContext` extractor (`meshtrace::extract`, feature `axum`) holds
+//! the server span; `trace.set_attribute(KeyValue::new("order.id", id))` records on it,
 //! whatever `tracing` span the handler is in. `opentelemetry::Context::current().span()`
 //! is the innermost span instead, which inside an `#[instrument]` span is that span (with
 //! plain tower, `Context::current()` in the inner service, before it starts spans of its
