@@ -52,6 +52,8 @@ pub(crate) struct Resolved {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) sampling: SamplingConfig,
     pub(crate) span_limits: ResolvedSpanLimits,
+    /// Checked: it compiles.
+    pub(crate) export_filter: crate::export::ExportFilterConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -298,6 +300,8 @@ pub(crate) fn resolve(
     let sampling = config.sampling.unwrap_or_default();
     sampling.validate()?;
     let span_limits = resolve_span_limits(config.span_limits)?;
+    let export_filter = config.export_filter.unwrap_or_default();
+    export_filter.validate()?;
 
     let log_filter = config
         .log_filter
@@ -328,6 +332,7 @@ pub(crate) fn resolve(
         shutdown_timeout,
         sampling,
         span_limits,
+        export_filter,
     })
 }
 

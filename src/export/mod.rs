@@ -33,7 +33,9 @@
 //! still reach the log output when the log filter enables them.
 
 mod counting;
+pub(crate) mod deferred;
 pub(crate) mod events;
+mod filter;
 mod gate;
 #[cfg(feature = "otlp")]
 pub(crate) mod otlp;
@@ -42,6 +44,13 @@ pub(crate) mod suppress;
 
 pub use counting::ExportStats;
 pub(crate) use counting::{Counters, CountingExporter, DynSpanExporter};
+pub(crate) use deferred::Deferred;
+pub use deferred::DeferredStats;
+pub(crate) use filter::ExportFilter;
+pub use filter::{
+    ENV_EXPORT_FILTER, ExportFilterConfig, FilterRule, FilterRuleStats, FilterStats,
+    MAX_FILTER_RULES, MAX_TRACKED_PARENTS, TRACKED_PARENT_MAX_AGE,
+};
 pub(crate) use gate::ExportGate;
 pub use stdout::StdoutExporter;
 pub use suppress::SpanFilter;

@@ -120,6 +120,7 @@ mod adaptive;
 mod config;
 pub mod consistent;
 mod debug;
+pub(crate) mod defer;
 mod keys;
 mod limit;
 mod rate;
@@ -158,9 +159,20 @@ pub use config::{
     ENV_MIN_PROBABILITY, ENV_OVERFLOW_TRACES_PER_SECOND, ENV_PER_KEY_TRACES_PER_SECOND,
     ENV_TRACES_PER_SECOND, LimitsConfig, MAX_KEY_ATTRIBUTES, MAX_MAX_KEYS, MAX_TRACES_PER_SECOND,
 };
+pub use config::{
+    DEFAULT_DEFERRED_FRACTION, DEFAULT_DEFERRED_MAX_BYTES, DEFAULT_DEFERRED_MAX_PER_SECOND,
+    DEFAULT_DEFERRED_MAX_SPANS_PER_TRACE, DEFAULT_DEFERRED_MAX_TRACES, DEFAULT_DEFERRED_TIMEOUT_MS,
+    DEFAULT_SLOW_THRESHOLD_MS, DeferredConfig, ENV_DEFERRED, ENV_DEFERRED_FRACTION,
+    ENV_DEFERRED_MAX_BYTES, ENV_DEFERRED_MAX_PER_SECOND, ENV_DEFERRED_MAX_SPANS_PER_TRACE,
+    ENV_DEFERRED_MAX_TRACES, ENV_DEFERRED_PROPAGATE_SAMPLED, ENV_DEFERRED_SLOW_ROUTES,
+    ENV_DEFERRED_SLOW_THRESHOLD_MS, ENV_DEFERRED_TIMEOUT_MS, MAX_DEFERRED_BYTES,
+    MAX_DEFERRED_MILLIS, MAX_DEFERRED_PER_SECOND, MAX_DEFERRED_SPANS_PER_TRACE,
+    MAX_DEFERRED_TRACES, MAX_SLOW_ROUTES, SlowRoute,
+};
 pub use debug::DebugRequest;
 #[cfg(feature = "debug-hmac")]
 pub use debug::debug_token_for;
+pub use defer::TRACE_RESPONSE_HEADER;
 pub use keys::MAX_KEY_TEXT;
 #[cfg(feature = "jaeger-remote")]
 pub use remote::{
@@ -174,13 +186,16 @@ pub use stats::{
 pub use strategy::{SAMPLER_PARAM, SAMPLER_TYPE, SamplingStrategy};
 
 use config::validate;
+pub(crate) use config::validate::rule_name as validate_rule_name;
 use consistent::{Field, OtValue, with_threshold};
 use debug::CompiledDebug;
+use defer::{DeferredSettings, TraceKeep};
 use limit::Limits;
 use rate::{Clock, RateLimiter};
 use rules::{
     CompiledHighValue, CompiledRule, MethodMatch, Outcome, RouteMatcher, RuleSet, SpanFacts,
 };
+pub(crate) use rules::{kind_bit as span_kind_bit, rule_kind_bit as rules_kind_bit};
 use stats::{Counters, Tally};
 use strategy::CompiledStrategy;
 
@@ -238,6 +253,8 @@ pub(crate) struct Compiled {
     limits: Option<Limits>,
     /// The central strategy in force, if any (it replaces the base rate).
     strategy: Option<CompiledStrategy>,
+    /// Deferred capture (see [`defer`]).
+    pub(crate) deferred: Arc<DeferredSettings>,
 }
 
 /// Compiles rule `i` (its name is already validated).
@@ -346,6 +363,7 @@ impl Compiled {
             });
         }
         let debug = CompiledDebug::new(&config.debug)?;
+        let deferred = Arc::new(DeferredSettings::new(&config.deferred)?);
         Ok(Compiled {
             config: Arc::new(config.clone()),
             base: Outcome::new(base, Reason::Base.value()),
@@ -355,6 +373,7 @@ impl Compiled {
             debug,
             limits,
             strategy: strategy.map(CompiledStrategy::new),
+            deferred,
         })
     }
 
@@ -382,6 +401,11 @@ struct Inner {
     counters: Counters,
     /// Serializes reloads and strategy updates (never taken by a decision).
     reload: std::sync::Mutex<()>,
+    /// The per-instance limit of deferred traces.
+    defer_limiter: RateLimiter,
+    /// An export pipeline that buffers deferred spans is attached: without one, nothing is
+    /// deferred (a plain `BatchSpanProcessor` would export `RecordOnly` spans).
+    deferred_attached: std::sync::atomic::AtomicBool,
 }
 
 /// The sampler: see the [module docs](self) for the decision order.
@@ -425,6 +449,8 @@ impl CustomSampler {
                 clock,
                 counters: Counters::default(),
                 reload: std::sync::Mutex::new(()),
+                defer_limiter: RateLimiter::default(),
+                deferred_attached: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -498,18 +524,79 @@ impl CustomSampler {
         };
         // The SDK always passes `Some(parent)`; "no parent" is an invalid span context.
         let Some(cx) = parent_cx else {
-            return root_result(&root, &compiled, &TraceState::NONE);
+            let result = root_result(&root, &compiled, &TraceState::NONE);
+            return self.defer_at_entry(result, &compiled, trace_id);
         };
         let span = cx.span();
         let sc = span.span_context();
         if sc.is_valid() {
-            self.decide_with_parent(&compiled, cx, sc, &root)
+            let result = self.decide_with_parent(&compiled, cx, sc, &root);
+            if sc.is_remote() {
+                self.defer_at_entry(result, &compiled, trace_id)
+            } else {
+                result
+            }
         } else {
             if let Some(result) = self.debug_decision(&compiled, cx, &TraceState::NONE, trace_id) {
                 return result;
             }
-            root_result(&root, &compiled, &TraceState::NONE)
+            let result = root_result(&root, &compiled, &TraceState::NONE);
+            self.defer_at_entry(result, &compiled, trace_id)
         }
+    }
+
+    /// A service-entry decision to drop becomes `RecordOnly` when deferred capture takes
+    /// the trace (see [`defer`]). Counted as what it was (dropped or rate-limited) and as
+    /// deferred.
+    #[inline]
+    fn defer_at_entry(
+        &self,
+        result: SamplingResult,
+        compiled: &Compiled,
+        trace_id: TraceId,
+    ) -> SamplingResult {
+        let settings = &compiled.deferred;
+        if !settings.enabled || result.decision != SamplingDecision::Drop {
+            return result;
+        }
+        if !self
+            .inner
+            .deferred_attached
+            .load(std::sync::atomic::Ordering::Relaxed)
+            || !settings.picks(trace_id)
+            || !self
+                .inner
+                .defer_limiter
+                .try_acquire(self.inner.clock.now_nanos(), settings.max_per_second)
+        {
+            return result;
+        }
+        self.inner.counters.add(Tally::Deferred);
+        SamplingResult {
+            decision: SamplingDecision::RecordOnly,
+            ..result
+        }
+    }
+
+    /// Whether a local, unsampled parent is deferred: it still records, or the Context
+    /// carries its request's marker (a span started after the request's root ended).
+    fn parent_deferred(cx: &Context, sc: &SpanContext) -> bool {
+        cx.get::<TraceKeep>()
+            .is_some_and(|keep| keep.deferred && keep.trace_id == sc.trace_id())
+            || cx.span().is_recording()
+    }
+
+    /// Tells the sampler that an export pipeline which buffers deferred spans is in front
+    /// of the exporter (the manager's); until then nothing is deferred.
+    pub(crate) fn attach_deferred(&self) {
+        self.inner
+            .deferred_attached
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The deferred-capture settings in force.
+    pub(crate) fn deferred_settings(&self) -> Arc<DeferredSettings> {
+        Arc::clone(&self.inner.compiled.load().deferred)
     }
 
     fn decide_with_parent(
@@ -543,6 +630,13 @@ impl CustomSampler {
             };
             self.inner.counters.add(Tally::Sampled);
             followed(state)
+        } else if !sc.is_remote() && Self::parent_deferred(cx, sc) {
+            self.inner.counters.add(Tally::Dropped);
+            self.inner.counters.add(Tally::Deferred);
+            SamplingResult {
+                decision: SamplingDecision::RecordOnly,
+                ..dropped(state, &ot)
+            }
         } else {
             self.inner.counters.add(Tally::Dropped);
             dropped(state, &ot)
