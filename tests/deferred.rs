@@ -643,3 +643,41 @@ async fn deferred_calls_propagate_sampled_only_when_configured() {
         assert!(upstream.spans().is_empty(), "{propagate}");
     }
 }
+
+#[tokio::test]
+async fn a_reload_turns_deferral_on_and_off_at_runtime() {
+    let service = Service::new(DeferredConfig::default());
+    let router = Router::new()
+        .route(
+            "/fail",
+            get(|| async {
+                async {}.instrument(tracing::info_span!("step")).await;
+                StatusCode::INTERNAL_SERVER_ERROR
+            }),
+        )
+        .layer(service.manager.server_layer());
+    let addr = common::serve(router).await;
+    let fail = || async {
+        let response = reqwest::get(format!("http://{addr}/fail"))
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    fail().await;
+    assert!(service.spans().is_empty(), "deferral is off");
+    let handle = service.manager.sampler();
+    handle
+        .reload(SamplingConfig::default().base_rate(0.0).deferred(on()))
+        .expect("reload");
+    fail().await;
+    let spans = service.spans();
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    for span in &spans {
+        assert_kept_as(span, "error");
+    }
+    handle
+        .reload(SamplingConfig::default().base_rate(0.0))
+        .expect("reload");
+    fail().await;
+    assert_eq!(service.spans().len(), 2, "off again: nothing more");
+}
