@@ -36,7 +36,8 @@ use opentelemetry_sdk::trace::SpanData;
 
 /// Most rules of an export filter.
 pub const MAX_FILTER_RULES: usize = 64;
-/// Most parents with ended children tracked at once (see the [module docs](self)).
+/// Most parents with ended children tracked at once (see
+/// [the export filter](crate::export#the-export-filter)).
 pub const MAX_TRACKED_PARENTS: usize = 1 << 16;
 /// How long a parent with ended children is tracked at most.
 pub const TRACKED_PARENT_MAX_AGE: Duration = Duration::from_secs(300);

@@ -115,6 +115,68 @@
 //! # assert_eq!(config.rules.len(), 2);
 //! # Ok::<(), meshtrace::Error>(())
 //! ```
+//!
+//! # Deferred capture
+//!
+//! A head decision is made before the request has run, so at a 1% base rate it drops 99%
+//! of the failing requests too. With [`DeferredConfig`] on (`[deferred]`, off by default),
+//! a decision to drop at the service entry (no parent, or a remote one: steps 2-5 and the
+//! rate limits) becomes **RecordOnly** instead for a bounded budget: the traces whose id is
+//! within `fraction` (read from the upper 64 bits of the trace id, so services with the
+//! same fraction pick the same traces), at most `max_per_second` per instance. Their local
+//! child spans (`#[traced]`, `tracing` spans, client spans) are recorded too: a local
+//! parent that is not sampled but still records, or whose Context carries the request's
+//! private marker, makes its child RecordOnly (counted as `dropped` and `deferred` in
+//! [`SamplerStats`]). Nothing is deferred unless an export pipeline that buffers
+//! deferred spans sits in front of the exporter, i.e. the
+//! [`TracingManager`](crate::TracingManager)'s: a `CustomSampler` used with a plain
+//! `BatchSpanProcessor`, which would export RecordOnly spans, never defers.
+//!
+//! The manager's export gate buffers those spans per trace (bounded by `max_traces`,
+//! `max_spans_per_trace`, `max_bytes`; drops counted) and decides when the trace's local
+//! root ends: exported, with the sampled flag, `sampling.reason` = `error` (status Error:
+//! 5xx, an error of the inner service, a panic, a cancelled request), `slow` (the root
+//! lasted at least the slow threshold of its `http.route`, `slow_routes` first match, else
+//! `slow_threshold_ms`) or `downstream` (a downstream service answered that it kept the
+//! trace, see below), and no `th` in its tracestate; or freed. Spans still open then follow
+//! the decision; a trace whose root has not ended after `timeout_ms` is evicted. See
+//! [`ExportStats::deferred`](crate::export::ExportStats::deferred) for the counts and
+//! [`crate::export`] for the buffer's locking.
+//!
+//! **The downstream signal** is the W3C `traceresponse` response header
+//! ([`TRACE_RESPONSE_HEADER`], "Trace Context: HTTP Response Headers" draft):
+//! `00-<trace-id>-<span-id>-01`. The server layer sends it when the caller is a traced,
+//! trusted service that did not sample the trace and this service keeps it, as far as is
+//! known when the response head goes out (sampled here, or deferred and a 5xx, already past
+//! the slow threshold, or kept by a service further down); the client layers read it on
+//! the responses of deferred calls. A failure found after the head was sent (a body that
+//! fails, a client that hangs up) is exported here but cannot be announced any more.
+//!
+//! **Outgoing calls** of a deferred request say "not sampled" in `traceparent`, so each
+//! downstream service decides for itself (and may defer in turn, and answer with
+//! `traceresponse`). With `propagate_sampled = true` they say "sampled": downstream
+//! services then record and export every deferred request's calls, whole traces for every
+//! failure at the cost of the downstream volume of all deferred requests (`fraction` ×
+//! `max_per_second`), and of downstream fragments whose upstream part is discarded.
+//!
+//! ```toml
+//! base_rate = 0.01
+//!
+//! [deferred]
+//! enabled = true
+//! fraction = 1.0              # share of the dropped traces that are deferred
+//! max_per_second = 100        # per instance
+//! slow_threshold_ms = 1000
+//! max_traces = 1024           # buffered at once
+//! max_spans_per_trace = 256
+//! max_bytes = 16777216        # estimated span data buffered at once
+//! timeout_ms = 30000          # a root that has not ended by then is evicted
+//! propagate_sampled = false
+//!
+//! [[deferred.slow_routes]]
+//! route = "/reports/**"
+//! threshold_ms = 5000
+//! ```
 
 mod adaptive;
 mod config;
