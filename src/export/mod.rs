@@ -48,7 +48,8 @@
 //! needs the parent's end). Re-parenting would hold every exported child back until its
 //! parent ended, which is buffering all sampled traffic and delaying its export; leaves
 //! need only the set of span ids that have ended children (one entry per parent, removed
-//! when the parent ends, bounded: [`MAX_TRACKED_PARENTS`] entries, swept after
+//! when the parent ends, in 16 shards each behind its own lock, only while rules are set;
+//! bounded: [`MAX_TRACKED_PARENTS`] entries, swept after
 //! [`TRACKED_PARENT_MAX_AGE`]; when it is full, nothing counts as a leaf for that long and
 //! spans are kept). And what users want filtered (short internal spans, one library's
 //! calls, health checks) is nearly always a leaf. A child that ends after its parent
