@@ -11,8 +11,9 @@
 //! `scripts/callgrind.sh`): the bare Router, tower-http's `TraceLayer`,
 //! opentelemetry-instrumentation-tower (tracing only), axum-tracing-opentelemetry's
 //! `OtelAxumLayer`, meshtrace as the README recommends (`TracingManager` with logs on,
-//! text and JSON, and `server_layer()`) and hand-built, and the SDK's own W3C extract of
-//! the same headers. Each case runs under its own `tracing` subscriber (`with_default`).
+//! text and JSON, and `server_layer()`) and hand-built, the SDK's own W3C extract of
+//! the same headers, and what deferred capture costs (`deferred/*`: off, on with a request
+//! that succeeds, on with one that fails, and sampled at the head). Each case runs under its own `tracing` subscriber (`with_default`).
 //!
 //! `scripts/bench.sh` runs it with the other benches and prints one table.
 
@@ -55,6 +56,13 @@ fn server(c: &mut Criterion) {
                 case.name,
                 requests.load(Ordering::Relaxed),
                 exported - before,
+            );
+        }
+        if let Some(d) = built.deferred().filter(|d| d.buffered_traces > 0) {
+            println!(
+                "deferred: {}: {} traces buffered, {} kept (error), {} discarded, {} refused \
+                 (buffer full)",
+                case.name, d.buffered_traces, d.kept_error, d.discarded, d.dropped_traces_full
             );
         }
         built.shutdown();

@@ -134,7 +134,8 @@ use crate::context::W3cPropagator;
 use crate::export::events::ErrorEvents;
 use crate::export::suppress::Events;
 use crate::export::{
-    Counters, CountingExporter, DynSpanExporter, ExportGate, ExportStats, SpanFilter,
+    Counters, CountingExporter, Deferred, DynSpanExporter, ExportFilter, ExportFilterConfig,
+    ExportGate, ExportStats, SpanFilter,
 };
 use crate::logging::{LogFormat, fmt_layer, fmt_layer_with_writer};
 #[cfg(feature = "jaeger-remote")]
@@ -177,6 +178,9 @@ pub struct TracingManager {
     /// own and lives as long as the manager.
     #[cfg(feature = "jaeger-remote")]
     poller: Option<StrategyPoller>,
+    /// The deferred-capture buffer and the export filter, for `stats()`.
+    deferred: Option<Arc<Deferred>>,
+    filter: Arc<ExportFilter>,
     shut_down: bool,
 }
 
@@ -327,7 +331,12 @@ impl TracingManager {
     /// The export counts so far (sampled spans exported, dropped because the queue was full,
     /// dropped because the export failed, still queued) and the cause of the last failure.
     pub fn stats(&self) -> ExportStats {
-        self.counters.snapshot()
+        let mut stats = self.counters.snapshot();
+        if let Some(deferred) = &self.deferred {
+            stats.deferred = deferred.stats();
+        }
+        stats.filter = self.filter.stats();
+        stats
     }
 
     /// The SDK tracer provider, e.g. for `opentelemetry` API users or `force_flush`.
@@ -357,7 +366,9 @@ impl TracingManager {
     /// whose spans come from this manager's provider. After [`install`](TracingManagerBuilder::install),
     /// `ClientTracingLayer::new()` does the same.
     pub fn client_layer(&self) -> crate::client::ClientTracingLayer {
-        crate::client::ClientTracingLayer::new().tracer_provider(&self.provider)
+        crate::client::ClientTracingLayer::new()
+            .tracer_provider(&self.provider)
+            .sampler_hint(self.sampler.clone())
     }
 
     /// A [`ReqwestTracingMiddleware`](crate::client::ReqwestTracingMiddleware) whose spans
@@ -366,7 +377,9 @@ impl TracingManager {
     /// the same.
     #[cfg(feature = "reqwest")]
     pub fn reqwest_middleware(&self) -> crate::client::ReqwestTracingMiddleware {
-        crate::client::ReqwestTracingMiddleware::new().tracer_provider(&self.provider)
+        crate::client::ReqwestTracingMiddleware::new()
+            .tracer_provider(&self.provider)
+            .sampler_hint(self.sampler.clone())
     }
 
     /// The sampler's handle, to reload the sampling configuration at runtime.
@@ -541,6 +554,13 @@ impl TracingManagerBuilder {
     /// in-memory exporter in tests).
     pub fn span_exporter<E: SpanExporter + 'static>(mut self, exporter: E) -> Self {
         self.exporter = Some(Box::new(exporter));
+        self
+    }
+
+    /// Rules that drop finished spans before export (see [`ExportFilterConfig`]); wins over
+    /// the file's `[export_filter]` and `MESHTRACE_EXPORT_FILTER`.
+    pub fn export_filter(mut self, filter: ExportFilterConfig) -> Self {
+        self.overrides.export_filter = Some(filter);
         self
     }
 
@@ -755,13 +775,21 @@ impl TracingManagerBuilder {
             .with_sampler(sampler.clone())
             .with_span_limits(resolved.span_limits.to_sdk())
             .with_resource(build_resource(resolved));
+        let filter = Arc::new(ExportFilter::new(&resolved.export_filter)?);
+        let mut deferred = None;
         if let Some((exporter, name)) = exporter {
             let exporter = CountingExporter::new(exporter, Arc::clone(&counters), name);
+            // The gate is the only processor in front of the exporter, so the sampler may
+            // defer (return RecordOnly): the buffer attaches itself to it.
+            let buffer = Arc::new(Deferred::new(&sampler));
+            deferred = Some(Arc::clone(&buffer));
             builder = builder.with_span_processor(ExportGate::new(
                 exporter,
                 Arc::clone(&counters),
                 &resolved.batch,
                 resolved.span_limits.max_attribute_value_length,
+                Some(buffer),
+                Arc::clone(&filter),
             ));
         }
         let provider = builder.build();
@@ -781,6 +809,8 @@ impl TracingManagerBuilder {
             sampler,
             #[cfg(feature = "jaeger-remote")]
             poller,
+            deferred,
+            filter,
             shut_down: false,
         };
         Ok((manager, provider))

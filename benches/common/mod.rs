@@ -15,7 +15,7 @@ use http::{HeaderMap, Request};
 use http_body_util::BodyExt;
 use meshtrace::TracingManager;
 use meshtrace::logging::LogFormat;
-use meshtrace::sampler::{CustomSampler, SamplingConfig};
+use meshtrace::sampler::{CustomSampler, DeferredConfig, SamplingConfig};
 use meshtrace::server::TracingLayer;
 use opentelemetry::global;
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
@@ -138,6 +138,13 @@ pub enum Setup {
         base_rate: f64,
         log_line: bool,
     },
+    /// The manager as in `Manager` (text logs) at `base_rate`, with deferred capture on
+    /// (no rate limit in reach) or off; the handler answers 500 when `fail`.
+    Deferred {
+        base_rate: f64,
+        deferral: bool,
+        fail: bool,
+    },
     /// meshtrace without the manager: a plain SDK provider with `CustomSampler`, a
     /// Registry + tracing-opentelemetry subscriber, `TracingLayer::new().tracer_provider(..)`.
     HandBuilt,
@@ -204,6 +211,37 @@ pub fn cases() -> Vec<Case> {
             true,
         ));
     }
+    // What error capture costs: the same Router and manager, requests that start a trace
+    // (no `traceparent`), the head decision dropping (base rate 0) or keeping (1.0) them.
+    let deferred = |base_rate, deferral, fail| Setup::Deferred {
+        base_rate,
+        deferral,
+        fail,
+    };
+    all.push(case(
+        "deferred/off",
+        deferred(0.0, false, false),
+        Root,
+        false,
+    ));
+    all.push(case(
+        "deferred/on_success",
+        deferred(0.0, true, false),
+        Root,
+        false,
+    ));
+    all.push(case(
+        "deferred/on_failure",
+        deferred(0.0, true, true),
+        Root,
+        false,
+    ));
+    all.push(case(
+        "deferred/sampled",
+        deferred(1.0, true, false),
+        Root,
+        false,
+    ));
     all.push(case(
         "meshtrace_hand_built/sampled",
         Setup::HandBuilt,
@@ -238,6 +276,18 @@ pub fn routes(log_line: bool) -> Router {
         )
     } else {
         Router::new().route("/users/{id}", get(|| async { "alice" }))
+    }
+}
+
+/// The Router of the `Deferred` cases: `GET /users/{id}` answering `alice`, or 500.
+pub fn routes_failing(fail: bool) -> Router {
+    if fail {
+        Router::new().route(
+            "/users/{id}",
+            get(|| async { http::StatusCode::INTERNAL_SERVER_ERROR }),
+        )
+    } else {
+        routes(false)
     }
 }
 
@@ -284,6 +334,8 @@ pub struct Built {
     pub target: Target,
     pub dispatch: Option<Dispatch>,
     telemetry: Telemetry,
+    /// The handler answers 500 (a `Deferred` case that fails).
+    fails: bool,
 }
 
 pub enum Target {
@@ -301,6 +353,7 @@ impl Setup {
             target: Target::Router(app),
             dispatch,
             telemetry,
+            fails: false,
         };
         match self {
             Setup::Bare => router(routes(false), None, Telemetry::None),
@@ -354,6 +407,37 @@ impl Setup {
                     Telemetry::Manager(telemetry, spans),
                 )
             }
+            Setup::Deferred {
+                base_rate,
+                deferral,
+                fail,
+            } => {
+                let exporter = CountingExporter::default();
+                let spans = exporter.spans.clone();
+                let deferred = DeferredConfig::default()
+                    .enabled(deferral)
+                    .max_per_second(1_000_000);
+                let (telemetry, subscriber) = TracingManager::builder()
+                    .sampling(
+                        SamplingConfig::default()
+                            .base_rate(base_rate)
+                            .deferred(deferred),
+                    )
+                    .log_format(LogFormat::Text)
+                    .span_exporter(exporter)
+                    .log_writer(std::io::sink)
+                    .build()
+                    .expect("manager");
+                let app = routes_failing(fail).layer(telemetry.server_layer());
+                Built {
+                    fails: fail,
+                    ..router(
+                        app,
+                        Some(Dispatch::new(subscriber.into_subscriber())),
+                        Telemetry::Manager(telemetry, spans),
+                    )
+                }
+            }
             Setup::HandBuilt => {
                 let sampler = CustomSampler::new(SamplingConfig::default()).expect("sampler");
                 let (provider, spans) = provider(sampler);
@@ -365,11 +449,13 @@ impl Setup {
                 target: Target::SdkExtract(sdk_propagator()),
                 dispatch: None,
                 telemetry: Telemetry::None,
+                fails: false,
             },
             Setup::MeshtraceExtract => Built {
                 target: Target::MeshtraceExtract,
                 dispatch: None,
                 telemetry: Telemetry::None,
+                fails: false,
             },
         }
     }
@@ -383,7 +469,8 @@ impl Built {
             Target::Router(app) => {
                 for request in requests {
                     let response = app.clone().oneshot(request).await.expect("infallible");
-                    assert!(response.status().is_success(), "{}", response.status());
+                    let expected = self.fails == response.status().is_server_error();
+                    assert!(expected, "{}", response.status());
                     let mut body = response.into_body();
                     while let Some(frame) = body.frame().await {
                         std::hint::black_box(frame.expect("body"));
@@ -420,6 +507,14 @@ impl Built {
                     Some(telemetry.stats().dropped_queue_full),
                 ))
             }
+        }
+    }
+
+    /// What deferred capture did (manager setups).
+    pub fn deferred(&self) -> Option<meshtrace::export::DeferredStats> {
+        match &self.telemetry {
+            Telemetry::Manager(telemetry, _) => Some(telemetry.stats().deferred),
+            _ => None,
         }
     }
 

@@ -169,6 +169,12 @@ impl OutgoingCall {
         };
         let builder = client_span(config, method, target, extensions.get::<UrlTemplate>());
         let started = config.source.start(builder, &parent, Vec::new);
+        // A client span that starts a deferred trace (a background job's call) marks it.
+        let started = if started.recording {
+            config.with_sampler(|s| crate::http::deferred::mark(started, &parent, s, None))
+        } else {
+            started
+        };
         let propagation = if extensions.get::<NoPropagation>().is_some() {
             Propagation::None
         } else {
@@ -189,14 +195,17 @@ impl OutgoingCall {
     /// policy allows. A correlation header the caller set is kept; a value that cannot
     /// be encoded is skipped.
     pub(crate) fn inject(&self, headers: &mut HeaderMap) {
+        // `deferred.propagate_sampled`: a deferred call says "sampled".
+        let sampled = crate::http::deferred::propagated(&self.cx);
+        let cx = sampled.as_ref().unwrap_or(&self.cx);
         match self.propagation {
             Propagation::None => {}
             Propagation::TraceContext => {
-                context::inject(&self.cx.with_cleared_baggage(), headers);
+                context::inject(&cx.with_cleared_baggage(), headers);
             }
             Propagation::All => {
-                context::inject(&self.cx, headers);
-                if let Some(id) = self.cx.correlation_id()
+                context::inject(cx, headers);
+                if let Some(id) = cx.correlation_id()
                     && !headers.contains_key(&self.correlation_header)
                 {
                     headers.insert(self.correlation_header.clone(), id.header_value().clone());

@@ -10,6 +10,7 @@ use http::Response;
 use pin_project_lite::pin_project;
 
 use crate::http::TracedBody;
+use crate::http::deferred;
 use crate::http::outcome::{OpenSpan, describe_error};
 
 pin_project! {
@@ -59,6 +60,7 @@ where
         Poll::Ready(match result {
             Ok(response) => {
                 if let Some(span) = &mut span {
+                    deferred::read_answer(span.context(), response.headers());
                     span.record_status(response.status());
                 }
                 Ok(response.map(|body| TracedBody::new(body, span)))

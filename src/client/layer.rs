@@ -11,6 +11,7 @@ use crate::context::DEFAULT_CORRELATION_HEADER;
 use crate::http::DEFAULT_SENSITIVE_QUERY_PARAMS;
 use crate::http::attributes::sensitive_params;
 use crate::http::tracer::SpanSource;
+use crate::sampler::CustomSampler;
 
 /// Everything a client needs, shared by every clone of the layer, the service and the
 /// reqwest middleware.
@@ -22,6 +23,21 @@ pub(crate) struct ClientConfig {
     pub(crate) sensitive_query_params: Vec<Box<str>>,
     /// Where spans start.
     pub(crate) source: SpanSource,
+    /// The provider's sampler, when the manager hands out the client: its deferred-capture
+    /// settings (`propagate_sampled`) apply to calls that start a deferred trace.
+    pub(crate) sampler: Option<CustomSampler>,
+}
+
+impl ClientConfig {
+    /// Calls `f` with the sampler that decides this client's spans, when it is known: the
+    /// one the manager handed out with it, or the installed manager's.
+    pub(crate) fn with_sampler<R>(&self, f: impl FnOnce(Option<&CustomSampler>) -> R) -> R {
+        match (&self.sampler, &self.source) {
+            (Some(sampler), _) => f(Some(sampler)),
+            (None, SpanSource::Installed) => crate::http::tracer::with_installed_sampler(f),
+            (None, SpanSource::Provider(_)) => f(None),
+        }
+    }
 }
 
 impl Default for ClientConfig {
@@ -31,6 +47,7 @@ impl Default for ClientConfig {
             policy: PropagationPolicy::default(),
             sensitive_query_params: sensitive_params(DEFAULT_SENSITIVE_QUERY_PARAMS),
             source: SpanSource::default(),
+            sampler: None,
         }
     }
 }
@@ -94,6 +111,11 @@ macro_rules! client_builder_methods {
         ) -> Self {
             let source = $crate::http::tracer::SpanSource::provider(provider);
             self.update(|c| c.source = source)
+        }
+
+        /// For the manager: the provider's own sampler (its deferred-capture settings).
+        pub(crate) fn sampler_hint(self, sampler: $crate::sampler::CustomSampler) -> Self {
+            self.update(|c| c.sampler = Some(sampler))
         }
     };
 }

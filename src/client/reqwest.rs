@@ -74,6 +74,7 @@ impl ReqwestTracingMiddleware {
         match result {
             Ok(response) => match span {
                 Some(mut span) => {
+                    crate::http::deferred::read_answer(span.context(), response.headers());
                     span.record_status(response.status());
                     Ok(end_with_body(response, span))
                 }

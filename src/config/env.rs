@@ -276,6 +276,22 @@ pub(crate) fn read(lookup: &dyn Fn(&str) -> Option<String>) -> Result<EnvLayer, 
 
     config.sampling = Some(SamplingConfig::from_env_with(lookup)?);
     let remote = RemoteSamplingConfig::read_env(&env)?;
+    if let Some(v) = env.get(crate::export::ENV_EXPORT_FILTER)? {
+        let filter = crate::export::ExportFilterConfig::from_env_json(&v)?;
+        filter.validate().map_err(|e| match e {
+            Error::Config {
+                field,
+                value,
+                reason,
+            } => Error::config(
+                crate::export::ENV_EXPORT_FILTER,
+                truncate(&v, 64),
+                format!("{field} = {value:?}: {reason}"),
+            ),
+            other => other,
+        })?;
+        config.export_filter = Some(filter);
+    }
 
     Ok(EnvLayer {
         config,

@@ -52,6 +52,9 @@ pub struct TracingConfig {
     /// Per-span storage limits, applied where spans are recorded and exported
     /// (`OTEL_SPAN_*_LIMIT`); unset fields use the defaults.
     pub span_limits: SpanLimitsConfig,
+    /// Rules that drop finished spans before export (`MESHTRACE_EXPORT_FILTER`); replaces
+    /// the environment's filter as a whole when given. Default: no rule.
+    pub export_filter: Option<crate::export::ExportFilterConfig>,
     /// `env_filter` was renamed `log_filter`; kept to say so instead of "unknown field".
     #[serde(
         rename = "env_filter",
@@ -450,6 +453,7 @@ impl TracingConfig {
                 (base, top) => top.or(base),
             },
             span_limits: self.span_limits.merge(over.span_limits),
+            export_filter: over.export_filter.or(self.export_filter),
             legacy_env_filter: Moved,
         }
     }

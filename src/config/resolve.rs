@@ -58,6 +58,8 @@ pub(crate) struct Resolved {
     #[cfg_attr(not(feature = "jaeger-remote"), allow(dead_code))]
     pub(crate) remote_sampling: Option<RemoteSamplingConfig>,
     pub(crate) span_limits: ResolvedSpanLimits,
+    /// Checked: it compiles.
+    pub(crate) export_filter: crate::export::ExportFilterConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -310,6 +312,8 @@ pub(crate) fn resolve(
         service_name_set.then_some(service_name.as_str()),
     )?;
     let span_limits = resolve_span_limits(config.span_limits)?;
+    let export_filter = config.export_filter.unwrap_or_default();
+    export_filter.validate()?;
 
     let log_filter = config
         .log_filter
@@ -341,6 +345,7 @@ pub(crate) fn resolve(
         sampling,
         remote_sampling,
         span_limits,
+        export_filter,
     })
 }
 

@@ -28,6 +28,12 @@ pub struct ExportStats {
     /// `OTLP/gRPC https://collector:4317: ... invalid peer certificate: UnknownIssuer`);
     /// `None` once an export succeeds again.
     pub last_error: Option<String>,
+    /// What deferred capture buffered, kept, discarded and dropped (all zero unless the
+    /// sampler defers, see [`DeferredConfig`](crate::sampler::DeferredConfig)).
+    pub deferred: super::DeferredStats,
+    /// Spans the export filter dropped, per rule (see
+    /// [`ExportFilterConfig`](super::ExportFilterConfig)).
+    pub filter: super::FilterStats,
 }
 
 impl ExportStats {
@@ -72,6 +78,8 @@ impl Counters {
             dropped_export_failed: self.dropped_export_failed.load(Ordering::Relaxed),
             queued: self.queued.load(Ordering::Relaxed) as u64,
             last_error: self.health.lock().ok().and_then(|h| h.last_error.clone()),
+            deferred: super::DeferredStats::default(),
+            filter: super::FilterStats::default(),
         }
     }
 

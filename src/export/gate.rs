@@ -1,6 +1,8 @@
 //! The sampled-only, bounded, counting front of the SDK's batch span processor.
 
 use super::counting::{Counters, CountingExporter};
+use super::deferred::{DOWNSTREAM_MARK, Deferred, take_mark};
+use super::filter::ExportFilter;
 use crate::config::ResolvedBatch;
 use crate::context::RANDOM_FLAG;
 use opentelemetry::trace::{SpanContext, Status, TraceContextExt as _};
@@ -37,10 +39,16 @@ const RANDOM_MARK: &str = "meshtrace.internal.trace_random";
 ///   root whose `traceparent` goes out as `-03` would be exported as `01`. A span gets the
 ///   flag when its parent Context says the trace id is random: the
 ///   [`TraceRandom`](crate::context::TraceRandom) marker (a new root that meshtrace made) or
-///   a parent span context with the flag (the SDK copies a parent's flags to its children).
+///   a parent span context with the flag (the SDK copies a parent's flags to its children);
+/// * deferred spans (recording, unsampled: the sampler's deferred capture) go to the
+///   [`Deferred`] buffer, which hands back the traces it keeps, as sampled spans;
+/// * the export filter drops matching leaf spans (see [`super::filter`]).
 #[derive(Debug)]
 pub(crate) struct ExportGate {
     inner: BatchSpanProcessor,
+    /// The deferred-capture buffer, when the sampler can defer.
+    deferred: Option<Arc<Deferred>>,
+    filter: Arc<ExportFilter>,
     counters: Arc<Counters>,
     max_queue_size: usize,
     /// Most bytes of any string that is exported; 0: no limit.
@@ -54,6 +62,8 @@ impl ExportGate {
         counters: Arc<Counters>,
         batch: &ResolvedBatch,
         max_value_len: usize,
+        deferred: Option<Arc<Deferred>>,
+        filter: Arc<ExportFilter>,
     ) -> Self {
         // Every field is set explicitly: `BatchConfigBuilder::default()` reads the process's
         // OTEL_BSP_* variables, which must not override what the manager resolved. The export
@@ -66,6 +76,8 @@ impl ExportGate {
             .build();
         ExportGate {
             inner: BatchSpanProcessor::new(exporter, config),
+            deferred,
+            filter,
             counters,
             max_queue_size: batch.max_queue_size,
             max_value_len,
@@ -149,28 +161,14 @@ fn cut_string(s: &mut opentelemetry::StringValue, max: usize) {
     }
 }
 
-impl SpanProcessor for ExportGate {
-    fn on_start(&self, span: &mut Span, cx: &Context) {
-        use opentelemetry::trace::Span as _;
-        if span.span_context().is_sampled()
-            && span.span_context().trace_flags() & RANDOM_FLAG != RANDOM_FLAG
-            && trace_is_random(cx)
-        {
-            span.set_attribute(KeyValue::new(RANDOM_MARK, true));
-        }
-        self.inner.on_start(span, cx);
-    }
-
-    fn on_end(&self, mut span: SpanData) {
-        if !span.span_context.is_sampled() {
+impl ExportGate {
+    /// Queues a span that is to be exported (sampled, or kept by deferred capture), unless
+    /// the export filter drops it.
+    fn export(&self, mut span: SpanData, leaf: bool) {
+        if self.filter.is_active() && self.filter.drops(&span, leaf) {
             return;
         }
-        if let Some(i) = span
-            .attributes
-            .iter()
-            .rposition(|kv| kv.key.as_str() == RANDOM_MARK)
-        {
-            span.attributes.remove(i);
+        if take_mark(&mut span.attributes, RANDOM_MARK) {
             let sc = &span.span_context;
             span.span_context = SpanContext::new(
                 sc.trace_id(),
@@ -191,12 +189,52 @@ impl SpanProcessor for ExportGate {
         }
         self.inner.on_end(span);
     }
+}
+
+impl SpanProcessor for ExportGate {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        use opentelemetry::trace::Span as _;
+        // Every span here records: sampled, or deferred (which may be exported later).
+        let sampled = span.span_context().is_sampled();
+        if span.span_context().trace_flags() & RANDOM_FLAG != RANDOM_FLAG && trace_is_random(cx) {
+            span.set_attribute(KeyValue::new(RANDOM_MARK, true));
+        }
+        if !sampled && let Some(deferred) = &self.deferred {
+            deferred.on_start(span, cx);
+        }
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, mut span: SpanData) {
+        let leaf = self.filter.on_end(&span);
+        if span.span_context.is_sampled() {
+            // Set on deferred client spans only; a sampled one has nothing to wait for.
+            take_mark(&mut span.attributes, DOWNSTREAM_MARK);
+            self.export(span, leaf);
+            return;
+        }
+        // Unsampled (RecordOnly): never exported as it is.
+        let Some(deferred) = &self.deferred else {
+            return;
+        };
+        if let Some(kept) = deferred.on_end(span, leaf) {
+            for (span, leaf) in kept.into_spans() {
+                self.export(span, leaf);
+            }
+        }
+    }
 
     fn force_flush(&self) -> OTelSdkResult {
+        if let Some(deferred) = &self.deferred {
+            deferred.sweep_all();
+        }
         self.inner.force_flush()
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        if let Some(deferred) = &self.deferred {
+            deferred.clear();
+        }
         self.inner.shutdown_with_timeout(timeout)
     }
 
@@ -270,6 +308,8 @@ mod tests {
                 Arc::clone(&counters),
                 &batch,
                 4096,
+                None,
+                Arc::new(ExportFilter::new(&Default::default()).unwrap()),
             ))
             .build();
         let tracer = provider.tracer("gate-test");

@@ -4,7 +4,11 @@
 //! The pipeline, per finished span:
 //!
 //! ```text
-//! span ends -> ExportGate: unsampled (RecordOnly)? -> discarded, never exported
+//! span ends -> ExportGate: unsampled (RecordOnly)? -> deferred: buffered per trace until its
+//!                                                     local root ends, then exported as
+//!                                                     sampled (error | slow | downstream)
+//!                                                     or freed; never exported as it is
+//!                          export filter?          -> matching leaf spans dropped, counted
 //!                          random trace id?        -> W3C flag 0x02 set, as propagated
 //!                          strings                 -> cut to max_attribute_value_length
 //!                          queue full?             -> dropped, counted (never blocks)
@@ -13,7 +17,44 @@
 //!           -> stdout | OTLP (HTTP/protobuf, HTTP/JSON, gRPC; TLS) | custom exporter
 //! ```
 //!
-//! The counts are read with [`TracingManager::stats`](crate::manager::TracingManager::stats).
+//! The counts are read with [`TracingManager::stats`](crate::manager::TracingManager::stats):
+//! [`ExportStats`], with [`DeferredStats`] and [`FilterStats`] in it.
+//!
+//! # Deferred capture
+//!
+//! The gate is the only processor in front of the exporter, so RecordOnly spans (the
+//! sampler's deferred capture, see [`crate::sampler#deferred-capture`]) never reach it as
+//! they are. They wait in a buffer, one entry per trace id, in shards chosen by the trace
+//! id (four per CPU, up to 64), each behind its own `Mutex` held for one map operation:
+//! requests contend only when their traces share a shard, sampled spans never touch it,
+//! and kept spans are queued after the lock is released. Nothing waits for room: a full
+//! buffer drops the span (or the whole trace, when `max_traces` traces are buffered) and
+//! counts it. Bounds and thresholds are read from the sampler's configuration in force, so
+//! a reload applies at once.
+//!
+//! # The export filter
+//!
+//! [`ExportFilterConfig`] drops finished spans before they are queued, by span name
+//! (glob), kind, attributes and duration, e.g. internal spans shorter than 1 ms or one
+//! noisy library's spans. Only **leaf** spans are dropped: a matching span that a span of
+//! this process named as its parent, or a client or producer span (its child may be in
+//! another service, which received its id in `traceparent`), is kept and counted as
+//! `kept_with_children`, so no exported span ever points to a parent that was filtered
+//! out. It applies to sampled spans and to the spans deferred capture keeps alike; drops
+//! are counted per rule (the first rule a span matches) in [`FilterStats`].
+//!
+//! Why leaves and not re-parenting the children of a dropped span: children end before
+//! their parents, so when a child is queued its parent's fate is unknown (a duration rule
+//! needs the parent's end). Re-parenting would hold every exported child back until its
+//! parent ended, which is buffering all sampled traffic and delaying its export; leaves
+//! need only the set of span ids that have ended children (one entry per parent, removed
+//! when the parent ends, in 16 shards each behind its own lock, only while rules are set;
+//! bounded: [`MAX_TRACKED_PARENTS`] entries, swept after
+//! [`TRACKED_PARENT_MAX_AGE`]; when it is full, nothing counts as a leaf for that long and
+//! spans are kept). And what users want filtered (short internal spans, one library's
+//! calls, health checks) is nearly always a leaf. A child that ends after its parent
+//! (detached work the parent did not wait for) is not seen in time, and its parent may be
+//! dropped.
 //!
 //! # When something goes wrong
 //!
@@ -33,7 +74,9 @@
 //! still reach the log output when the log filter enables them.
 
 mod counting;
+pub(crate) mod deferred;
 pub(crate) mod events;
+mod filter;
 mod gate;
 #[cfg(feature = "otlp")]
 pub(crate) mod otlp;
@@ -42,6 +85,13 @@ pub(crate) mod suppress;
 
 pub use counting::ExportStats;
 pub(crate) use counting::{Counters, CountingExporter, DynSpanExporter};
+pub(crate) use deferred::Deferred;
+pub use deferred::DeferredStats;
+pub(crate) use filter::ExportFilter;
+pub use filter::{
+    ENV_EXPORT_FILTER, ExportFilterConfig, FilterRule, FilterRuleStats, FilterStats,
+    MAX_FILTER_RULES, MAX_TRACKED_PARENTS, TRACKED_PARENT_MAX_AGE,
+};
 pub(crate) use gate::ExportGate;
 pub use stdout::StdoutExporter;
 pub use suppress::SpanFilter;

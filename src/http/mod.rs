@@ -6,6 +6,7 @@
 
 pub(crate) mod attributes;
 mod body;
+pub(crate) mod deferred;
 pub(crate) mod outcome;
 pub(crate) mod tracer;
 

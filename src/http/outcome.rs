@@ -74,6 +74,11 @@ impl OpenSpan {
         }
     }
 
+    /// The Context that holds the span.
+    pub(crate) fn context(&self) -> &Context {
+        &self.cx
+    }
+
     fn set_error_type(&mut self, error_type: impl Into<opentelemetry::Value>) {
         if !self.error_type_set {
             self.error_type_set = true;

@@ -116,11 +116,74 @@
 //! # assert_eq!(config.rules.len(), 2);
 //! # Ok::<(), meshtrace::Error>(())
 //! ```
+//!
+//! # Deferred capture
+//!
+//! A head decision is made before the request has run, so at a 1% base rate it drops 99%
+//! of the failing requests too. With [`DeferredConfig`] on (`[deferred]`, off by default),
+//! a decision to drop at the service entry (no parent, or a remote one: steps 2-5 and the
+//! rate limits) becomes **RecordOnly** instead for a bounded budget: the traces whose id is
+//! within `fraction` (read from the upper 64 bits of the trace id, so services with the
+//! same fraction pick the same traces), at most `max_per_second` per instance. Their local
+//! child spans (`#[traced]`, `tracing` spans, client spans) are recorded too: a local
+//! parent that is not sampled but still records, or whose Context carries the request's
+//! private marker, makes its child RecordOnly (counted as `dropped` and `deferred` in
+//! [`SamplerStats`]). Nothing is deferred unless an export pipeline that buffers
+//! deferred spans sits in front of the exporter, i.e. the
+//! [`TracingManager`](crate::TracingManager)'s: a `CustomSampler` used with a plain
+//! `BatchSpanProcessor`, which would export RecordOnly spans, never defers.
+//!
+//! The manager's export gate buffers those spans per trace (bounded by `max_traces`,
+//! `max_spans_per_trace`, `max_bytes`; drops counted) and decides when the trace's local
+//! root ends: exported, with the sampled flag, `sampling.reason` = `error` (status Error:
+//! 5xx, an error of the inner service, a panic, a cancelled request), `slow` (the root
+//! lasted at least the slow threshold of its `http.route`, `slow_routes` first match, else
+//! `slow_threshold_ms`) or `downstream` (a downstream service answered that it kept the
+//! trace, see below), and no `th` in its tracestate; or freed. Spans still open then follow
+//! the decision; a trace whose root has not ended after `timeout_ms` is evicted. See
+//! [`ExportStats::deferred`](crate::export::ExportStats::deferred) for the counts and
+//! [`crate::export`] for the buffer's locking.
+//!
+//! **The downstream signal** is the W3C `traceresponse` response header
+//! ([`TRACE_RESPONSE_HEADER`], "Trace Context: HTTP Response Headers" draft):
+//! `00-<trace-id>-<span-id>-01`. The server layer sends it when the caller is a traced,
+//! trusted service that did not sample the trace and this service keeps it, as far as is
+//! known when the response head goes out (sampled here, or deferred and a 5xx, already past
+//! the slow threshold, or kept by a service further down); the client layers read it on
+//! the responses of deferred calls. A failure found after the head was sent (a body that
+//! fails, a client that hangs up) is exported here but cannot be announced any more.
+//!
+//! **Outgoing calls** of a deferred request say "not sampled" in `traceparent`, so each
+//! downstream service decides for itself (and may defer in turn, and answer with
+//! `traceresponse`). With `propagate_sampled = true` they say "sampled": downstream
+//! services then record and export every deferred request's calls, whole traces for every
+//! failure at the cost of the downstream volume of all deferred requests (`fraction` ×
+//! `max_per_second`), and of downstream fragments whose upstream part is discarded.
+//!
+//! ```toml
+//! base_rate = 0.01
+//!
+//! [deferred]
+//! enabled = true
+//! fraction = 1.0              # share of the dropped traces that are deferred
+//! max_per_second = 100        # per instance
+//! slow_threshold_ms = 1000
+//! max_traces = 1024           # buffered at once
+//! max_spans_per_trace = 256
+//! max_bytes = 16777216        # estimated span data buffered at once
+//! timeout_ms = 30000          # a root that has not ended by then is evicted
+//! propagate_sampled = false
+//!
+//! [[deferred.slow_routes]]
+//! route = "/reports/**"
+//! threshold_ms = 5000
+//! ```
 
 mod adaptive;
 mod config;
 pub mod consistent;
 mod debug;
+pub(crate) mod defer;
 mod keys;
 mod limit;
 mod rate;
@@ -161,6 +224,16 @@ pub use config::{
     ENV_TRACES_PER_SECOND, LimitsConfig, MAX_KEY_ATTRIBUTES, MAX_MAX_KEYS, MAX_TRACES_PER_SECOND,
 };
 pub use config::{
+    DEFAULT_DEFERRED_FRACTION, DEFAULT_DEFERRED_MAX_BYTES, DEFAULT_DEFERRED_MAX_PER_SECOND,
+    DEFAULT_DEFERRED_MAX_SPANS_PER_TRACE, DEFAULT_DEFERRED_MAX_TRACES, DEFAULT_DEFERRED_TIMEOUT_MS,
+    DEFAULT_SLOW_THRESHOLD_MS, DeferredConfig, ENV_DEFERRED, ENV_DEFERRED_FRACTION,
+    ENV_DEFERRED_MAX_BYTES, ENV_DEFERRED_MAX_PER_SECOND, ENV_DEFERRED_MAX_SPANS_PER_TRACE,
+    ENV_DEFERRED_MAX_TRACES, ENV_DEFERRED_PROPAGATE_SAMPLED, ENV_DEFERRED_SLOW_ROUTES,
+    ENV_DEFERRED_SLOW_THRESHOLD_MS, ENV_DEFERRED_TIMEOUT_MS, MAX_DEFERRED_BYTES,
+    MAX_DEFERRED_MILLIS, MAX_DEFERRED_PER_SECOND, MAX_DEFERRED_SPANS_PER_TRACE,
+    MAX_DEFERRED_TRACES, MAX_SLOW_ROUTES, SlowRoute,
+};
+pub use config::{
     DEFAULT_REMOTE_INTERVAL, DEFAULT_REMOTE_JITTER, DEFAULT_REMOTE_MAX_BODY_BYTES,
     DEFAULT_REMOTE_TIMEOUT, ENV_REMOTE_ENDPOINT, ENV_REMOTE_INTERVAL_SECS, ENV_REMOTE_JITTER,
     ENV_REMOTE_MAX_BODY_BYTES, ENV_REMOTE_SERVICE, ENV_REMOTE_TIMEOUT_MS, MAX_REMOTE_INTERVAL_SECS,
@@ -169,6 +242,7 @@ pub use config::{
 pub use debug::DebugRequest;
 #[cfg(feature = "debug-hmac")]
 pub use debug::debug_token_for;
+pub use defer::TRACE_RESPONSE_HEADER;
 pub use keys::MAX_KEY_TEXT;
 #[cfg(feature = "jaeger-remote")]
 pub use remote::{PollerStatus, StrategyPoller};
@@ -178,13 +252,16 @@ pub use stats::{
 pub use strategy::{SAMPLER_PARAM, SAMPLER_TYPE, SamplingStrategy};
 
 use config::validate;
+pub(crate) use config::validate::rule_name as validate_rule_name;
 use consistent::{Field, OtValue, with_threshold};
 use debug::CompiledDebug;
+use defer::{DeferredSettings, TraceKeep};
 use limit::Limits;
 use rate::{Clock, RateLimiter};
 use rules::{
     CompiledHighValue, CompiledRule, MethodMatch, Outcome, RouteMatcher, RuleSet, SpanFacts,
 };
+pub(crate) use rules::{kind_bit as span_kind_bit, rule_kind_bit as rules_kind_bit};
 use stats::{Counters, Tally};
 use strategy::CompiledStrategy;
 
@@ -242,6 +319,8 @@ pub(crate) struct Compiled {
     limits: Option<Limits>,
     /// The central strategy in force, if any (it replaces the base rate).
     strategy: Option<CompiledStrategy>,
+    /// Deferred capture (see [`defer`]).
+    pub(crate) deferred: Arc<DeferredSettings>,
 }
 
 /// Compiles rule `i` (its name is already validated).
@@ -350,6 +429,7 @@ impl Compiled {
             });
         }
         let debug = CompiledDebug::new(&config.debug)?;
+        let deferred = Arc::new(DeferredSettings::new(&config.deferred)?);
         Ok(Compiled {
             config: Arc::new(config.clone()),
             base: Outcome::new(base, Reason::Base.value()),
@@ -359,6 +439,7 @@ impl Compiled {
             debug,
             limits,
             strategy: strategy.map(CompiledStrategy::new),
+            deferred,
         })
     }
 
@@ -386,6 +467,11 @@ struct Inner {
     counters: Counters,
     /// Serializes reloads and strategy updates (never taken by a decision).
     reload: std::sync::Mutex<()>,
+    /// The per-instance limit of deferred traces.
+    defer_limiter: RateLimiter,
+    /// An export pipeline that buffers deferred spans is attached: without one, nothing is
+    /// deferred (a plain `BatchSpanProcessor` would export `RecordOnly` spans).
+    deferred_attached: std::sync::atomic::AtomicBool,
 }
 
 /// The sampler: see the [module docs](self) for the decision order.
@@ -429,6 +515,8 @@ impl CustomSampler {
                 clock,
                 counters: Counters::default(),
                 reload: std::sync::Mutex::new(()),
+                defer_limiter: RateLimiter::default(),
+                deferred_attached: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -502,18 +590,79 @@ impl CustomSampler {
         };
         // The SDK always passes `Some(parent)`; "no parent" is an invalid span context.
         let Some(cx) = parent_cx else {
-            return root_result(&root, &compiled, &TraceState::NONE);
+            let result = root_result(&root, &compiled, &TraceState::NONE);
+            return self.defer_at_entry(result, &compiled, trace_id);
         };
         let span = cx.span();
         let sc = span.span_context();
         if sc.is_valid() {
-            self.decide_with_parent(&compiled, cx, sc, &root)
+            let result = self.decide_with_parent(&compiled, cx, sc, &root);
+            if sc.is_remote() {
+                self.defer_at_entry(result, &compiled, trace_id)
+            } else {
+                result
+            }
         } else {
             if let Some(result) = self.debug_decision(&compiled, cx, &TraceState::NONE, trace_id) {
                 return result;
             }
-            root_result(&root, &compiled, &TraceState::NONE)
+            let result = root_result(&root, &compiled, &TraceState::NONE);
+            self.defer_at_entry(result, &compiled, trace_id)
         }
+    }
+
+    /// A service-entry decision to drop becomes `RecordOnly` when deferred capture takes
+    /// the trace (see [`defer`]). Counted as what it was (dropped or rate-limited) and as
+    /// deferred.
+    #[inline]
+    fn defer_at_entry(
+        &self,
+        result: SamplingResult,
+        compiled: &Compiled,
+        trace_id: TraceId,
+    ) -> SamplingResult {
+        let settings = &compiled.deferred;
+        if !settings.enabled || result.decision != SamplingDecision::Drop {
+            return result;
+        }
+        if !self
+            .inner
+            .deferred_attached
+            .load(std::sync::atomic::Ordering::Relaxed)
+            || !settings.picks(trace_id)
+            || !self
+                .inner
+                .defer_limiter
+                .try_acquire(self.inner.clock.now_nanos(), settings.max_per_second)
+        {
+            return result;
+        }
+        self.inner.counters.add(Tally::Deferred);
+        SamplingResult {
+            decision: SamplingDecision::RecordOnly,
+            ..result
+        }
+    }
+
+    /// Whether a local, unsampled parent is deferred: it still records, or the Context
+    /// carries its request's marker (a span started after the request's root ended).
+    fn parent_deferred(cx: &Context, sc: &SpanContext) -> bool {
+        cx.get::<TraceKeep>()
+            .is_some_and(|keep| keep.deferred && keep.trace_id == sc.trace_id())
+            || cx.span().is_recording()
+    }
+
+    /// Tells the sampler that an export pipeline which buffers deferred spans is in front
+    /// of the exporter (the manager's); until then nothing is deferred.
+    pub(crate) fn attach_deferred(&self) {
+        self.inner
+            .deferred_attached
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The deferred-capture settings in force.
+    pub(crate) fn deferred_settings(&self) -> Arc<DeferredSettings> {
+        Arc::clone(&self.inner.compiled.load().deferred)
     }
 
     fn decide_with_parent(
@@ -547,6 +696,13 @@ impl CustomSampler {
             };
             self.inner.counters.add(Tally::Sampled);
             followed(state)
+        } else if !sc.is_remote() && Self::parent_deferred(cx, sc) {
+            self.inner.counters.add(Tally::Dropped);
+            self.inner.counters.add(Tally::Deferred);
+            SamplingResult {
+                decision: SamplingDecision::RecordOnly,
+                ..dropped(state, &ot)
+            }
         } else {
             self.inner.counters.add(Tally::Dropped);
             dropped(state, &ot)

@@ -5,7 +5,8 @@
 //! probability or a sampled parent), `dropped` (dropped by a probability or an unsampled
 //! parent), `rate_limited` (dropped because a rate limit lowered the probability: the rule's
 //! probability alone would have kept it), `lower_bound` (kept by a key's guaranteed minimum)
-//! and `debug` (kept by a debug token). The counters are sharded per thread, so counting
+//! and `debug` (kept by a debug token); `deferred` counts, among the dropped and
+//! rate-limited ones, those recorded for deferred capture. The counters are sharded per thread, so counting
 //! costs one uncontended atomic add.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,13 +26,16 @@ pub(crate) enum Tally {
     RateLimited = 2,
     LowerBound = 3,
     Debug = 4,
+    /// Not a decision of its own: of the `Dropped` and `RateLimited` ones, those recorded
+    /// for deferred capture.
+    Deferred = 5,
 }
 
 const NAMES: [&str; 5] = ["sampled", "dropped", "rate_limited", "lower_bound", "debug"];
 
 #[derive(Debug, Default)]
 #[repr(align(64))]
-struct Shard([AtomicU64; 5]);
+struct Shard([AtomicU64; 6]);
 
 /// The sampler's global counters.
 #[derive(Debug)]
@@ -56,8 +60,8 @@ impl Counters {
         self.shards[shard_index() & self.mask].0[tally as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn read(&self) -> [u64; 5] {
-        let mut out = [0u64; 5];
+    fn read(&self) -> [u64; 6] {
+        let mut out = [0u64; 6];
         for shard in self.shards.iter() {
             for (o, c) in out.iter_mut().zip(&shard.0) {
                 *o = o.wrapping_add(c.load(Ordering::Relaxed));
@@ -82,6 +86,11 @@ pub struct SamplerStats {
     pub lower_bound: u64,
     /// Decisions kept by a debug token.
     pub debug: u64,
+    /// Of the `dropped` and `rate_limited` decisions, those recorded for deferred capture
+    /// (`RecordOnly`): traces the deferral budget took at the service entry, and their local
+    /// child spans. Whether they were exported is in the export stats
+    /// ([`ExportStats::deferred`](crate::export::ExportStats::deferred)).
+    pub deferred: u64,
     /// The probability the global limit is applying, when one is configured.
     pub global_probability: Option<f64>,
     /// The smoothed rate (per second) the global limit sees, when one is configured.
@@ -143,13 +152,14 @@ impl From<keys::KeySnapshot> for KeyStats {
 
 impl super::Inner {
     pub(crate) fn stats(&self) -> SamplerStats {
-        let [sampled, dropped, rate_limited, lower_bound, debug] = self.counters.read();
+        let [sampled, dropped, rate_limited, lower_bound, debug, deferred] = self.counters.read();
         let mut stats = SamplerStats {
             sampled,
             dropped,
             rate_limited,
             lower_bound,
             debug,
+            deferred,
             ..SamplerStats::default()
         };
         let compiled = self.compiled.load();

@@ -13,6 +13,7 @@ use pin_project_lite::pin_project;
 
 use super::layer::ServerConfig;
 use crate::http::TracedBody;
+use crate::http::deferred;
 use crate::http::outcome::{OpenSpan, describe_error, panic_message};
 
 pin_project! {
@@ -152,6 +153,8 @@ where
                     span.record_status(response.status());
                 }
                 echo_correlation(&mut response, this.echo.take(), this.config);
+                let status = response.status();
+                deferred::answer(response.headers_mut(), request_cx.as_ref(), status);
                 // Responses that carry no body end their span with the head: a peer
                 // never polls their body.
                 let status = response.status();
@@ -184,6 +187,8 @@ where
                 let mut response = Response::new(TracedBody::empty());
                 *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                 echo_correlation(&mut response, this.echo.take(), this.config);
+                let status = response.status();
+                deferred::answer(response.headers_mut(), request_cx.as_ref(), status);
                 Ok(response)
             }
         };

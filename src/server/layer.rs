@@ -47,7 +47,7 @@ impl ServerConfig {
     /// Calls `f` with the sampler that decides this layer's spans, when the layer knows it:
     /// the one the manager handed with the layer, or the installed manager's for a layer
     /// that starts its spans from it.
-    fn with_sampler<R>(&self, f: impl FnOnce(Option<&CustomSampler>) -> R) -> R {
+    pub(crate) fn with_sampler<R>(&self, f: impl FnOnce(Option<&CustomSampler>) -> R) -> R {
         match (&self.sampler, &self.source) {
             (Some(sampler), _) => f(Some(sampler)),
             (None, SpanSource::Installed) => crate::http::tracer::with_installed_sampler(f),

@@ -13,6 +13,7 @@ use super::layer::ServerConfig;
 use super::span::RequestFacts;
 use crate::context::{self, CorrelationId};
 use crate::http::TracedBody;
+use crate::http::deferred;
 use crate::http::outcome::{OpenSpan, Side, panic_message};
 use crate::sampler::{DebugRequest, UntrustedEdge};
 
@@ -99,9 +100,16 @@ where
         let started = {
             let facts = RequestFacts::read(&parts, &config, &correlation);
             let read = config.attributes_read(&parent);
-            config
+            let started = config
                 .source
-                .start(facts.builder(read), &parent, || facts.late(read))
+                .start(facts.builder(read), &parent, || facts.late(read));
+            // Deferred capture: a deferred request (or one whose caller waits to hear
+            // whether it is kept) carries a marker; one flag check for the others.
+            if started.recording {
+                config.with_sampler(|s| deferred::mark(started, &parent, s, facts.route()))
+            } else {
+                started
+            }
         };
         drop(parent);
         let cx = started.cx;

@@ -55,6 +55,11 @@ impl<'a> RequestFacts<'a> {
         }
     }
 
+    /// The route template, when the router gave one.
+    pub(crate) fn route(&self) -> Option<&'a str> {
+        self.route
+    }
+
     /// The span as it starts, with the attributes the sampler reads (`read`; all of
     /// them when the sampler is not known: any sampler may read them), plus those that
     /// cost nothing; [`rest`](Self::rest) has the others. Its name is

@@ -9,6 +9,11 @@ use super::{
     ENV_OVERFLOW_TRACES_PER_SECOND, ENV_PER_KEY_TRACES_PER_SECOND, ENV_TRACES_PER_SECOND,
     SamplingConfig,
 };
+use super::{
+    ENV_DEFERRED, ENV_DEFERRED_FRACTION, ENV_DEFERRED_MAX_BYTES, ENV_DEFERRED_MAX_PER_SECOND,
+    ENV_DEFERRED_MAX_SPANS_PER_TRACE, ENV_DEFERRED_MAX_TRACES, ENV_DEFERRED_PROPAGATE_SAMPLED,
+    ENV_DEFERRED_SLOW_ROUTES, ENV_DEFERRED_SLOW_THRESHOLD_MS, ENV_DEFERRED_TIMEOUT_MS, SlowRoute,
+};
 use crate::Error;
 use crate::config::env::Reader;
 
@@ -38,7 +43,14 @@ impl SamplingConfig {
     ///    `..._LOWER_BOUND_TRACES_PER_SECOND`, `..._OVERFLOW_TRACES_PER_SECOND`,
     ///    `..._LIMIT_KEY` (comma-separated attribute names), `..._MAX_KEYS`,
     ///    `..._KEY_IDLE_SECS`, `..._ADAPTATION_TIME_SECS`, `..._MAX_INCREASE`,
-    ///    `..._MIN_PROBABILITY`, `..._MAX_PROBABILITY` (all `MESHTRACE_SAMPLING_...`).
+    ///    `..._MIN_PROBABILITY`, `..._MAX_PROBABILITY` (all `MESHTRACE_SAMPLING_...`);
+    /// 5. deferred capture ([`DeferredConfig`](crate::sampler::DeferredConfig)):
+    ///    `MESHTRACE_SAMPLING_DEFERRED` (`true`/`false`), `..._DEFERRED_FRACTION`,
+    ///    `..._DEFERRED_MAX_PER_SECOND`, `..._DEFERRED_SLOW_THRESHOLD_MS`,
+    ///    `..._DEFERRED_SLOW_ROUTES` (`glob=ms` pairs, comma-separated, e.g.
+    ///    `/reports/**=5000,/search=800`), `..._DEFERRED_MAX_TRACES`,
+    ///    `..._DEFERRED_MAX_SPANS_PER_TRACE`, `..._DEFERRED_MAX_BYTES`,
+    ///    `..._DEFERRED_TIMEOUT_MS`, `..._DEFERRED_PROPAGATE_SAMPLED` (`true`/`false`).
     ///
     /// Values are trimmed and blank values count as unset, as for every variable meshtrace
     /// reads. Unparsable values are errors naming the variable, not silently ignored; so is
@@ -121,6 +133,7 @@ impl SamplingConfig {
             })?;
         }
         read_limits(&env, &mut config.limits)?;
+        read_deferred(&env, &mut config.deferred)?;
         // Checked again by the sampler; here so that errors name the variables.
         config.validate().map_err(rename_env_field)?;
         Ok(config)
@@ -152,6 +165,14 @@ fn rename_env_field(mut error: Error) -> Error {
         "sampling.limits.max_increase" => ENV_MAX_INCREASE,
         "sampling.limits.min_probability" => ENV_MIN_PROBABILITY,
         "sampling.limits.max_probability" => ENV_MAX_PROBABILITY,
+        "sampling.deferred.fraction" => ENV_DEFERRED_FRACTION,
+        "sampling.deferred.max_per_second" => ENV_DEFERRED_MAX_PER_SECOND,
+        "sampling.deferred.slow_threshold_ms" => ENV_DEFERRED_SLOW_THRESHOLD_MS,
+        f if f.starts_with("sampling.deferred.slow_routes") => ENV_DEFERRED_SLOW_ROUTES,
+        "sampling.deferred.max_traces" => ENV_DEFERRED_MAX_TRACES,
+        "sampling.deferred.max_spans_per_trace" => ENV_DEFERRED_MAX_SPANS_PER_TRACE,
+        "sampling.deferred.max_bytes" => ENV_DEFERRED_MAX_BYTES,
+        "sampling.deferred.timeout_ms" => ENV_DEFERRED_TIMEOUT_MS,
         _ => return error,
     };
     *field = var.to_owned();
@@ -237,6 +258,85 @@ fn read_limits(env: &Reader<'_>, limits: &mut super::LimitsConfig) -> Result<(),
                 ),
             )
         })?;
+    }
+    Ok(())
+}
+
+/// The deferred-capture variables; values that do not parse are errors naming the variable,
+/// the ranges are checked with the rest of the configuration.
+fn read_deferred(env: &Reader<'_>, deferred: &mut super::DeferredConfig) -> Result<(), Error> {
+    let shown = |v: &str| crate::config::validate::truncate(v, 64);
+    let boolean = |name: &str| -> Result<Option<bool>, Error> {
+        match env.get(name)? {
+            None => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
+            Some(v) => Err(Error::config(
+                name,
+                shown(&v),
+                "it must be `true` or `false`",
+            )),
+        }
+    };
+    let whole = |name: &str| -> Result<Option<u64>, Error> {
+        match env.get(name)? {
+            None => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| Error::config(name, shown(&v), "it must be a whole number")),
+        }
+    };
+    let size = |name: &str| -> Result<Option<usize>, Error> {
+        whole(name).map(|v| v.map(|n| usize::try_from(n).unwrap_or(usize::MAX)))
+    };
+    if let Some(on) = boolean(ENV_DEFERRED)? {
+        deferred.enabled = on;
+    }
+    if let Some(on) = boolean(ENV_DEFERRED_PROPAGATE_SAMPLED)? {
+        deferred.propagate_sampled = on;
+    }
+    if let Some(v) = env.get(ENV_DEFERRED_FRACTION)? {
+        deferred.fraction = parse_rate(ENV_DEFERRED_FRACTION, &v)?;
+    }
+    if let Some(n) = whole(ENV_DEFERRED_MAX_PER_SECOND)? {
+        deferred.max_per_second = u32::try_from(n).unwrap_or(u32::MAX);
+    }
+    if let Some(n) = whole(ENV_DEFERRED_SLOW_THRESHOLD_MS)? {
+        deferred.slow_threshold_ms = n;
+    }
+    if let Some(n) = whole(ENV_DEFERRED_TIMEOUT_MS)? {
+        deferred.timeout_ms = n;
+    }
+    if let Some(n) = size(ENV_DEFERRED_MAX_TRACES)? {
+        deferred.max_traces = n;
+    }
+    if let Some(n) = size(ENV_DEFERRED_MAX_SPANS_PER_TRACE)? {
+        deferred.max_spans_per_trace = n;
+    }
+    if let Some(n) = size(ENV_DEFERRED_MAX_BYTES)? {
+        deferred.max_bytes = n;
+    }
+    if let Some(v) = env.get(ENV_DEFERRED_SLOW_ROUTES)? {
+        let mut routes = Vec::new();
+        for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let parsed = pair
+                .rsplit_once('=')
+                .and_then(|(route, ms)| Some((route.trim(), ms.trim().parse::<u64>().ok()?)))
+                .filter(|(route, _)| !route.is_empty());
+            let Some((route, ms)) = parsed else {
+                return Err(Error::config(
+                    ENV_DEFERRED_SLOW_ROUTES,
+                    shown(pair),
+                    "each entry must be `route-glob=milliseconds`, e.g. `/reports/**=5000`",
+                ));
+            };
+            routes.push(SlowRoute {
+                route: route.to_owned(),
+                threshold_ms: ms,
+            });
+        }
+        deferred.slow_routes = routes;
     }
     Ok(())
 }

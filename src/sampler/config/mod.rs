@@ -3,6 +3,7 @@
 //! strategies are polled from. Files are read by the crate's one file reader (shared with
 //! `TracingConfig`): `.toml`, `.json`, `.yaml`/`.yml` (feature `yaml`), at most 1 MiB.
 
+mod deferred;
 mod env;
 mod limits;
 mod model;
@@ -14,6 +15,13 @@ use std::path::Path;
 use crate::Error;
 use crate::config::Format;
 
+pub use deferred::{
+    DEFAULT_DEFERRED_FRACTION, DEFAULT_DEFERRED_MAX_BYTES, DEFAULT_DEFERRED_MAX_PER_SECOND,
+    DEFAULT_DEFERRED_MAX_SPANS_PER_TRACE, DEFAULT_DEFERRED_MAX_TRACES, DEFAULT_DEFERRED_TIMEOUT_MS,
+    DEFAULT_SLOW_THRESHOLD_MS, DeferredConfig, MAX_DEFERRED_BYTES, MAX_DEFERRED_MILLIS,
+    MAX_DEFERRED_PER_SECOND, MAX_DEFERRED_SPANS_PER_TRACE, MAX_DEFERRED_TRACES, MAX_SLOW_ROUTES,
+    SlowRoute,
+};
 pub(crate) use limits::traces_per_second as limits_traces_per_second;
 pub use limits::{
     DEFAULT_ADAPTATION_TIME_SECS, DEFAULT_KEY_IDLE_SECS, DEFAULT_LIMIT_KEY, DEFAULT_MAX_INCREASE,
@@ -69,6 +77,29 @@ pub const ENV_MAX_INCREASE: &str = "MESHTRACE_SAMPLING_MAX_INCREASE";
 pub const ENV_MIN_PROBABILITY: &str = "MESHTRACE_SAMPLING_MIN_PROBABILITY";
 /// `MESHTRACE_SAMPLING_MAX_PROBABILITY`: `limits.max_probability`.
 pub const ENV_MAX_PROBABILITY: &str = "MESHTRACE_SAMPLING_MAX_PROBABILITY";
+/// `MESHTRACE_SAMPLING_DEFERRED`: `true` or `false`, `deferred.enabled`.
+pub const ENV_DEFERRED: &str = "MESHTRACE_SAMPLING_DEFERRED";
+/// `MESHTRACE_SAMPLING_DEFERRED_FRACTION`: `deferred.fraction`.
+pub const ENV_DEFERRED_FRACTION: &str = "MESHTRACE_SAMPLING_DEFERRED_FRACTION";
+/// `MESHTRACE_SAMPLING_DEFERRED_MAX_PER_SECOND`: `deferred.max_per_second`.
+pub const ENV_DEFERRED_MAX_PER_SECOND: &str = "MESHTRACE_SAMPLING_DEFERRED_MAX_PER_SECOND";
+/// `MESHTRACE_SAMPLING_DEFERRED_SLOW_THRESHOLD_MS`: `deferred.slow_threshold_ms`.
+pub const ENV_DEFERRED_SLOW_THRESHOLD_MS: &str = "MESHTRACE_SAMPLING_DEFERRED_SLOW_THRESHOLD_MS";
+/// `MESHTRACE_SAMPLING_DEFERRED_SLOW_ROUTES`: `deferred.slow_routes` as comma-separated
+/// `glob=milliseconds` pairs, e.g. `/reports/**=5000,/search=800`.
+pub const ENV_DEFERRED_SLOW_ROUTES: &str = "MESHTRACE_SAMPLING_DEFERRED_SLOW_ROUTES";
+/// `MESHTRACE_SAMPLING_DEFERRED_MAX_TRACES`: `deferred.max_traces`.
+pub const ENV_DEFERRED_MAX_TRACES: &str = "MESHTRACE_SAMPLING_DEFERRED_MAX_TRACES";
+/// `MESHTRACE_SAMPLING_DEFERRED_MAX_SPANS_PER_TRACE`: `deferred.max_spans_per_trace`.
+pub const ENV_DEFERRED_MAX_SPANS_PER_TRACE: &str =
+    "MESHTRACE_SAMPLING_DEFERRED_MAX_SPANS_PER_TRACE";
+/// `MESHTRACE_SAMPLING_DEFERRED_MAX_BYTES`: `deferred.max_bytes`.
+pub const ENV_DEFERRED_MAX_BYTES: &str = "MESHTRACE_SAMPLING_DEFERRED_MAX_BYTES";
+/// `MESHTRACE_SAMPLING_DEFERRED_TIMEOUT_MS`: `deferred.timeout_ms`.
+pub const ENV_DEFERRED_TIMEOUT_MS: &str = "MESHTRACE_SAMPLING_DEFERRED_TIMEOUT_MS";
+/// `MESHTRACE_SAMPLING_DEFERRED_PROPAGATE_SAMPLED`: `true` or `false`,
+/// `deferred.propagate_sampled`.
+pub const ENV_DEFERRED_PROPAGATE_SAMPLED: &str = "MESHTRACE_SAMPLING_DEFERRED_PROPAGATE_SAMPLED";
 /// `OTEL_TRACES_SAMPLER`: `always_on`, `always_off`, `traceidratio`,
 /// `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio`.
 pub const ENV_OTEL_SAMPLER: &str = "OTEL_TRACES_SAMPLER";

@@ -6,7 +6,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DEFAULT_DEBUG_MAX_AGE_SECS, DEFAULT_DEBUG_MAX_PER_SECOND, LimitsConfig};
+use super::{
+    DEFAULT_DEBUG_MAX_AGE_SECS, DEFAULT_DEBUG_MAX_PER_SECOND, DeferredConfig, LimitsConfig,
+};
 use crate::config::{Moved, moved};
 
 /// Head-sampling configuration for [`CustomSampler`](crate::sampler::CustomSampler): only
@@ -33,6 +35,9 @@ pub struct SamplingConfig {
     pub debug: DebugConfig,
     /// Consistent rate limits and adaptive targets for root decisions (off by default).
     pub limits: LimitsConfig,
+    /// Deferred capture of error and slow traces the head decision dropped (off by
+    /// default).
+    pub deferred: DeferredConfig,
     /// `span_limits` moved to the top level of `TracingConfig`; kept to say so.
     #[serde(
         rename = "span_limits",
@@ -59,6 +64,7 @@ impl Default for SamplingConfig {
             high_value_rate: 1.0,
             debug: DebugConfig::default(),
             limits: LimitsConfig::default(),
+            deferred: DeferredConfig::default(),
             legacy_span_limits: Moved,
             misplaced_remote: Moved,
         }
@@ -74,6 +80,7 @@ impl fmt::Debug for SamplingConfig {
             .field("high_value_rate", &self.high_value_rate)
             .field("debug", &self.debug)
             .field("limits", &self.limits)
+            .field("deferred", &self.deferred)
             .finish()
     }
 }
@@ -129,6 +136,13 @@ impl SamplingConfig {
     #[must_use]
     pub fn limits(mut self, limits: LimitsConfig) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Sets deferred capture (see [`DeferredConfig`]).
+    #[must_use]
+    pub fn deferred(mut self, deferred: DeferredConfig) -> Self {
+        self.deferred = deferred;
         self
     }
 }
