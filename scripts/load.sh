@@ -11,6 +11,11 @@
 #
 #   DURATION=10 CONNECTIONS=32 scripts/load.sh
 #   MODES="bare meshtrace" HANDLERS=trivial scripts/load.sh
+#   ROUNDS=3 scripts/load.sh      # every configuration ROUNDS times, interleaved; medians
+#
+# With ROUNDS > 1 the configurations run round-robin (bare, peers, meshtrace, then again),
+# so a slow drift of the shared machine touches each of them alike, and the table shows
+# the median of the rounds (latencies: the median of the per-round percentiles).
 #
 # Every server and every wrk run is bounded in time (the server stops by itself
 # DURATION+5 s after it starts).
@@ -21,6 +26,7 @@ DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-32}"
 MODES="${MODES:-bare otel_tower otel_axum meshtrace}"
 HANDLERS="${HANDLERS:-trivial work}"
+ROUNDS="${ROUNDS:-1}"
 command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
 
 cargo build --release --example load_server >&2
@@ -49,17 +55,46 @@ run() { # mode rate handler
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" >&2
 echo "wrk: 1 thread, $CONNECTIONS connections, ${DURATION}s per configuration; server: 1 worker thread" >&2
-results=()
-for handler in $HANDLERS; do
-  for mode in $MODES; do
-    if [ "$mode" = bare ]; then rates=1.0; else rates="1.0 0.01"; fi
-    for rate in $rates; do
-      line=$(run "$mode" "$rate" "$handler")
-      echo "$line" >&2
-      results+=("$line")
+runs=()
+for round in $(seq "$ROUNDS"); do
+  for handler in $HANDLERS; do
+    for mode in $MODES; do
+      if [ "$mode" = bare ]; then rates=1.0; else rates="1.0 0.01"; fi
+      for rate in $rates; do
+        line=$(run "$mode" "$rate" "$handler")
+        echo "round $round: $line" >&2
+        runs+=("$line")
+      done
     done
   done
 done
+
+# One line per configuration: the median of its rounds (wrk prints latencies with units;
+# they are compared in microseconds).
+mapfile -t results < <(printf '%s\n' "${runs[@]}" | python3 -c '
+import sys, statistics
+def us(v):
+    for unit, f in (("us", 1), ("ms", 1e3), ("s", 1e6)):
+        if v.endswith(unit) and v[:-len(unit)].replace(".", "").isdigit():
+            return float(v[:-len(unit)]) * f
+    return float("nan")
+def fmt(u):
+    return f"{u / 1e3:.2f}ms" if u >= 1e3 else f"{u:.2f}us"
+order, by = [], {}
+for line in sys.stdin:
+    h, m, r, rps, p50, p99, spans = line.split()
+    key = (h, m, r)
+    if key not in by:
+        order.append(key)
+        by[key] = []
+    by[key].append((float(rps), us(p50), us(p99), spans))
+for key in order:
+    rows = by[key]
+    rps = statistics.median(x[0] for x in rows)
+    p50 = statistics.median(x[1] for x in rows)
+    p99 = statistics.median(x[2] for x in rows)
+    print(*key, f"{rps:.2f}", fmt(p50), fmt(p99), rows[len(rows) // 2][3])
+')
 
 echo "| handler | configuration | sampling | requests/s | vs bare | p50 | p99 | spans exported |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
