@@ -127,8 +127,8 @@
 
 use crate::Error;
 use crate::config::{
-    self, BatchConfig, EnvLayer, ExporterConfig, Resolved, ResolvedExporter, SpanLimitsConfig,
-    TracingConfig,
+    self, BatchConfig, EnvLayer, ExporterConfig, LogsConfig, MetricsConfig, MetricsExporter,
+    Resolved, ResolvedExporter, SpanLimitsConfig, TracingConfig,
 };
 use crate::context::W3cPropagator;
 use crate::export::events::ErrorEvents;
@@ -137,14 +137,18 @@ use crate::export::{
     Counters, CountingExporter, DynSpanExporter, ExportGate, ExportStats, SpanFilter,
 };
 use crate::logging::{LogFormat, fmt_layer, fmt_layer_with_writer};
+use crate::metrics::http::{HttpInstruments, MeterSource};
+use crate::metrics::provider::AddReader;
 #[cfg(feature = "jaeger-remote")]
 use crate::sampler::StrategyPoller;
 use crate::sampler::{CustomSampler, RemoteSamplingConfig, SamplerHandle, SamplingConfig};
 use crate::server::TracingLayer;
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkError;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
 use opentelemetry_semantic_conventions::attribute as semconv;
 use std::path::Path;
@@ -168,6 +172,13 @@ const OWN_SPANS: &str = "meshtrace=info";
 #[must_use = "dropping the manager shuts tracing down"]
 pub struct TracingManager {
     provider: SdkTracerProvider,
+    /// The meter provider, when metrics are on.
+    meter_provider: Option<SdkMeterProvider>,
+    /// Its HTTP instruments, handed to the layers.
+    instruments: Option<Arc<HttpInstruments>>,
+    /// The OTLP logs' provider, when they are on.
+    #[cfg(feature = "otlp-logs")]
+    logger_provider: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
     counters: Arc<Counters>,
     shutdown_timeout: Duration,
     // The provider's own sampler, shared with the server layers this manager hands out
@@ -259,6 +270,8 @@ pub struct TracingManagerBuilder {
     existing_globals: ExistingGlobals,
     /// Where the sampler's instruments are registered, if anywhere.
     sampler_meter: Option<opentelemetry::metrics::Meter>,
+    /// A metric exporter given in code.
+    metric_exporter: Option<AddReader>,
 }
 
 impl std::fmt::Debug for TracingManagerBuilder {
@@ -277,6 +290,7 @@ impl std::fmt::Debug for TracingManagerBuilder {
             .field("custom_log_writer", &self.log_writer.is_some())
             .field("existing_globals", &self.existing_globals)
             .field("sampler_metrics", &self.sampler_meter.is_some())
+            .field("custom_metric_exporter", &self.metric_exporter.is_some())
             .finish()
     }
 }
@@ -292,6 +306,7 @@ impl TracingManager {
             log_writer: None,
             existing_globals: ExistingGlobals::Refuse,
             sampler_meter: None,
+            metric_exporter: None,
         }
     }
 
@@ -335,12 +350,46 @@ impl TracingManager {
         &self.provider
     }
 
-    /// Exports everything queued now and waits for it (at most 5 s: opentelemetry_sdk
-    /// 0.33's batch processor has a fixed flush timeout). Blocks the calling thread.
+    /// Exports everything queued now and waits for it: the spans (at most 5 s:
+    /// opentelemetry_sdk 0.33's batch processor has a fixed flush timeout), the metrics
+    /// collected so far, and the OTLP logs. Blocks the calling thread.
     pub fn force_flush(&self) -> Result<(), Error> {
-        self.provider
-            .force_flush()
+        let spans = self.provider.force_flush();
+        let metrics = match &self.meter_provider {
+            Some(meter_provider) => meter_provider.force_flush(),
+            None => Ok(()),
+        };
+        #[cfg(feature = "otlp-logs")]
+        let logs = match &self.logger_provider {
+            Some(logger_provider) => logger_provider.force_flush(),
+            None => Ok(()),
+        };
+        #[cfg(not(feature = "otlp-logs"))]
+        let logs: Result<(), OTelSdkError> = Ok(());
+        spans
             .map_err(|e| Error::setup("force_flush", e))
+            .and(metrics.map_err(|e| Error::setup("force_flush (metrics)", e)))
+            .and(logs.map_err(|e| Error::setup("force_flush (logs)", e)))
+    }
+
+    /// The SDK meter provider when metrics are on (see [`crate::metrics`]), e.g. for
+    /// instruments of your own with the same resource and export.
+    pub fn meter_provider(&self) -> Option<&SdkMeterProvider> {
+        self.meter_provider.as_ref()
+    }
+
+    /// The SDK logger provider when OTLP logs are on (feature `otlp-logs`).
+    #[cfg(feature = "otlp-logs")]
+    pub fn logger_provider(&self) -> Option<&opentelemetry_sdk::logs::SdkLoggerProvider> {
+        self.logger_provider.as_ref()
+    }
+
+    /// Where this manager's layers record metrics: its instruments, or nowhere.
+    fn meter_source(&self) -> MeterSource {
+        match &self.instruments {
+            Some(instruments) => MeterSource::Given(Arc::clone(instruments)),
+            None => MeterSource::Off,
+        }
     }
 
     /// A [`TracingLayer`] for the server side whose spans come from this manager's
@@ -351,13 +400,16 @@ impl TracingManager {
         TracingLayer::new()
             .tracer_provider(&self.provider)
             .sampler_hint(self.sampler.clone())
+            .meter_source(self.meter_source())
     }
 
     /// A [`ClientTracingLayer`](crate::client::ClientTracingLayer) (tower/hyper clients)
     /// whose spans come from this manager's provider. After [`install`](TracingManagerBuilder::install),
     /// `ClientTracingLayer::new()` does the same.
     pub fn client_layer(&self) -> crate::client::ClientTracingLayer {
-        crate::client::ClientTracingLayer::new().tracer_provider(&self.provider)
+        crate::client::ClientTracingLayer::new()
+            .tracer_provider(&self.provider)
+            .meter_source(self.meter_source())
     }
 
     /// A [`ReqwestTracingMiddleware`](crate::client::ReqwestTracingMiddleware) whose spans
@@ -366,7 +418,9 @@ impl TracingManager {
     /// the same.
     #[cfg(feature = "reqwest")]
     pub fn reqwest_middleware(&self) -> crate::client::ReqwestTracingMiddleware {
-        crate::client::ReqwestTracingMiddleware::new().tracer_provider(&self.provider)
+        crate::client::ReqwestTracingMiddleware::new()
+            .tracer_provider(&self.provider)
+            .meter_source(self.meter_source())
     }
 
     /// The sampler's handle, to reload the sampling configuration at runtime.
@@ -396,11 +450,14 @@ impl TracingManager {
         // while the provider flushes on its thread.
         #[cfg(feature = "jaeger-remote")]
         let poller = self.poller.take();
+        let others = self.other_providers();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("meshtrace-shutdown".into())
             .spawn(move || {
-                let _ = tx.send(provider.shutdown_with_timeout(timeout));
+                let spans = provider.shutdown_with_timeout(timeout);
+                let others = others.shutdown(timeout);
+                let _ = tx.send(spans.and(others));
             });
         #[cfg(feature = "jaeger-remote")]
         if let Some(poller) = poller {
@@ -413,7 +470,10 @@ impl TracingManager {
                 ))
             }),
             // No thread to spare: block here rather than lose the spans.
-            Err(_) => self.provider.shutdown_with_timeout(timeout),
+            Err(_) => self
+                .provider
+                .shutdown_with_timeout(timeout)
+                .and(self.other_providers().shutdown(timeout)),
         };
         self.log_stats();
         result.map_err(|e| {
@@ -452,7 +512,44 @@ impl Drop for TracingManager {
     fn drop(&mut self) {
         if !self.shut_down {
             let _ = self.provider.shutdown_with_timeout(self.shutdown_timeout);
+            let _ = self.other_providers().shutdown(self.shutdown_timeout);
             self.log_stats();
+        }
+    }
+}
+
+/// The providers besides the spans' (metrics, OTLP logs), shut down with them.
+struct OtherProviders {
+    meter: Option<SdkMeterProvider>,
+    #[cfg(feature = "otlp-logs")]
+    logger: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
+}
+
+impl OtherProviders {
+    /// Exports what is left (the last metric collection, the queued log records) and
+    /// stops, each within `timeout`.
+    fn shutdown(self, timeout: Duration) -> Result<(), OTelSdkError> {
+        let metrics = match self.meter {
+            Some(meter) => meter.shutdown_with_timeout(timeout),
+            None => Ok(()),
+        };
+        #[cfg(feature = "otlp-logs")]
+        let logs = match self.logger {
+            Some(logger) => logger.shutdown_with_timeout(timeout),
+            None => Ok(()),
+        };
+        #[cfg(not(feature = "otlp-logs"))]
+        let logs = Ok(());
+        metrics.and(logs)
+    }
+}
+
+impl TracingManager {
+    fn other_providers(&self) -> OtherProviders {
+        OtherProviders {
+            meter: self.meter_provider.clone(),
+            #[cfg(feature = "otlp-logs")]
+            logger: self.logger_provider.clone(),
         }
     }
 }
@@ -520,6 +617,42 @@ impl TracingManagerBuilder {
     /// is set. Default: not registered ([`stats`](SamplerHandle::stats) still counts).
     pub fn sampler_metrics(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
         self.sampler_meter = Some(meter.clone());
+        self
+    }
+
+    /// Metrics settings (see [`crate::metrics`]); fields left unset keep their
+    /// lower-precedence values (the file's `[metrics]`, the `OTEL_METRIC*` variables).
+    pub fn metrics(mut self, metrics: MetricsConfig) -> Self {
+        self.overrides.metrics = std::mem::take(&mut self.overrides.metrics).merge(metrics);
+        self
+    }
+
+    /// The one switch for metrics (default on; file key `metrics.enabled`, variable
+    /// `MESHTRACE_METRICS_ENABLED`). Off: no meter provider, and the layers the manager
+    /// hands out (and `TracingLayer::new()` after `install()`) read no clock and build no
+    /// attribute for metrics.
+    pub fn metrics_enabled(mut self, on: bool) -> Self {
+        self.overrides.metrics.enabled = Some(on);
+        self
+    }
+
+    /// Exports metrics to `exporter` (e.g. the SDK's `InMemoryMetricExporter` in tests)
+    /// instead of what `[metrics]` configures, at the configured interval. Metrics stay
+    /// off when [`metrics_enabled(false)`](Self::metrics_enabled) says so.
+    pub fn metric_exporter<E>(mut self, exporter: E) -> Self
+    where
+        E: opentelemetry_sdk::metrics::exporter::PushMetricExporter,
+    {
+        self.metric_exporter = Some(crate::metrics::provider::reader_for(exporter));
+        self
+    }
+
+    /// OTLP logs (feature `otlp-logs`): `LogsConfig::otlp()` sends every event the log
+    /// filter lets through as an OpenTelemetry log record (see `crate::export::logs`).
+    /// Fields left unset keep their lower-precedence values (`[logs]`,
+    /// `OTEL_LOGS_EXPORTER`, `OTEL_EXPORTER_OTLP_LOGS_*`).
+    pub fn logs(mut self, logs: LogsConfig) -> Self {
+        self.overrides.logs = std::mem::take(&mut self.overrides.logs).merge(logs);
         self
     }
 
@@ -601,6 +734,11 @@ impl TracingManagerBuilder {
         let env = self.env.take().transpose()?;
         let file = self.file.take().unwrap_or_default();
         let exporter_in_code = self.exporter.is_some();
+        if self.metric_exporter.is_some() && self.overrides.metrics.exporter.is_none() {
+            // The exporter given in code replaces whichever is configured; `stdout` stands
+            // for "on", and nothing is built for it.
+            self.overrides.metrics.exporter = Some(MetricsExporter::Stdout);
+        }
         config::resolve(
             env,
             file,
@@ -676,7 +814,22 @@ impl TracingManagerBuilder {
             Some(writer) => fmt_layer_with_writer(resolved.log_format, writer),
             None => fmt_layer(resolved.log_format),
         };
-        let log_layer = logs.with_filter(layer_log_filter).boxed();
+        let log_layer = logs.with_filter(layer_log_filter);
+        #[cfg(feature = "otlp-logs")]
+        let log_layer = {
+            use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+            // The log filter's events, never those of an export (see `export::logs`).
+            let otlp = match &manager.logger_provider {
+                Some(provider) => Some(
+                    crate::export::logs::OtlpLogLayer::new(provider).with_filter(
+                        log_filter()?.and(filter_fn(|_| !crate::export::suppress::exporting())),
+                    ),
+                ),
+                None => None,
+            };
+            log_layer.and_then(otlp)
+        };
+        let log_layer = log_layer.boxed();
         let layers = Layers {
             span_layer,
             log_layer,
@@ -713,7 +866,13 @@ impl TracingManagerBuilder {
         if existing != ExistingGlobals::Keep {
             opentelemetry::global::set_text_map_propagator(W3cPropagator::new());
             opentelemetry::global::set_tracer_provider(manager.provider.clone());
+            if let Some(meter_provider) = &manager.meter_provider {
+                opentelemetry::global::set_meter_provider(meter_provider.clone());
+            }
         }
+        // Layers built with `new()` record on this manager's instruments (nowhere when its
+        // metrics are off), whatever the global meter provider is.
+        crate::metrics::http::set_installed(manager.instruments.clone());
         // meshtrace's own layers built with `new()` use this provider either way.
         crate::http::tracer::set_installed(Some((&manager.provider, &manager.sampler)));
         Ok(manager)
@@ -728,6 +887,30 @@ impl TracingManagerBuilder {
         // the export gate (see `limits`).
         crate::limits::set_max_value_len(resolved.span_limits.max_attribute_value_length);
         let counters = Arc::new(Counters::default());
+        let resource = build_resource(resolved);
+        // Metrics and logs first: they can fail (an OTLP runtime), and start no thread
+        // that would outlive a failed build.
+        let (meter_provider, instruments) = match &resolved.signals.metrics {
+            Some(metrics) => {
+                let meter_provider = crate::metrics::provider::build(
+                    metrics,
+                    resource.clone(),
+                    self.metric_exporter.take(),
+                )?;
+                let meter = meter_provider.meter_with_scope(crate::http::tracer::scope());
+                let instruments = Arc::new(HttpInstruments::new(&meter));
+                (Some(meter_provider), Some(instruments))
+            }
+            None => (None, None),
+        };
+        #[cfg(feature = "otlp-logs")]
+        let logger_provider = match &resolved.signals.logs {
+            Some(otlp) => Some(crate::export::logs::provider(
+                crate::export::logs::OtlpLogExporter::build(otlp, resolved.batch.export_timeout)?,
+                resource.clone(),
+            )),
+            None => None,
+        };
         let exporter: Option<(Box<dyn DynSpanExporter>, String)> = match self.exporter.take() {
             Some(custom) => Some((custom, "the custom span exporter".to_owned())),
             None => match &resolved.exporter {
@@ -754,7 +937,7 @@ impl TracingManagerBuilder {
         let mut builder = SdkTracerProvider::builder()
             .with_sampler(sampler.clone())
             .with_span_limits(resolved.span_limits.to_sdk())
-            .with_resource(build_resource(resolved));
+            .with_resource(resource);
         if let Some((exporter, name)) = exporter {
             let exporter = CountingExporter::new(exporter, Arc::clone(&counters), name);
             builder = builder.with_span_processor(ExportGate::new(
@@ -765,8 +948,13 @@ impl TracingManagerBuilder {
             ));
         }
         let provider = builder.build();
-        if let Some(meter) = &self.sampler_meter {
-            sampler.handle().register_metrics(meter);
+        // The sampler's counters: on the meter given for them, else on the manager's.
+        match (&self.sampler_meter, &meter_provider) {
+            (Some(meter), _) => sampler.handle().register_metrics(meter),
+            (None, Some(meter_provider)) => sampler
+                .handle()
+                .register_metrics(&meter_provider.meter_with_scope(crate::http::tracer::scope())),
+            (None, None) => {}
         }
         // Started last; should a later step fail, dropping the manager stops it.
         #[cfg(feature = "jaeger-remote")]
@@ -776,6 +964,10 @@ impl TracingManagerBuilder {
         };
         let manager = TracingManager {
             provider: provider.clone(),
+            meter_provider,
+            instruments,
+            #[cfg(feature = "otlp-logs")]
+            logger_provider,
             counters,
             shutdown_timeout: resolved.shutdown_timeout,
             sampler,

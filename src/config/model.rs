@@ -2,6 +2,7 @@
 //! Nothing here reads the environment or checks a value; see `env`, `validate` and
 //! `resolve` for that.
 
+use super::signals::{LogsConfig, MetricsConfig};
 use crate::logging::LogFormat;
 use crate::sampler::{RemoteSamplingConfig, SamplingConfig};
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,11 @@ pub struct TracingConfig {
     /// Per-span storage limits, applied where spans are recorded and exported
     /// (`OTEL_SPAN_*_LIMIT`); unset fields use the defaults.
     pub span_limits: SpanLimitsConfig,
+    /// HTTP and sampler metrics (`[metrics]`): on by default, exported where spans go.
+    pub metrics: MetricsConfig,
+    /// Log events as OpenTelemetry log records over OTLP (`[logs]`, feature `otlp-logs`);
+    /// off by default.
+    pub logs: LogsConfig,
     /// `env_filter` was renamed `log_filter`; kept to say so instead of "unknown field".
     #[serde(
         rename = "env_filter",
@@ -450,6 +456,8 @@ impl TracingConfig {
                 (base, top) => top.or(base),
             },
             span_limits: self.span_limits.merge(over.span_limits),
+            metrics: self.metrics.merge(over.metrics),
+            logs: self.logs.merge(over.logs),
             legacy_env_filter: Moved,
         }
     }

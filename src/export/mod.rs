@@ -35,9 +35,11 @@
 mod counting;
 pub(crate) mod events;
 mod gate;
+#[cfg(feature = "otlp-logs")]
+pub(crate) mod logs;
 #[cfg(feature = "otlp")]
 pub(crate) mod otlp;
-mod stdout;
+pub(crate) mod stdout;
 pub(crate) mod suppress;
 
 pub use counting::ExportStats;
