@@ -450,14 +450,14 @@ impl TracingManager {
         // while the provider flushes on its thread.
         #[cfg(feature = "jaeger-remote")]
         let poller = self.poller.take();
-        let others = self.other_providers();
+        // Metrics and logs shut down beside the spans, within the same timeout.
+        let others = self.other_providers().start_shutdown(timeout);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("meshtrace-shutdown".into())
             .spawn(move || {
                 let spans = provider.shutdown_with_timeout(timeout);
-                let others = others.shutdown(timeout);
-                let _ = tx.send(spans.and(others));
+                let _ = tx.send(spans.and(others.wait()));
             });
         #[cfg(feature = "jaeger-remote")]
         if let Some(poller) = poller {
@@ -470,10 +470,7 @@ impl TracingManager {
                 ))
             }),
             // No thread to spare: block here rather than lose the spans.
-            Err(_) => self
-                .provider
-                .shutdown_with_timeout(timeout)
-                .and(self.other_providers().shutdown(timeout)),
+            Err(_) => self.provider.shutdown_with_timeout(timeout),
         };
         self.log_stats();
         result.map_err(|e| {
@@ -511,8 +508,9 @@ impl TracingManager {
 impl Drop for TracingManager {
     fn drop(&mut self) {
         if !self.shut_down {
+            let others = self.other_providers().start_shutdown(self.shutdown_timeout);
             let _ = self.provider.shutdown_with_timeout(self.shutdown_timeout);
-            let _ = self.other_providers().shutdown(self.shutdown_timeout);
+            let _ = others.wait();
             self.log_stats();
         }
     }
@@ -525,22 +523,70 @@ struct OtherProviders {
     logger: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
 }
 
+/// A shutdown of the other providers in progress (see [`OtherProviders::start_shutdown`]).
+struct ShuttingDown {
+    deadline: std::time::Instant,
+    timeout: Duration,
+    done: Option<std::sync::mpsc::Receiver<Result<(), OTelSdkError>>>,
+}
+
 impl OtherProviders {
-    /// Exports what is left (the last metric collection, the queued log records) and
-    /// stops, each within `timeout`.
-    fn shutdown(self, timeout: Duration) -> Result<(), OTelSdkError> {
-        let metrics = match self.meter {
-            Some(meter) => meter.shutdown_with_timeout(timeout),
-            None => Ok(()),
-        };
+    /// Starts exporting what is left (the last metric collection, the queued log records)
+    /// and stopping, on a thread of its own, so that it overlaps the spans' shutdown.
+    /// opentelemetry_sdk 0.33's meter provider ignores its shutdown timeout (its periodic
+    /// reader waits for the last export), so the wait is bounded here.
+    fn start_shutdown(self, timeout: Duration) -> ShuttingDown {
+        let deadline = std::time::Instant::now() + timeout;
         #[cfg(feature = "otlp-logs")]
-        let logs = match self.logger {
-            Some(logger) => logger.shutdown_with_timeout(timeout),
-            None => Ok(()),
-        };
+        let nothing = self.meter.is_none() && self.logger.is_none();
         #[cfg(not(feature = "otlp-logs"))]
-        let logs = Ok(());
-        metrics.and(logs)
+        let nothing = self.meter.is_none();
+        if nothing {
+            return ShuttingDown {
+                deadline,
+                timeout,
+                done: None,
+            };
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("meshtrace-shutdown".into())
+            .spawn(move || {
+                let metrics = match self.meter {
+                    Some(meter) => meter.shutdown_with_timeout(timeout),
+                    None => Ok(()),
+                };
+                #[cfg(feature = "otlp-logs")]
+                let logs = match self.logger {
+                    Some(logger) => logger.shutdown_with_timeout(timeout),
+                    None => Ok(()),
+                };
+                #[cfg(not(feature = "otlp-logs"))]
+                let logs = Ok(());
+                let _ = tx.send(metrics.and(logs));
+            });
+        ShuttingDown {
+            deadline,
+            timeout,
+            // No thread to spare: the providers shut down when their last handle drops.
+            done: spawned.ok().map(|_| rx),
+        }
+    }
+}
+
+impl ShuttingDown {
+    /// Waits for the shutdown, at most until the deadline.
+    fn wait(self) -> Result<(), OTelSdkError> {
+        let Some(done) = self.done else {
+            return Ok(());
+        };
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        match done.recv_timeout(left) {
+            Ok(result) => result,
+            Err(_) => Err(OTelSdkError::Timeout(self.timeout)),
+        }
     }
 }
 
@@ -815,20 +861,21 @@ impl TracingManagerBuilder {
             None => fmt_layer(resolved.log_format),
         };
         let log_layer = logs.with_filter(layer_log_filter);
+        // Boxed in each branch: an `Option` layer that is `None` beside per-layer filters
+        // gives tracing-subscriber 0.3 a max level hint of OFF for the whole stack.
         #[cfg(feature = "otlp-logs")]
-        let log_layer = {
-            use tracing_subscriber::filter::{FilterExt as _, filter_fn};
-            // The log filter's events, never those of an export (see `export::logs`).
-            let otlp = match &manager.logger_provider {
-                Some(provider) => Some(
-                    crate::export::logs::OtlpLogLayer::new(provider).with_filter(
-                        log_filter()?.and(filter_fn(|_| !crate::export::suppress::exporting())),
-                    ),
-                ),
-                None => None,
-            };
-            log_layer.and_then(otlp)
+        let log_layer: Box<dyn Layer<S> + Send + Sync + 'static> = match &manager.logger_provider {
+            Some(provider) => {
+                use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+                // The log filter's events, never those of an export, nor OpenTelemetry's own
+                // (see `export::logs`).
+                let otlp = crate::export::logs::OtlpLogLayer::new(provider)
+                    .with_filter(log_filter()?.and(filter_fn(crate::export::logs::admits)));
+                log_layer.and_then(otlp).boxed()
+            }
+            None => log_layer.boxed(),
         };
+        #[cfg(not(feature = "otlp-logs"))]
         let log_layer = log_layer.boxed();
         let layers = Layers {
             span_layer,

@@ -19,6 +19,9 @@
 //! * **no feedback**: events emitted on an exporter's thread or in a suppressed Context
 //!   (the OTLP clients' hyper, h2, tonic and reqwest events) never reach the appender (see
 //!   [`super::suppress`]), and the SDK's batch processor exports in a suppressed Context.
+//!   OpenTelemetry's own internal log events (targets `opentelemetry*`) are left out too:
+//!   the SDK logs from inside `emit` (a full queue), which would append again. They still
+//!   reach the log output when the log filter enables them.
 //!
 //! The exporter runs on a private Tokio runtime, as the span exporter does (see
 //! `super::otlp`).
@@ -262,6 +265,14 @@ where
         self.bridge.on_event(event, ctx);
         CORRELATION.with(|slot| *slot.borrow_mut() = previous);
     }
+}
+
+/// Whether an event may become a log record: never one emitted while exporting (an
+/// exporter's thread, a suppressed Context), nor one of OpenTelemetry's own internal log
+/// events (targets `opentelemetry*`: the SDK logs from inside `emit` when its queue is full,
+/// which would append again).
+pub(crate) fn admits(meta: &tracing::Metadata<'_>) -> bool {
+    !meta.target().starts_with("opentelemetry") && !super::suppress::exporting()
 }
 
 /// The logger provider exporting to `exporter` in batches (the SDK's defaults: a queue of
