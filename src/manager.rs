@@ -717,7 +717,9 @@ impl TracingManagerBuilder {
     /// Exports to `exporter` instead of what [`exporter`](Self::exporter) configures, still
     /// through the sampled-only, bounded, counted queue (e.g. a
     /// [`StdoutExporter`](crate::export::StdoutExporter) writing to a buffer, or the SDK's
-    /// in-memory exporter in tests).
+    /// in-memory exporter in tests). Metrics then go nowhere (they cannot go where the spans
+    /// go) unless a [`metric_exporter`](Self::metric_exporter) or `metrics.exporter` /
+    /// `OTEL_METRICS_EXPORTER` says where.
     pub fn span_exporter<E: SpanExporter + 'static>(mut self, exporter: E) -> Self {
         self.exporter = Some(Box::new(exporter));
         self

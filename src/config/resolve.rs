@@ -258,13 +258,8 @@ pub(crate) fn resolve(
         }
     }
 
-    let signals = resolve_signals(
-        &env,
-        config.metrics,
-        config.logs,
-        config.exporter.as_ref(),
-        exporter_in_code,
-    )?;
+    // Metrics and logs share these OTLP settings; their own are checked after the spans'.
+    let exporter_config = config.exporter.clone();
     let exporter = match config.exporter.unwrap_or(ExporterConfig::Stdout) {
         ExporterConfig::Stdout => ResolvedExporter::Stdout,
         ExporterConfig::None => ResolvedExporter::None,
@@ -281,6 +276,14 @@ pub(crate) fn resolve(
             ResolvedExporter::Otlp(resolve_otlp(top_otlp, &env, exporter_in_code)?)
         }
     };
+
+    let signals = resolve_signals(
+        &env,
+        config.metrics,
+        config.logs,
+        exporter_config.as_ref(),
+        exporter_in_code,
+    )?;
 
     let b = config.batch;
     let max_queue_size = check_count(

@@ -125,7 +125,9 @@ pub struct MetricsConfig {
     /// provider, and the layers read no clock and build no attribute for metrics.
     pub enabled: Option<bool>,
     /// Where metrics go (`OTEL_METRICS_EXPORTER`); default: where spans go
-    /// (`exporter.kind`; `none` there turns metrics off).
+    /// (`exporter.kind`; `none` there turns metrics off). With a span exporter given in
+    /// code (`TracingManagerBuilder::span_exporter`) and no metric exporter
+    /// (`metric_exporter`), metrics are off unless this says where they go.
     pub exporter: Option<MetricsExporter>,
     /// Full OTLP metrics URL used as is (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`); default
     /// the exporter's base endpoint with `/v1/metrics` appended for HTTP.
@@ -524,7 +526,11 @@ fn resolve_metrics(
         check_millis("metrics.timeout_ms", timeout)?;
     }
     check_headers("metrics.headers", &config.headers)?;
+    // Where the spans go, unless a span exporter was given in code: the manager cannot
+    // send metrics there, so they go nowhere until `metrics.exporter`,
+    // `OTEL_METRICS_EXPORTER` or a metric exporter in code says where.
     let kind = config.exporter.unwrap_or(match exporter {
+        _ if exporter_in_code => MetricsExporter::None,
         Some(ExporterConfig::Otlp(_)) => MetricsExporter::Otlp,
         Some(ExporterConfig::None) => MetricsExporter::None,
         _ => MetricsExporter::Stdout,

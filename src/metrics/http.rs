@@ -99,6 +99,18 @@ static INSTALLED: ArcSwapOption<Option<Arc<HttpInstruments>>> = ArcSwapOption::c
 /// request a layer without a manager serves.
 static GLOBAL: OnceLock<Arc<HttpInstruments>> = OnceLock::new();
 
+/// The instruments of OpenTelemetry's global meter provider. Made with no `tracing`
+/// dispatcher: opentelemetry 0.33's no-op provider logs a DEBUG event
+/// (`NoopMeterProvider.MeterCreation`) per meter, which would land in the application's
+/// log in the middle of its first request.
+fn global_instruments() -> Arc<HttpInstruments> {
+    tracing::dispatcher::with_default(&tracing::Dispatch::none(), || {
+        Arc::new(HttpInstruments::new(
+            &opentelemetry::global::meter_with_scope(crate::http::tracer::scope()),
+        ))
+    })
+}
+
 /// Registers the installed manager's instruments (`None`: its metrics are off).
 pub(crate) fn set_installed(instruments: Option<Arc<HttpInstruments>>) {
     INSTALLED.store(Some(Arc::new(instruments)));
@@ -130,11 +142,7 @@ impl MeterSource {
             MeterSource::Given(instruments) => Some(Arc::clone(instruments)),
             MeterSource::Installed => match &*INSTALLED.load() {
                 Some(installed) => installed.as_ref().clone(),
-                None => Some(Arc::clone(GLOBAL.get_or_init(|| {
-                    Arc::new(HttpInstruments::new(
-                        &opentelemetry::global::meter_with_scope(crate::http::tracer::scope()),
-                    ))
-                }))),
+                None => Some(Arc::clone(GLOBAL.get_or_init(global_instruments))),
             },
         }
     }
