@@ -114,9 +114,19 @@
 //! `TracingManager::strategy_poller()` reports what it did. A remote
 //! setting in a build without the feature is an error naming the setting and the feature.
 //!
-//! The sampler's decision counters reach a meter with
-//! [`sampler_metrics`](TracingManagerBuilder::sampler_metrics) (otherwise only
-//! [`SamplerHandle::stats`] counts them).
+//! # Metrics and logs
+//!
+//! The manager also sets up a meter provider with the same resource, on by default and
+//! exported where the spans go (`[metrics]`, `OTEL_METRICS_EXPORTER`, see
+//! [`MetricsConfig`]); its layers record the HTTP metrics of every request on it (see
+//! [`crate::metrics`]), and the sampler's counters are registered on it. With feature
+//! `otlp-logs` and `[logs]` / `OTEL_LOGS_EXPORTER=otlp`, log events also go over OTLP as
+//! log records (see [`LogsConfig`]). [`force_flush`](TracingManager::force_flush) and
+//! [`shutdown`](TracingManager::shutdown) take every signal along.
+//!
+//! The sampler's decision counters reach a meter of your choice with
+//! [`sampler_metrics`](TracingManagerBuilder::sampler_metrics) (otherwise the manager's
+//! meter when its metrics are on; [`SamplerHandle::stats`] counts them either way).
 //!
 //! # Shutdown
 //!
@@ -660,7 +670,8 @@ impl TracingManagerBuilder {
     /// decision counters by outcome and by key and the global limit's probability (see
     /// [`SamplerHandle::register_metrics`]). For OpenTelemetry's global meter provider:
     /// `.sampler_metrics(&opentelemetry::global::meter("meshtrace"))`, after that provider
-    /// is set. Default: not registered ([`stats`](SamplerHandle::stats) still counts).
+    /// is set. Default: the manager's own meter when its metrics are on, else not
+    /// registered ([`stats`](SamplerHandle::stats) still counts).
     pub fn sampler_metrics(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
         self.sampler_meter = Some(meter.clone());
         self

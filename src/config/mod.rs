@@ -42,6 +42,14 @@
 //! endpoint = "http://jaeger-agent:5778/sampling"
 //! interval_secs = 60.0
 //!
+//! [metrics]                        # see meshtrace::config::MetricsConfig; on by default
+//! exporter = "otlp"                # "stdout" | "otlp" | "none"; default: as [exporter]
+//! export_interval_ms = 60000
+//! temporality = "cumulative"       # or "delta", "lowmemory"
+//!
+//! [logs]                           # feature otlp-logs; see meshtrace::config::LogsConfig
+//! exporter = "otlp"                # default "none"
+//!
 //! [span_limits]
 //! max_attributes_per_span = 128
 //! max_attribute_value_length = 4096
