@@ -33,7 +33,6 @@ use tower::ServiceExt;
 use common::DropSignal;
 
 const SERVER: &str = "http.server.request.duration";
-const CLIENT: &str = "http.client.request.duration";
 
 /// One histogram data point: its attributes (as text) and what it aggregated.
 #[derive(Clone, Debug)]
@@ -521,6 +520,8 @@ mod client {
     use meshtrace::client::{ClientTracingLayer, ReqwestTracingMiddleware, UrlTemplate};
     use opentelemetry::metrics::Meter;
     use tower::ServiceBuilder;
+
+    const CLIENT: &str = "http.client.request.duration";
 
     async fn upstream() -> std::net::SocketAddr {
         common::serve(
