@@ -945,11 +945,14 @@ mod tls {
         protocol: OtlpProtocol,
         vars: &[(&str, String)],
     ) -> TracingManagerBuilder {
-        TracingManager::from_env_with(env(vars)).exporter(ExporterConfig::Otlp(
-            OtlpConfig::new(format!("https://127.0.0.1:{}", receiver.addr.port()))
-                .protocol(protocol)
-                .timeout(Duration::from_secs(2)),
-        ))
+        // The spans' TLS alone (metrics would take the same path: see the round trips).
+        TracingManager::from_env_with(env(vars))
+            .metrics_enabled(false)
+            .exporter(ExporterConfig::Otlp(
+                OtlpConfig::new(format!("https://127.0.0.1:{}", receiver.addr.port()))
+                    .protocol(protocol)
+                    .timeout(Duration::from_secs(2)),
+            ))
     }
 
     #[test]
@@ -967,6 +970,38 @@ mod tls {
             ));
             assert_eq!(manager.stats().exported, 2, "{name}: {:?}", manager.stats());
             assert_root_and_child(&receiver.take());
+        }
+    }
+
+    /// Metrics over TLS, with their own CA variable (and the spans' for the spans).
+    #[tokio::test]
+    async fn metrics_arrive_over_tls_for_every_protocol() {
+        let ca = Ca::new("meshtrace test CA");
+        let server = ca.issue("collector");
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = write(&dir, "ca.pem", &ca.pem());
+        for (protocol, name) in PROTOCOLS {
+            let receiver = Receiver::start_tls(server_config(&server, None));
+            let (manager, layers) = TracingManager::from_env_with(env(&[
+                ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", ca_file.clone()),
+                ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", ca_file.clone()),
+            ]))
+            .exporter(ExporterConfig::Otlp(
+                OtlpConfig::new(format!("https://127.0.0.1:{}", receiver.addr.port()))
+                    .protocol(protocol)
+                    .timeout(Duration::from_secs(2)),
+            ))
+            .log_writer(std::io::sink)
+            .build()
+            .unwrap();
+            let _guard = tracing::subscriber::set_default(layers.into_subscriber());
+            let response = common::send(traced_app(&manager), common::get("/orders/1", &[])).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            drop(response);
+            flush_all(&manager).await;
+            let points = histogram(&receiver.take_metrics(), "http.server.request.duration");
+            assert_eq!(points.len(), 1, "{name}");
+            assert_eq!(points[0].1, 1, "{name}");
         }
     }
 
