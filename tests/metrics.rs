@@ -640,3 +640,46 @@ mod client {
         assert!(!point.attributes.contains_key("http.response.status_code"));
     }
 }
+
+/// The manager sets the SDK's cardinality limit on every instrument: beyond it,
+/// measurements share one overflow attribute set, and nothing is lost.
+#[tokio::test]
+async fn the_cardinality_limit_is_set_explicitly() {
+    let metrics = InMemoryMetricExporter::default();
+    let (manager, layers) = TracingManager::builder()
+        .span_exporter(InMemorySpanExporter::default())
+        .metric_exporter(metrics.clone())
+        .metrics(MetricsConfig::default().cardinality_limit(3))
+        .log_writer(std::io::sink)
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(layers.into_subscriber());
+    let mut app = Router::new();
+    for i in 0..6 {
+        app = app.route(&format!("/r{i}/{{id}}"), get(|| async { "ok" }));
+    }
+    let app = app.layer(manager.server_layer());
+    for i in 0..6 {
+        drain(
+            app.clone()
+                .oneshot(request("GET", &format!("/r{i}/1")))
+                .await
+                .unwrap(),
+        )
+        .await;
+    }
+    let meters = manager.meter_provider().unwrap().clone();
+    tokio::task::spawn_blocking(move || meters.force_flush().unwrap())
+        .await
+        .unwrap();
+    let points = points(&metrics.get_finished_metrics().unwrap(), SERVER);
+    // Three sets, then the overflow set (opentelemetry_sdk 0.33 does not count it).
+    assert_eq!(points.len(), 4, "{points:?}");
+    assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 6);
+    assert!(
+        points
+            .iter()
+            .any(|p| p.attributes.get("otel.metric.overflow").map(String::as_str) == Some("true")),
+        "{points:?}"
+    );
+}

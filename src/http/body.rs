@@ -14,9 +14,9 @@ pin_project! {
     /// ([`TracingService`](crate::server::TracingService)) and the client
     /// ([`ClientTracingService`](crate::client::ClientTracingService), reqwest).
     ///
-    /// It holds the request's span (and its metric, see `crate::metrics`) and ends it when
-    /// the last frame has passed, when the
-    /// body fails (`error.type = "body"`), or when the body is dropped before its end
+    /// It holds the request's span (and its metric, see [`crate::metrics`]) and ends it
+    /// when the last frame has passed, when the body fails (`error.type = "body"`), or when
+    /// the body is dropped before its end
     /// (`error.type = "cancelled"`; see [the outcome table](crate::server#what-each-outcome-records)),
     /// so a streamed response is timed to its end, not to its headers. Frames pass through
     /// unchanged.
