@@ -213,7 +213,8 @@ pub struct Layers<S> {
     /// emits): bridges `tracing` spans and their events to the SDK tracer provider.
     pub span_layer: Box<dyn Layer<S> + Send + Sync + 'static>,
     /// The log output (text or JSON, with `trace_id`, `span_id` and `correlation_id`),
-    /// filtered by the log filter.
+    /// filtered by the log filter; with OTLP logs on (feature `otlp-logs`), also the
+    /// OpenTelemetry appender, with the same filter.
     pub log_layer: Box<dyn Layer<S> + Send + Sync + 'static>,
     /// A copy of the log filter (`RUST_LOG` / `log_filter`), for a log layer of your own.
     pub log_filter: EnvFilter,
