@@ -1,8 +1,10 @@
 //! `cargo run --example demo`: two services on 127.0.0.1, a gateway calling a backend,
 //! both traced with meshtrace and set up by one `TracingManager` call. A few requests
 //! go through; the log lines they write carry `trace_id`, `span_id` and
-//! `correlation_id`, the stdout exporter prints each sampled span, and at the end every
-//! trace is printed as a tree across both services. Exits 0; no network beyond loopback.
+//! `correlation_id`, the stdout exporter prints each sampled span, at the end every trace
+//! is printed as a tree across both services, and at shutdown the HTTP metrics of every
+//! request (sampled or not) are printed, one line per data point. Exits 0; no network
+//! beyond loopback.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,6 +21,7 @@ use meshtrace::context::CorrelationId;
 use meshtrace::export::StdoutExporter;
 use meshtrace::extract::TraceContext;
 use meshtrace::manager::TracingManager;
+use meshtrace::metrics::StdoutMetricExporter;
 use opentelemetry::trace::SpanId;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData, SpanExporter};
@@ -115,6 +118,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             stdout: StdoutExporter::new(),
             memory: memory.clone(),
         })
+        // Spans go to code of ours, so metrics need an exporter too: stdout, printed at
+        // shutdown (the export interval, 60 s, is longer than the demo).
+        .metric_exporter(StdoutMetricExporter::new())
         // The SDK logs its own setup at INFO; the demo shows only the services' logs.
         .log_filter("info,opentelemetry=warn")
         .install()?;
@@ -180,7 +186,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    telemetry.force_flush()?;
+    // The spans only: the metrics are printed once, at shutdown.
+    telemetry.tracer_provider().force_flush()?;
     print_traces(&memory.get_finished_spans()?);
     let stats = telemetry.stats();
     println!(
@@ -188,6 +195,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.exported,
         stats.dropped()
     );
+    println!("\nmetrics (every request, sampled or not), exported at shutdown:");
     telemetry.shutdown().await?;
     Ok(())
 }

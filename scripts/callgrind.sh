@@ -213,7 +213,9 @@ COMPONENTS = [
     ("  Context::attach (all polls)", r"^opentelemetry::context::Context::attach$"),
     ("  ContextGuard drop (detach, all polls)", r"^<opentelemetry::context::ContextGuard as core::ops::drop::Drop>::drop$"),
     ("response: record status (OpenSpan::record_status)", r"^meshtrace::http::outcome::OpenSpan::record_status$"),
-    ("span end (drop OpenSpan: end, processor)", r"^core::ptr::drop_in_place<meshtrace::http::outcome::OpenSpan>$"),
+    ("span end and metric (drop OpenSpan: end, processor, metric)", r"^core::ptr::drop_in_place<meshtrace::http::outcome::OpenSpan>$"),
+    ("  metric: attribute set + histogram record (ExchangeMetric::record)", r"^meshtrace::metrics::http::ExchangeMetric::record$"),
+    ("    SDK histogram measure (ValueMap::measure)", r"^opentelemetry_sdk::metrics::internal::ValueMap<A>::measure$"),
     ("  SDK Span::ensure_ended_and_exported", r"^opentelemetry_sdk::trace::span::Span::ensure_ended_and_exported$"),
     ("    ExportGate::on_end", r"^<meshtrace::export::gate::ExportGate as opentelemetry_sdk::trace::span_processor::SpanProcessor>::on_end$"),
     ("    BatchSpanProcessor::on_end (channel send)", r"^<opentelemetry_sdk::trace::span_processor::BatchSpanProcessor as opentelemetry_sdk::trace::span_processor::SpanProcessor>::on_end$"),
@@ -224,6 +226,7 @@ COMPONENTS = [
     ("log layer: LogLayer::on_event (one line)", r"LogLayer.*on_event"),
     ("  tracing event dispatch (Event::dispatch)", r"^tracing_core::event::Event::dispatch$"),
     ("opentelemetry-instrumentation-tower: call", r"^<opentelemetry_instrumentation_tower::http::server::Service"),
+    ("  SDK histogram and counter measures (ValueMap::measure, all callers)", r"^opentelemetry_sdk::metrics::internal::ValueMap<A>::measure$"),
     ("  SDK propagator extract (TextMapCompositePropagator::extract_with_context)", r"TextMapCompositePropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::extract_with_context$"),
     ("  SDK build_with_context (BoxedTracer)", r"^<opentelemetry::global::trace::BoxedTracer as opentelemetry::trace::tracer::Tracer>::build_with_context$"),
 ]

@@ -8,6 +8,7 @@
 //! | [`server`] | [`TracingLayer`](server::TracingLayer): the server span for axum / tower |
 //! | [`client`] | [`ClientTracingLayer`](client::ClientTracingLayer) (tower / hyper) and `ReqwestTracingMiddleware` (feature `reqwest`): client spans, trace headers out, [`PropagationPolicy`](client::PropagationPolicy) |
 //! | [`manager`] | [`TracingManager`]: one-call setup (provider, sampler, exporter, subscriber, propagator) and flushing shutdown |
+//! | [`metrics`] | HTTP metrics (`http.server.request.duration`, `http.client.request.duration`) off the same request path, [`StdoutMetricExporter`](metrics::StdoutMetricExporter) |
 //! | [`config`] | [`TracingConfig`](config::TracingConfig): the file / `OTEL_*` / builder configuration and its validation |
 //! | [`export`] | the sampled-only bounded export queue, [`ExportStats`](export::ExportStats), [`StdoutExporter`](export::StdoutExporter) |
 //! | [`context`] | W3C `traceparent` / `tracestate` / `baggage`, [`CorrelationId`](context::CorrelationId), [`W3cPropagator`](context::W3cPropagator) |
@@ -76,6 +77,7 @@ mod limits;
 pub mod logging;
 mod macro_support;
 pub mod manager;
+pub mod metrics;
 pub mod sampler;
 pub mod server;
 

@@ -114,9 +114,19 @@
 //! `TracingManager::strategy_poller()` reports what it did. A remote
 //! setting in a build without the feature is an error naming the setting and the feature.
 //!
-//! The sampler's decision counters reach a meter with
-//! [`sampler_metrics`](TracingManagerBuilder::sampler_metrics) (otherwise only
-//! [`SamplerHandle::stats`] counts them).
+//! # Metrics and logs
+//!
+//! The manager also sets up a meter provider with the same resource, on by default and
+//! exported where the spans go (`[metrics]`, `OTEL_METRICS_EXPORTER`, see
+//! [`MetricsConfig`]); its layers record the HTTP metrics of every request on it (see
+//! [`crate::metrics`]), and the sampler's counters are registered on it. With feature
+//! `otlp-logs` and `[logs]` / `OTEL_LOGS_EXPORTER=otlp`, log events also go over OTLP as
+//! log records (see [`LogsConfig`]). [`force_flush`](TracingManager::force_flush) and
+//! [`shutdown`](TracingManager::shutdown) take every signal along.
+//!
+//! The sampler's decision counters reach a meter of your choice with
+//! [`sampler_metrics`](TracingManagerBuilder::sampler_metrics) (otherwise the manager's
+//! meter when its metrics are on; [`SamplerHandle::stats`] counts them either way).
 //!
 //! # Shutdown
 //!
@@ -127,8 +137,8 @@
 
 use crate::Error;
 use crate::config::{
-    self, BatchConfig, EnvLayer, ExporterConfig, Resolved, ResolvedExporter, SpanLimitsConfig,
-    TracingConfig,
+    self, BatchConfig, EnvLayer, ExporterConfig, LogsConfig, MetricsConfig, MetricsExporter,
+    Resolved, ResolvedExporter, SpanLimitsConfig, TracingConfig,
 };
 use crate::context::W3cPropagator;
 use crate::export::events::ErrorEvents;
@@ -138,14 +148,18 @@ use crate::export::{
     ExportGate, ExportStats, SpanFilter,
 };
 use crate::logging::{LogFormat, fmt_layer, fmt_layer_with_writer};
+use crate::metrics::http::{HttpInstruments, MeterSource};
+use crate::metrics::provider::AddReader;
 #[cfg(feature = "jaeger-remote")]
 use crate::sampler::StrategyPoller;
 use crate::sampler::{CustomSampler, RemoteSamplingConfig, SamplerHandle, SamplingConfig};
 use crate::server::TracingLayer;
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkError;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
 use opentelemetry_semantic_conventions::attribute as semconv;
 use std::path::Path;
@@ -169,6 +183,13 @@ const OWN_SPANS: &str = "meshtrace=info";
 #[must_use = "dropping the manager shuts tracing down"]
 pub struct TracingManager {
     provider: SdkTracerProvider,
+    /// The meter provider, when metrics are on.
+    meter_provider: Option<SdkMeterProvider>,
+    /// Its HTTP instruments, handed to the layers.
+    instruments: Option<Arc<HttpInstruments>>,
+    /// The OTLP logs' provider, when they are on.
+    #[cfg(feature = "otlp-logs")]
+    logger_provider: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
     counters: Arc<Counters>,
     shutdown_timeout: Duration,
     // The provider's own sampler, shared with the server layers this manager hands out
@@ -196,7 +217,8 @@ pub struct Layers<S> {
     /// emits): bridges `tracing` spans and their events to the SDK tracer provider.
     pub span_layer: Box<dyn Layer<S> + Send + Sync + 'static>,
     /// The log output (text or JSON, with `trace_id`, `span_id` and `correlation_id`),
-    /// filtered by the log filter.
+    /// filtered by the log filter; with OTLP logs on (feature `otlp-logs`), also the
+    /// OpenTelemetry appender, with the same filter.
     pub log_layer: Box<dyn Layer<S> + Send + Sync + 'static>,
     /// A copy of the log filter (`RUST_LOG` / `log_filter`), for a log layer of your own.
     pub log_filter: EnvFilter,
@@ -263,6 +285,8 @@ pub struct TracingManagerBuilder {
     existing_globals: ExistingGlobals,
     /// Where the sampler's instruments are registered, if anywhere.
     sampler_meter: Option<opentelemetry::metrics::Meter>,
+    /// A metric exporter given in code.
+    metric_exporter: Option<AddReader>,
 }
 
 impl std::fmt::Debug for TracingManagerBuilder {
@@ -281,6 +305,7 @@ impl std::fmt::Debug for TracingManagerBuilder {
             .field("custom_log_writer", &self.log_writer.is_some())
             .field("existing_globals", &self.existing_globals)
             .field("sampler_metrics", &self.sampler_meter.is_some())
+            .field("custom_metric_exporter", &self.metric_exporter.is_some())
             .finish()
     }
 }
@@ -296,6 +321,7 @@ impl TracingManager {
             log_writer: None,
             existing_globals: ExistingGlobals::Refuse,
             sampler_meter: None,
+            metric_exporter: None,
         }
     }
 
@@ -344,12 +370,46 @@ impl TracingManager {
         &self.provider
     }
 
-    /// Exports everything queued now and waits for it (at most 5 s: opentelemetry_sdk
-    /// 0.33's batch processor has a fixed flush timeout). Blocks the calling thread.
+    /// Exports everything queued now and waits for it: the spans (at most 5 s:
+    /// opentelemetry_sdk 0.33's batch processor has a fixed flush timeout), the metrics
+    /// collected so far, and the OTLP logs. Blocks the calling thread.
     pub fn force_flush(&self) -> Result<(), Error> {
-        self.provider
-            .force_flush()
+        let spans = self.provider.force_flush();
+        let metrics = match &self.meter_provider {
+            Some(meter_provider) => meter_provider.force_flush(),
+            None => Ok(()),
+        };
+        #[cfg(feature = "otlp-logs")]
+        let logs = match &self.logger_provider {
+            Some(logger_provider) => logger_provider.force_flush(),
+            None => Ok(()),
+        };
+        #[cfg(not(feature = "otlp-logs"))]
+        let logs: Result<(), OTelSdkError> = Ok(());
+        spans
             .map_err(|e| Error::setup("force_flush", e))
+            .and(metrics.map_err(|e| Error::setup("force_flush (metrics)", e)))
+            .and(logs.map_err(|e| Error::setup("force_flush (logs)", e)))
+    }
+
+    /// The SDK meter provider when metrics are on (see [`crate::metrics`]), e.g. for
+    /// instruments of your own with the same resource and export.
+    pub fn meter_provider(&self) -> Option<&SdkMeterProvider> {
+        self.meter_provider.as_ref()
+    }
+
+    /// The SDK logger provider when OTLP logs are on (feature `otlp-logs`).
+    #[cfg(feature = "otlp-logs")]
+    pub fn logger_provider(&self) -> Option<&opentelemetry_sdk::logs::SdkLoggerProvider> {
+        self.logger_provider.as_ref()
+    }
+
+    /// Where this manager's layers record metrics: its instruments, or nowhere.
+    fn meter_source(&self) -> MeterSource {
+        match &self.instruments {
+            Some(instruments) => MeterSource::Given(Arc::clone(instruments)),
+            None => MeterSource::Off,
+        }
     }
 
     /// A [`TracingLayer`] for the server side whose spans come from this manager's
@@ -360,6 +420,7 @@ impl TracingManager {
         TracingLayer::new()
             .tracer_provider(&self.provider)
             .sampler_hint(self.sampler.clone())
+            .meter_source(self.meter_source())
     }
 
     /// A [`ClientTracingLayer`](crate::client::ClientTracingLayer) (tower/hyper clients)
@@ -369,6 +430,7 @@ impl TracingManager {
         crate::client::ClientTracingLayer::new()
             .tracer_provider(&self.provider)
             .sampler_hint(self.sampler.clone())
+            .meter_source(self.meter_source())
     }
 
     /// A [`ReqwestTracingMiddleware`](crate::client::ReqwestTracingMiddleware) whose spans
@@ -380,6 +442,7 @@ impl TracingManager {
         crate::client::ReqwestTracingMiddleware::new()
             .tracer_provider(&self.provider)
             .sampler_hint(self.sampler.clone())
+            .meter_source(self.meter_source())
     }
 
     /// The sampler's handle, to reload the sampling configuration at runtime.
@@ -409,11 +472,14 @@ impl TracingManager {
         // while the provider flushes on its thread.
         #[cfg(feature = "jaeger-remote")]
         let poller = self.poller.take();
+        // Metrics and logs shut down beside the spans, within the same timeout.
+        let others = self.other_providers().start_shutdown(timeout);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("meshtrace-shutdown".into())
             .spawn(move || {
-                let _ = tx.send(provider.shutdown_with_timeout(timeout));
+                let spans = provider.shutdown_with_timeout(timeout);
+                let _ = tx.send(spans.and(others.wait()));
             });
         #[cfg(feature = "jaeger-remote")]
         if let Some(poller) = poller {
@@ -464,8 +530,94 @@ impl TracingManager {
 impl Drop for TracingManager {
     fn drop(&mut self) {
         if !self.shut_down {
+            let others = self.other_providers().start_shutdown(self.shutdown_timeout);
             let _ = self.provider.shutdown_with_timeout(self.shutdown_timeout);
+            let _ = others.wait();
             self.log_stats();
+        }
+    }
+}
+
+/// The providers besides the spans' (metrics, OTLP logs), shut down with them.
+struct OtherProviders {
+    meter: Option<SdkMeterProvider>,
+    #[cfg(feature = "otlp-logs")]
+    logger: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
+}
+
+/// A shutdown of the other providers in progress (see [`OtherProviders::start_shutdown`]).
+struct ShuttingDown {
+    deadline: std::time::Instant,
+    timeout: Duration,
+    done: Option<std::sync::mpsc::Receiver<Result<(), OTelSdkError>>>,
+}
+
+impl OtherProviders {
+    /// Starts exporting what is left (the last metric collection, the queued log records)
+    /// and stopping, on a thread of its own, so that it overlaps the spans' shutdown.
+    /// opentelemetry_sdk 0.33's meter provider ignores its shutdown timeout (its periodic
+    /// reader waits for the last export), so the wait is bounded here.
+    fn start_shutdown(self, timeout: Duration) -> ShuttingDown {
+        let deadline = std::time::Instant::now() + timeout;
+        #[cfg(feature = "otlp-logs")]
+        let nothing = self.meter.is_none() && self.logger.is_none();
+        #[cfg(not(feature = "otlp-logs"))]
+        let nothing = self.meter.is_none();
+        if nothing {
+            return ShuttingDown {
+                deadline,
+                timeout,
+                done: None,
+            };
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("meshtrace-shutdown".into())
+            .spawn(move || {
+                let metrics = match self.meter {
+                    Some(meter) => meter.shutdown_with_timeout(timeout),
+                    None => Ok(()),
+                };
+                #[cfg(feature = "otlp-logs")]
+                let logs = match self.logger {
+                    Some(logger) => logger.shutdown_with_timeout(timeout),
+                    None => Ok(()),
+                };
+                #[cfg(not(feature = "otlp-logs"))]
+                let logs = Ok(());
+                let _ = tx.send(metrics.and(logs));
+            });
+        ShuttingDown {
+            deadline,
+            timeout,
+            // No thread to spare: the providers shut down when their last handle drops.
+            done: spawned.ok().map(|_| rx),
+        }
+    }
+}
+
+impl ShuttingDown {
+    /// Waits for the shutdown, at most until the deadline.
+    fn wait(self) -> Result<(), OTelSdkError> {
+        let Some(done) = self.done else {
+            return Ok(());
+        };
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        match done.recv_timeout(left) {
+            Ok(result) => result,
+            Err(_) => Err(OTelSdkError::Timeout(self.timeout)),
+        }
+    }
+}
+
+impl TracingManager {
+    fn other_providers(&self) -> OtherProviders {
+        OtherProviders {
+            meter: self.meter_provider.clone(),
+            #[cfg(feature = "otlp-logs")]
+            logger: self.logger_provider.clone(),
         }
     }
 }
@@ -530,9 +682,46 @@ impl TracingManagerBuilder {
     /// decision counters by outcome and by key and the global limit's probability (see
     /// [`SamplerHandle::register_metrics`]). For OpenTelemetry's global meter provider:
     /// `.sampler_metrics(&opentelemetry::global::meter("meshtrace"))`, after that provider
-    /// is set. Default: not registered ([`stats`](SamplerHandle::stats) still counts).
+    /// is set. Default: the manager's own meter when its metrics are on, else not
+    /// registered ([`stats`](SamplerHandle::stats) still counts).
     pub fn sampler_metrics(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
         self.sampler_meter = Some(meter.clone());
+        self
+    }
+
+    /// Metrics settings (see [`crate::metrics`]); fields left unset keep their
+    /// lower-precedence values (the file's `[metrics]`, the `OTEL_METRIC*` variables).
+    pub fn metrics(mut self, metrics: MetricsConfig) -> Self {
+        self.overrides.metrics = std::mem::take(&mut self.overrides.metrics).merge(metrics);
+        self
+    }
+
+    /// The one switch for metrics (default on; file key `metrics.enabled`, variable
+    /// `MESHTRACE_METRICS_ENABLED`). Off: no meter provider, and the layers the manager
+    /// hands out (and `TracingLayer::new()` after `install()`) read no clock and build no
+    /// attribute for metrics.
+    pub fn metrics_enabled(mut self, on: bool) -> Self {
+        self.overrides.metrics.enabled = Some(on);
+        self
+    }
+
+    /// Exports metrics to `exporter` (e.g. the SDK's `InMemoryMetricExporter` in tests)
+    /// instead of what `[metrics]` configures, at the configured interval. Metrics stay
+    /// off when [`metrics_enabled(false)`](Self::metrics_enabled) says so.
+    pub fn metric_exporter<E>(mut self, exporter: E) -> Self
+    where
+        E: opentelemetry_sdk::metrics::exporter::PushMetricExporter,
+    {
+        self.metric_exporter = Some(crate::metrics::provider::reader_for(exporter));
+        self
+    }
+
+    /// OTLP logs (feature `otlp-logs`): `LogsConfig::otlp()` sends every event the log
+    /// filter lets through as an OpenTelemetry log record (see `crate::export::logs`).
+    /// Fields left unset keep their lower-precedence values (`[logs]`,
+    /// `OTEL_LOGS_EXPORTER`, `OTEL_EXPORTER_OTLP_LOGS_*`).
+    pub fn logs(mut self, logs: LogsConfig) -> Self {
+        self.overrides.logs = std::mem::take(&mut self.overrides.logs).merge(logs);
         self
     }
 
@@ -551,7 +740,9 @@ impl TracingManagerBuilder {
     /// Exports to `exporter` instead of what [`exporter`](Self::exporter) configures, still
     /// through the sampled-only, bounded, counted queue (e.g. a
     /// [`StdoutExporter`](crate::export::StdoutExporter) writing to a buffer, or the SDK's
-    /// in-memory exporter in tests).
+    /// in-memory exporter in tests). Metrics then go nowhere (they cannot go where the spans
+    /// go) unless a [`metric_exporter`](Self::metric_exporter) or `metrics.exporter` /
+    /// `OTEL_METRICS_EXPORTER` says where.
     pub fn span_exporter<E: SpanExporter + 'static>(mut self, exporter: E) -> Self {
         self.exporter = Some(Box::new(exporter));
         self
@@ -621,6 +812,11 @@ impl TracingManagerBuilder {
         let env = self.env.take().transpose()?;
         let file = self.file.take().unwrap_or_default();
         let exporter_in_code = self.exporter.is_some();
+        if self.metric_exporter.is_some() && self.overrides.metrics.exporter.is_none() {
+            // The exporter given in code replaces whichever is configured; `stdout` stands
+            // for "on", and nothing is built for it.
+            self.overrides.metrics.exporter = Some(MetricsExporter::Stdout);
+        }
         config::resolve(
             env,
             file,
@@ -696,7 +892,23 @@ impl TracingManagerBuilder {
             Some(writer) => fmt_layer_with_writer(resolved.log_format, writer),
             None => fmt_layer(resolved.log_format),
         };
-        let log_layer = logs.with_filter(layer_log_filter).boxed();
+        let log_layer = logs.with_filter(layer_log_filter);
+        // Boxed in each branch: an `Option` layer that is `None` beside per-layer filters
+        // gives tracing-subscriber 0.3 a max level hint of OFF for the whole stack.
+        #[cfg(feature = "otlp-logs")]
+        let log_layer: Box<dyn Layer<S> + Send + Sync + 'static> = match &manager.logger_provider {
+            Some(provider) => {
+                use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+                // The log filter's events, never those of an export, nor OpenTelemetry's own
+                // (see `export::logs`).
+                let otlp = crate::export::logs::OtlpLogLayer::new(provider)
+                    .with_filter(log_filter()?.and(filter_fn(crate::export::logs::admits)));
+                log_layer.and_then(otlp).boxed()
+            }
+            None => log_layer.boxed(),
+        };
+        #[cfg(not(feature = "otlp-logs"))]
+        let log_layer = log_layer.boxed();
         let layers = Layers {
             span_layer,
             log_layer,
@@ -733,7 +945,13 @@ impl TracingManagerBuilder {
         if existing != ExistingGlobals::Keep {
             opentelemetry::global::set_text_map_propagator(W3cPropagator::new());
             opentelemetry::global::set_tracer_provider(manager.provider.clone());
+            if let Some(meter_provider) = &manager.meter_provider {
+                opentelemetry::global::set_meter_provider(meter_provider.clone());
+            }
         }
+        // Layers built with `new()` record on this manager's instruments (nowhere when its
+        // metrics are off), whatever the global meter provider is.
+        crate::metrics::http::set_installed(manager.instruments.clone());
         // meshtrace's own layers built with `new()` use this provider either way.
         crate::http::tracer::set_installed(Some((&manager.provider, &manager.sampler)));
         Ok(manager)
@@ -748,6 +966,30 @@ impl TracingManagerBuilder {
         // the export gate (see `limits`).
         crate::limits::set_max_value_len(resolved.span_limits.max_attribute_value_length);
         let counters = Arc::new(Counters::default());
+        let resource = build_resource(resolved);
+        // Metrics and logs first: they can fail (an OTLP runtime), and start no thread
+        // that would outlive a failed build.
+        let (meter_provider, instruments) = match &resolved.signals.metrics {
+            Some(metrics) => {
+                let meter_provider = crate::metrics::provider::build(
+                    metrics,
+                    resource.clone(),
+                    self.metric_exporter.take(),
+                )?;
+                let meter = meter_provider.meter_with_scope(crate::http::tracer::scope());
+                let instruments = Arc::new(HttpInstruments::new(&meter));
+                (Some(meter_provider), Some(instruments))
+            }
+            None => (None, None),
+        };
+        #[cfg(feature = "otlp-logs")]
+        let logger_provider = match &resolved.signals.logs {
+            Some(otlp) => Some(crate::export::logs::provider(
+                crate::export::logs::OtlpLogExporter::build(otlp, resolved.batch.export_timeout)?,
+                resource.clone(),
+            )),
+            None => None,
+        };
         let exporter: Option<(Box<dyn DynSpanExporter>, String)> = match self.exporter.take() {
             Some(custom) => Some((custom, "the custom span exporter".to_owned())),
             None => match &resolved.exporter {
@@ -774,7 +1016,7 @@ impl TracingManagerBuilder {
         let mut builder = SdkTracerProvider::builder()
             .with_sampler(sampler.clone())
             .with_span_limits(resolved.span_limits.to_sdk())
-            .with_resource(build_resource(resolved));
+            .with_resource(resource);
         let filter = Arc::new(ExportFilter::new(&resolved.export_filter)?);
         let mut deferred = None;
         if let Some((exporter, name)) = exporter {
@@ -793,8 +1035,13 @@ impl TracingManagerBuilder {
             ));
         }
         let provider = builder.build();
-        if let Some(meter) = &self.sampler_meter {
-            sampler.handle().register_metrics(meter);
+        // The sampler's counters: on the meter given for them, else on the manager's.
+        match (&self.sampler_meter, &meter_provider) {
+            (Some(meter), _) => sampler.handle().register_metrics(meter),
+            (None, Some(meter_provider)) => sampler
+                .handle()
+                .register_metrics(&meter_provider.meter_with_scope(crate::http::tracer::scope())),
+            (None, None) => {}
         }
         // Started last; should a later step fail, dropping the manager stops it.
         #[cfg(feature = "jaeger-remote")]
@@ -804,6 +1051,10 @@ impl TracingManagerBuilder {
         };
         let manager = TracingManager {
             provider: provider.clone(),
+            meter_provider,
+            instruments,
+            #[cfg(feature = "otlp-logs")]
+            logger_provider,
             counters,
             shutdown_timeout: resolved.shutdown_timeout,
             sampler,

@@ -413,3 +413,24 @@ fn a_dropped_root_still_has_a_trace() {
     assert_eq!(body, "true false true true");
     assert!(setup.spans().is_empty());
 }
+
+/// HTTP metrics allocate nothing per request, sampled or not: the attribute set lives on
+/// the stack (`&'static str` values) and the SDK finds the data point of a set it has
+/// seen without allocating.
+#[test]
+fn metrics_allocate_nothing_per_request() {
+    let metrics = opentelemetry_sdk::metrics::InMemoryMetricExporter::default();
+    let (telemetry, layers) = TracingManager::builder()
+        .span_exporter(InMemorySpanExporter::default())
+        .metric_exporter(metrics)
+        .log_writer(std::io::sink)
+        .build()
+        .expect("manager");
+    let _guard = tracing::subscriber::set_default(layers.into_subscriber());
+    assert!(telemetry.meter_provider().is_some());
+    const N: u64 = 200;
+    let off = allocations_per_request(&routes().layer(telemetry.server_layer().metrics(false)), N);
+    let on = allocations_per_request(&routes().layer(telemetry.server_layer()), N);
+    println!("allocations per unsampled request: metrics off {off}, metrics on {on}");
+    assert_eq!(on, off);
+}

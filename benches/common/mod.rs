@@ -14,6 +14,7 @@ use axum::routing::get;
 use http::{HeaderMap, Request};
 use http_body_util::BodyExt;
 use meshtrace::TracingManager;
+use meshtrace::config::MetricsConfig;
 use meshtrace::logging::LogFormat;
 use meshtrace::sampler::{CustomSampler, DeferredConfig, SamplingConfig};
 use meshtrace::server::TracingLayer;
@@ -22,6 +23,9 @@ use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{
     BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
@@ -46,6 +50,43 @@ impl SpanExporter for CountingExporter {
         self.spans.fetch_add(batch.len() as u64, Ordering::Relaxed);
         std::future::ready(Ok(()))
     }
+}
+
+/// Metric exports never happen during a run (they would land in one run of a difference
+/// and not the other).
+pub const EXPORT_ONCE_AN_HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Discards metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DiscardMetrics;
+
+impl PushMetricExporter for DiscardMetrics {
+    fn export(&self, _: &ResourceMetrics) -> impl Future<Output = OTelSdkResult> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _: std::time::Duration) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn temporality(&self) -> Temporality {
+        Temporality::Cumulative
+    }
+}
+
+/// An SDK meter provider whose periodic reader discards, once an hour.
+pub fn discarding_meter_provider() -> SdkMeterProvider {
+    SdkMeterProvider::builder()
+        .with_reader(
+            PeriodicReader::builder(DiscardMetrics)
+                .with_interval(EXPORT_ONCE_AN_HOUR)
+                .build(),
+        )
+        .build()
 }
 
 /// The caller's `traceparent`.
@@ -130,13 +171,20 @@ pub enum Setup {
     /// opentelemetry-instrumentation-tower, tracing only (its HTTP metrics off), the
     /// global tracer provider and propagator.
     OtelTower,
+    /// opentelemetry-instrumentation-tower with its HTTP metrics on (the global meter
+    /// provider: an SDK provider whose exporter discards, exporting once an hour).
+    OtelTowerMetrics,
     /// What the README recommends: `TracingManager::builder()` with the counting
     /// exporter and logs into a sink (`log_format`), its subscriber as the default, and
     /// `telemetry.server_layer()`. `log_line`: the handler logs one INFO line.
+    /// `metrics`: HTTP metrics on, into a metric exporter that discards (exporting once an
+    /// hour, so never during a run); off, the manager has no meter provider (a span exporter
+    /// given in code and no metric exporter).
     Manager {
         format: LogFormat,
         base_rate: f64,
         log_line: bool,
+        metrics: bool,
     },
     /// The manager as in `Manager` (text logs) at `base_rate`, with deferred capture on
     /// (no rate limit in reach) or off; the handler answers 500 when `fail`.
@@ -191,6 +239,7 @@ pub fn cases() -> Vec<Case> {
             format,
             base_rate,
             log_line: false,
+            metrics: false,
         };
         for baggage in [true, false] {
             let suffix = if baggage { "" } else { "/no_baggage" };
@@ -206,6 +255,7 @@ pub fn cases() -> Vec<Case> {
                 format,
                 base_rate: 1.0,
                 log_line: true,
+                metrics: false,
             },
             Sampled,
             true,
@@ -241,6 +291,31 @@ pub fn cases() -> Vec<Case> {
         deferred(1.0, true, false),
         Root,
         false,
+    ));
+    // HTTP metrics on (the manager's default when it exports spans itself), beside the
+    // cases above (metrics off), and opentelemetry-instrumentation-tower with its metrics.
+    for (what, base_rate, parent) in [
+        ("sampled", 1.0, Sampled),
+        ("unsampled", 1.0, Unsampled),
+        ("root_1pct", 0.01, Root),
+    ] {
+        all.push(case(
+            format!("meshtrace/text/{what}/metrics"),
+            Setup::Manager {
+                format: LogFormat::Text,
+                base_rate,
+                log_line: false,
+                metrics: true,
+            },
+            parent,
+            true,
+        ));
+    }
+    all.push(case(
+        "otel_tower/sampled/metrics",
+        Setup::OtelTowerMetrics,
+        Sampled,
+        true,
     ));
     all.push(case(
         "meshtrace_hand_built/sampled",
@@ -386,20 +461,37 @@ impl Setup {
                 let app = routes(false).layer(layer);
                 router(app, None, Telemetry::Provider(provider, spans))
             }
+            Setup::OtelTowerMetrics => {
+                let (provider, spans) = provider(sdk_default_sampler());
+                global::set_tracer_provider(provider.clone());
+                global::set_meter_provider(discarding_meter_provider());
+                let layer =
+                    opentelemetry_instrumentation_tower::http::server::LayerBuilder::builder()
+                        .with_metrics(true)
+                        .build()
+                        .expect("layer");
+                let app = routes(false).layer(layer);
+                router(app, None, Telemetry::Provider(provider, spans))
+            }
             Setup::Manager {
                 format,
                 base_rate,
                 log_line,
+                metrics,
             } => {
                 let exporter = CountingExporter::default();
                 let spans = exporter.spans.clone();
-                let (telemetry, subscriber) = TracingManager::builder()
+                let mut builder = TracingManager::builder()
                     .sampling(SamplingConfig::default().base_rate(base_rate))
                     .log_format(format)
                     .span_exporter(exporter)
-                    .log_writer(std::io::sink)
-                    .build()
-                    .expect("manager");
+                    .log_writer(std::io::sink);
+                if metrics {
+                    builder = builder
+                        .metric_exporter(DiscardMetrics)
+                        .metrics(MetricsConfig::default().export_interval(EXPORT_ONCE_AN_HOUR));
+                }
+                let (telemetry, subscriber) = builder.build().expect("manager");
                 let app = routes(log_line).layer(telemetry.server_layer());
                 router(
                     app,
@@ -442,7 +534,13 @@ impl Setup {
                 let sampler = CustomSampler::new(SamplingConfig::default()).expect("sampler");
                 let (provider, spans) = provider(sampler);
                 let dispatch = otel_dispatch(&provider);
-                let app = routes(false).layer(TracingLayer::new().tracer_provider(&provider));
+                // Metrics off: without a manager the layer would record into the global meter
+                // provider, which `OtelTowerMetrics` sets in the same criterion process.
+                let app = routes(false).layer(
+                    TracingLayer::new()
+                        .tracer_provider(&provider)
+                        .metrics(false),
+                );
                 router(app, Some(dispatch), Telemetry::Provider(provider, spans))
             }
             Setup::SdkExtract => Built {

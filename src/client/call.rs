@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use http::{Extensions, HeaderMap, Method, Uri};
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_semantic_conventions::attribute as a;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -20,6 +20,8 @@ use crate::http::attributes::{
 };
 use crate::http::outcome::{OpenSpan, Side};
 use crate::limits::{bound_owned, bounded};
+use crate::metrics;
+use crate::metrics::http::{ClientRequest, ExchangeMetric};
 
 /// Longest host recorded or matched (a DNS name is at most 253 bytes).
 const MAX_HOST_LEN: usize = 253;
@@ -144,7 +146,7 @@ pub(crate) fn current_context() -> Context {
 pub(crate) struct OutgoingCall {
     /// The client span's Context (the current Context plus the client span).
     pub(crate) cx: Context,
-    /// The client span, while it records.
+    /// The client span while it records, and the call's metric while metrics are on.
     pub(crate) span: Option<OpenSpan>,
     propagation: Propagation,
     correlation_header: http::HeaderName,
@@ -167,7 +169,19 @@ impl OutgoingCall {
         } else {
             current.with_value(TraceRandom)
         };
-        let builder = client_span(config, method, target, extensions.get::<UrlTemplate>());
+        let template = extensions.get::<UrlTemplate>();
+        let mut builder = client_span(config, method, target, template);
+        // Metrics on: the span starts at the clock reading the metric starts from.
+        let metric = config.meter.instruments().map(|instruments| {
+            let start = metrics::http::start_time(&mut builder);
+            let request = ClientRequest {
+                method: known_method(method).unwrap_or("_OTHER"),
+                address: target.address().map(|a| StringValue::from(a.to_owned())),
+                port: target.server_port(),
+                template: template.map(|t| t.0),
+            };
+            ExchangeMetric::client(instruments, start, request)
+        });
         let started = config.source.start(builder, &parent, Vec::new);
         // A client span that starts a deferred trace (a background job's call) marks it.
         let started = if started.recording {
@@ -180,9 +194,7 @@ impl OutgoingCall {
         } else {
             config.policy.decide(target.address())
         };
-        let span = started
-            .recording
-            .then(|| OpenSpan::new(started.cx.clone(), Side::Client));
+        let span = OpenSpan::start(&started.cx, Side::Client, started.recording, metric);
         OutgoingCall {
             cx: started.cx,
             span,

@@ -11,6 +11,7 @@ use crate::context::DEFAULT_CORRELATION_HEADER;
 use crate::http::DEFAULT_SENSITIVE_QUERY_PARAMS;
 use crate::http::attributes::sensitive_params;
 use crate::http::tracer::SpanSource;
+use crate::metrics::http::MeterSource;
 use crate::sampler::CustomSampler;
 
 /// Everything a client needs, shared by every clone of the layer, the service and the
@@ -26,6 +27,8 @@ pub(crate) struct ClientConfig {
     /// The provider's sampler, when the manager hands out the client: its deferred-capture
     /// settings (`propagate_sampled`) apply to calls that start a deferred trace.
     pub(crate) sampler: Option<CustomSampler>,
+    /// Where `http.client.request.duration` is recorded, if anywhere.
+    pub(crate) meter: MeterSource,
 }
 
 impl ClientConfig {
@@ -48,6 +51,7 @@ impl Default for ClientConfig {
             sensitive_query_params: sensitive_params(DEFAULT_SENSITIVE_QUERY_PARAMS),
             source: SpanSource::default(),
             sampler: None,
+            meter: MeterSource::default(),
         }
     }
 }
@@ -116,6 +120,36 @@ macro_rules! client_builder_methods {
         /// For the manager: the provider's own sampler (its deferred-capture settings).
         pub(crate) fn sampler_hint(self, sampler: $crate::sampler::CustomSampler) -> Self {
             self.update(|c| c.sampler = Some(sampler))
+        }
+
+        /// Whether `http.client.request.duration` is recorded for every call, sampled or
+        /// not (default `true`; see [`crate::metrics`]). With `false` a call reads no
+        /// clock and builds no attribute for metrics. The meter is the one given to
+        /// `meter(..)`, else the installed [`TracingManager`](crate::TracingManager)'s
+        /// (none when its metrics are off), else OpenTelemetry's global meter provider
+        /// (instruments created at the first call: set it before).
+        pub fn metrics(self, on: bool) -> Self {
+            use $crate::metrics::http::MeterSource;
+            self.update(|c| {
+                c.meter = match (on, &c.meter) {
+                    (false, _) => MeterSource::Off,
+                    (true, MeterSource::Off) => MeterSource::Installed,
+                    (true, source) => source.clone(),
+                }
+            })
+        }
+
+        /// For the manager: its instruments, or `Off` when its metrics are off.
+        #[allow(dead_code)]
+        pub(crate) fn meter_source(self, source: $crate::metrics::http::MeterSource) -> Self {
+            self.update(|c| c.meter = source)
+        }
+
+        /// Records `http.client.request.duration` on `meter` (its instruments are created
+        /// here, once).
+        pub fn meter(self, meter: &opentelemetry::metrics::Meter) -> Self {
+            let source = $crate::metrics::http::MeterSource::meter(meter);
+            self.update(|c| c.meter = source)
         }
     };
 }

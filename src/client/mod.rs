@@ -37,6 +37,9 @@
 //! 6. **the span ends when the response body has been read to its end, fails, or is
 //!    dropped**, so a streamed download is timed to its end.
 //!
+//! Each call also records `http.client.request.duration` (see [`crate::metrics`]), sampled
+//! or not, when its span ends and with the same clock readings.
+//!
 //! A call dropped before its response (an outer `tokio::time::timeout` or
 //! `tower::timeout`, an aborted task) ends its span then, with `error.type = "cancelled"`
 //! and status Error. A response body the caller drops before its end records

@@ -8,6 +8,7 @@
 //! (never silently ignored); where a `..._TRACES_...` variant exists, it wins.
 
 use super::model::{ExporterConfig, OtlpCompression, OtlpConfig, OtlpProtocol, TracingConfig};
+use super::signals::{SignalEnv, read_logs_env, read_metrics_env};
 use super::validate::{
     MAX_ATTRIBUTE_VALUE_LENGTH, MAX_SPAN_LIMIT_COUNT, check_filter, check_header, check_url,
     parse_count, parse_key_values, parse_limit, parse_millis, truncate,
@@ -141,6 +142,10 @@ pub(crate) struct EnvLayer {
     /// The `MESHTRACE_SAMPLING_REMOTE_*` settings, each checked: the endpoint alone starts
     /// the poller; the others sit beneath a `[remote_sampling]` section or the builder's.
     pub(crate) remote: RemoteSamplingConfig,
+    /// The `OTEL_EXPORTER_OTLP_METRICS_*` settings (and the general ones beneath them).
+    pub(crate) metrics: SignalEnv,
+    /// The `OTEL_EXPORTER_OTLP_LOGS_*` settings (and the general ones beneath them).
+    pub(crate) logs: SignalEnv,
 }
 
 /// Which variable set each OTLP setting.
@@ -177,7 +182,7 @@ pub(crate) fn read(lookup: &dyn Fn(&str) -> Option<String>) -> Result<EnvLayer, 
         config.service_name = Some(name);
     }
 
-    let (otlp, names, endpoint_var) = read_otlp(&env)?;
+    let (otlp, names, endpoint_var) = read_otlp(&env, &TRACES_VARS)?;
 
     let disabled = match env.get(OTEL_SDK_DISABLED)? {
         None => false,
@@ -214,6 +219,9 @@ pub(crate) fn read(lookup: &dyn Fn(&str) -> Option<String>) -> Result<EnvLayer, 
             ExporterConfig::Otlp(OtlpConfig::default())
         }),
     };
+
+    let metrics = read_metrics_env(&env, &mut config.metrics, disabled)?;
+    let logs = read_logs_env(&env, &mut config.logs, disabled)?;
 
     if let Some(v) = env.get(OTEL_BSP_MAX_QUEUE_SIZE)? {
         config.batch.max_queue_size = Some(parse_count(OTEL_BSP_MAX_QUEUE_SIZE, &v)?);
@@ -299,19 +307,51 @@ pub(crate) fn read(lookup: &dyn Fn(&str) -> Option<String>) -> Result<EnvLayer, 
         names,
         selected_otlp,
         remote,
+        metrics,
+        logs,
     })
 }
 
-/// The `OTEL_EXPORTER_OTLP_*` variables, checked one by one (so that errors name the
-/// variable), and the endpoint variable that was set, if any.
-fn read_otlp(env: &Reader<'_>) -> Result<(OtlpConfig, OtlpNames, Option<&'static str>), Error> {
+/// The names of one signal's OTLP variables (`..._TRACES_...`, `..._METRICS_...`,
+/// `..._LOGS_...`); each wins over its general `OTEL_EXPORTER_OTLP_*` variant.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SignalVars {
+    pub(crate) endpoint: &'static str,
+    pub(crate) protocol: &'static str,
+    pub(crate) compression: &'static str,
+    pub(crate) headers: &'static str,
+    pub(crate) timeout: &'static str,
+    pub(crate) certificate: &'static str,
+    pub(crate) client_certificate: &'static str,
+    pub(crate) client_key: &'static str,
+}
+
+/// The traces' variables.
+pub(crate) const TRACES_VARS: SignalVars = SignalVars {
+    endpoint: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    protocol: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+    compression: OTEL_EXPORTER_OTLP_TRACES_COMPRESSION,
+    headers: OTEL_EXPORTER_OTLP_TRACES_HEADERS,
+    timeout: OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+    certificate: OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE,
+    client_certificate: OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE,
+    client_key: OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY,
+};
+
+/// The `OTEL_EXPORTER_OTLP_*` variables of one signal (`vars`; the signal's own URL goes
+/// in `traces_endpoint`), checked one by one (so that errors name the variable), and the
+/// endpoint variable that was set, if any.
+pub(crate) fn read_otlp(
+    env: &Reader<'_>,
+    vars: &SignalVars,
+) -> Result<(OtlpConfig, OtlpNames, Option<&'static str>), Error> {
     let mut otlp = OtlpConfig::default();
     let mut names = OtlpNames::default();
     let mut endpoint_var = None;
-    // The traces URL first: when both are set, it is the one that selected OTLP.
+    // The signal's URL first: when both are set, it is the one that selected OTLP.
     for (name, slot, name_slot) in [
         (
-            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+            vars.endpoint,
             &mut otlp.traces_endpoint,
             &mut names.traces_endpoint,
         ),
@@ -328,10 +368,7 @@ fn read_otlp(env: &Reader<'_>) -> Result<(OtlpConfig, OtlpNames, Option<&'static
             endpoint_var.get_or_insert(name);
         }
     }
-    if let Some((name, value)) = env.first(&[
-        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
-        OTEL_EXPORTER_OTLP_PROTOCOL,
-    ])? {
+    if let Some((name, value)) = env.first(&[vars.protocol, OTEL_EXPORTER_OTLP_PROTOCOL])? {
         otlp.protocol = Some(match value.as_str() {
             "http/protobuf" => OtlpProtocol::HttpProtobuf,
             "http/json" => OtlpProtocol::HttpJson,
@@ -345,10 +382,7 @@ fn read_otlp(env: &Reader<'_>) -> Result<(OtlpConfig, OtlpNames, Option<&'static
             }
         });
     }
-    if let Some((name, value)) = env.first(&[
-        OTEL_EXPORTER_OTLP_TRACES_COMPRESSION,
-        OTEL_EXPORTER_OTLP_COMPRESSION,
-    ])? {
+    if let Some((name, value)) = env.first(&[vars.compression, OTEL_EXPORTER_OTLP_COMPRESSION])? {
         otlp.compression = Some(match value.to_ascii_lowercase().as_str() {
             "gzip" => OtlpCompression::Gzip,
             "none" => OtlpCompression::None,
@@ -361,10 +395,7 @@ fn read_otlp(env: &Reader<'_>) -> Result<(OtlpConfig, OtlpNames, Option<&'static
             }
         });
     }
-    for name in [
-        OTEL_EXPORTER_OTLP_HEADERS,
-        OTEL_EXPORTER_OTLP_TRACES_HEADERS,
-    ] {
+    for name in [OTEL_EXPORTER_OTLP_HEADERS, vars.headers] {
         if let Some(value) = env.get(name)? {
             for (header, value) in parse_key_values(name, &value, false)? {
                 check_header(name, &header, &value)?;
@@ -372,34 +403,25 @@ fn read_otlp(env: &Reader<'_>) -> Result<(OtlpConfig, OtlpNames, Option<&'static
             }
         }
     }
-    if let Some((name, value)) = env.first(&[
-        OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
-        OTEL_EXPORTER_OTLP_TIMEOUT,
-    ])? {
+    if let Some((name, value)) = env.first(&[vars.timeout, OTEL_EXPORTER_OTLP_TIMEOUT])? {
         otlp.timeout_ms = Some(parse_millis(name, &value)?);
     }
     for (vars, slot, name_slot) in [
         (
-            [
-                OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE,
-                OTEL_EXPORTER_OTLP_CERTIFICATE,
-            ],
+            [vars.certificate, OTEL_EXPORTER_OTLP_CERTIFICATE],
             &mut otlp.certificate,
             &mut names.certificate,
         ),
         (
             [
-                OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE,
+                vars.client_certificate,
                 OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
             ],
             &mut otlp.client_certificate,
             &mut names.client_certificate,
         ),
         (
-            [
-                OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY,
-                OTEL_EXPORTER_OTLP_CLIENT_KEY,
-            ],
+            [vars.client_key, OTEL_EXPORTER_OTLP_CLIENT_KEY],
             &mut otlp.client_key,
             &mut names.client_key,
         ),

@@ -42,6 +42,14 @@
 //! endpoint = "http://jaeger-agent:5778/sampling"
 //! interval_secs = 60.0
 //!
+//! [metrics]                        # see meshtrace::config::MetricsConfig; on by default
+//! exporter = "otlp"                # "stdout" | "otlp" | "none"; default: as [exporter]
+//! export_interval_ms = 60000
+//! temporality = "cumulative"       # or "delta", "lowmemory"
+//!
+//! [logs]                           # feature otlp-logs; see meshtrace::config::LogsConfig
+//! exporter = "otlp"                # default "none"
+//!
 //! [span_limits]
 //! max_attributes_per_span = 128
 //! max_attribute_value_length = 4096
@@ -61,6 +69,7 @@ pub mod env;
 pub(crate) mod file;
 mod model;
 mod resolve;
+mod signals;
 pub(crate) mod validate;
 
 /// Most bytes of any one environment variable that is read (16 KiB).
@@ -73,6 +82,15 @@ pub use model::{
 pub use resolve::{
     DEFAULT_ATTRIBUTE_VALUE_LENGTH, DEFAULT_LOG_FILTER, DEFAULT_SPAN_FILTER, DEFAULT_SPAN_LIMIT,
 };
+pub use signals::{
+    DEFAULT_CARDINALITY_LIMIT, DEFAULT_METRIC_EXPORT_INTERVAL_MS, DEFAULT_METRIC_EXPORT_TIMEOUT_MS,
+    LogsConfig, LogsExporter, MAX_CARDINALITY_LIMIT, MESHTRACE_METRICS_ENABLED, MetricsConfig,
+    MetricsExporter, MetricsTemporality, OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE,
+    OTEL_LOGS_EXPORTER, OTEL_METRIC_EXPORT_INTERVAL, OTEL_METRIC_EXPORT_TIMEOUT,
+    OTEL_METRICS_EXPORTER,
+};
+pub(crate) use signals::{ResolvedMetrics, ResolvedMetricsExporter};
 pub use validate::{
     MAX_ATTRIBUTE_VALUE_LENGTH, MAX_OTLP_HEADERS, MAX_RESOURCE_ATTRIBUTES,
     MAX_RESOURCE_VALUE_BYTES, MAX_SPAN_LIMIT_COUNT,

@@ -2,6 +2,7 @@
 //! Nothing here reads the environment or checks a value; see `env`, `validate` and
 //! `resolve` for that.
 
+use super::signals::{LogsConfig, MetricsConfig};
 use crate::logging::LogFormat;
 use crate::sampler::{RemoteSamplingConfig, SamplingConfig};
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,11 @@ pub struct TracingConfig {
     /// Rules that drop finished spans before export (`MESHTRACE_EXPORT_FILTER`); replaces
     /// the environment's filter as a whole when given. Default: no rule.
     pub export_filter: Option<crate::export::ExportFilterConfig>,
+    /// HTTP and sampler metrics (`[metrics]`): on by default, exported where spans go.
+    pub metrics: MetricsConfig,
+    /// Log events as OpenTelemetry log records over OTLP (`[logs]`, feature `otlp-logs`);
+    /// off by default.
+    pub logs: LogsConfig,
     /// `env_filter` was renamed `log_filter`; kept to say so instead of "unknown field".
     #[serde(
         rename = "env_filter",
@@ -454,6 +460,8 @@ impl TracingConfig {
             },
             span_limits: self.span_limits.merge(over.span_limits),
             export_filter: over.export_filter.or(self.export_filter),
+            metrics: self.metrics.merge(over.metrics),
+            logs: self.logs.merge(over.logs),
             legacy_env_filter: Moved,
         }
     }

@@ -2,11 +2,12 @@
 //! filled in, the files the configuration names (PEM) read. What comes out is what the
 //! manager builds from; nothing after this point can fail because of the configuration.
 
-use super::env::EnvLayer;
+use super::env::{EnvLayer, OtlpNames};
 use super::file;
 use super::model::{
     ExporterConfig, OtlpCompression, OtlpConfig, OtlpProtocol, SpanLimitsConfig, TracingConfig,
 };
+use super::signals::{ResolvedSignals, resolve_signals};
 use super::validate::{
     MAX_ATTRIBUTE_VALUE_LENGTH, MAX_NAME_BYTES, MAX_OTLP_HEADERS, MAX_RESOURCE_ATTRIBUTES,
     MAX_RESOURCE_VALUE_BYTES, MAX_SPAN_LIMIT_COUNT, check_count, check_filter, check_header,
@@ -60,6 +61,8 @@ pub(crate) struct Resolved {
     pub(crate) span_limits: ResolvedSpanLimits,
     /// Checked: it compiles.
     pub(crate) export_filter: crate::export::ExportFilterConfig,
+    /// Metrics (on by default) and OTLP logs (off by default).
+    pub(crate) signals: ResolvedSignals,
 }
 
 #[derive(Clone, Debug)]
@@ -257,6 +260,8 @@ pub(crate) fn resolve(
         }
     }
 
+    // Metrics and logs share these OTLP settings; their own are checked after the spans'.
+    let exporter_config = config.exporter.clone();
     let exporter = match config.exporter.unwrap_or(ExporterConfig::Stdout) {
         ExporterConfig::Stdout => ResolvedExporter::Stdout,
         ExporterConfig::None => ResolvedExporter::None,
@@ -273,6 +278,14 @@ pub(crate) fn resolve(
             ResolvedExporter::Otlp(resolve_otlp(top_otlp, &env, exporter_in_code)?)
         }
     };
+
+    let signals = resolve_signals(
+        &env,
+        config.metrics,
+        config.logs,
+        exporter_config.as_ref(),
+        exporter_in_code,
+    )?;
 
     let b = config.batch;
     let max_queue_size = check_count(
@@ -346,6 +359,7 @@ pub(crate) fn resolve(
         remote_sampling,
         span_limits,
         export_filter,
+        signals,
     })
 }
 
@@ -492,20 +506,48 @@ fn pick<T>(
     }
 }
 
+/// Which signal an OTLP exporter sends: the path appended to a base URL for HTTP, and the
+/// key of the signal's own full URL (held in `OtlpConfig::traces_endpoint`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Signal {
+    pub(crate) path: &'static str,
+    pub(crate) endpoint_key: &'static str,
+}
+
+/// Spans: `/v1/traces`, `exporter.traces_endpoint`.
+pub(crate) const TRACES: Signal = Signal {
+    path: "/v1/traces",
+    endpoint_key: "exporter.traces_endpoint",
+};
+
 fn resolve_otlp(
     top: OtlpConfig,
     env: &EnvLayer,
     exporter_in_code: bool,
 ) -> Result<ResolvedOtlp, Error> {
-    let base = env.otlp.clone();
-    let names = env.names;
+    resolve_otlp_signal(top, &env.otlp, env.names, TRACES, exporter_in_code)
+}
+
+/// One signal's OTLP exporter: `top` (file and builder; the signal's own URL in
+/// `traces_endpoint`) over `base` (the environment, whose variables `names` gives), with
+/// the same rules for every signal: the signal's URL is used as is, a base URL gets
+/// `signal.path` appended for HTTP, the defaults are `http://localhost:4318` (HTTP) and
+/// `http://localhost:4317` (gRPC).
+pub(crate) fn resolve_otlp_signal(
+    top: OtlpConfig,
+    base: &OtlpConfig,
+    names: OtlpNames,
+    signal: Signal,
+    exporter_in_code: bool,
+) -> Result<ResolvedOtlp, Error> {
+    let base = base.clone();
     let protocol = top
         .protocol
         .or(base.protocol)
         .unwrap_or(OtlpProtocol::HttpProtobuf);
     let traces_endpoint = pick(
         top.traces_endpoint,
-        "exporter.traces_endpoint",
+        signal.endpoint_key,
         base.traces_endpoint,
         names.traces_endpoint,
     );
@@ -535,7 +577,7 @@ fn resolve_otlp(
             });
             // The specification: signal path appended to the base URL for HTTP only.
             let url = if protocol.is_http() {
-                format!("{}/v1/traces", base.value.trim_end_matches('/'))
+                format!("{}{}", base.value.trim_end_matches('/'), signal.path)
             } else {
                 base.value.clone()
             };

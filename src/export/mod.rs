@@ -78,9 +78,11 @@ pub(crate) mod deferred;
 pub(crate) mod events;
 mod filter;
 mod gate;
+#[cfg(feature = "otlp-logs")]
+pub(crate) mod logs;
 #[cfg(feature = "otlp")]
 pub(crate) mod otlp;
-mod stdout;
+pub(crate) mod stdout;
 pub(crate) mod suppress;
 
 pub use counting::ExportStats;

@@ -25,15 +25,11 @@ use super::DynSpanExporter;
 use super::gate::timeout_error;
 use super::suppress;
 use crate::Error;
-use crate::config::{OtlpCompression, OtlpProtocol, ResolvedOtlp};
+use crate::config::ResolvedOtlp;
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
-use opentelemetry_otlp::{
-    Compression, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
-};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use std::collections::HashMap;
 use std::time::Duration;
 
 /// Builds the OTLP exporter described by `otlp`. `export_timeout` caps each export.
@@ -55,6 +51,28 @@ pub(crate) fn build(
         ));
     }
     let timeout = otlp.timeout.min(export_timeout);
+    let transport_error = TransportError::default();
+    let (runtime, inner) = on_private_runtime(|| {
+        build_exporter!(
+            opentelemetry_otlp::SpanExporter,
+            otlp,
+            timeout,
+            &transport_error
+        )
+    })?;
+    Ok(Box::new(OnOwnRuntime {
+        runtime: Some(runtime),
+        inner,
+        timeout: export_timeout,
+        transport_error,
+    }))
+}
+
+/// Builds `build`'s exporter inside a new private runtime (one worker thread, every
+/// thread marked as an export thread) and returns both; see the module docs.
+pub(crate) fn on_private_runtime<T>(
+    build: impl FnOnce() -> Result<T, Error>,
+) -> Result<(tokio::runtime::Runtime, T), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .max_blocking_threads(2)
@@ -64,20 +82,14 @@ pub(crate) fn build(
         .on_thread_stop(suppress::unmark_thread)
         .build()
         .map_err(|e| Error::setup("OTLP exporter runtime", e))?;
-    let transport_error = TransportError::default();
     let built = {
         let _entered = runtime.enter();
         // Whatever the clients create while being built belongs to the exporter too.
         let _suppressed = opentelemetry::Context::enter_telemetry_suppressed_scope();
-        build_exporter(otlp, timeout, &transport_error)
+        build()
     };
     match built {
-        Ok(inner) => Ok(Box::new(OnOwnRuntime {
-            runtime: Some(runtime),
-            inner,
-            timeout: export_timeout,
-            transport_error,
-        })),
+        Ok(inner) => Ok((runtime, inner)),
         Err(e) => {
             // Dropping a runtime blocks, which panics inside an async context.
             runtime.shutdown_background();
@@ -86,73 +98,97 @@ pub(crate) fn build(
     }
 }
 
-fn build_exporter(
+/// The gRPC metadata of `otlp`'s headers.
+pub(crate) fn grpc_metadata(
     otlp: &ResolvedOtlp,
-    timeout: Duration,
-    transport_error: &TransportError,
-) -> Result<opentelemetry_otlp::SpanExporter, Error> {
-    let build_error = |e: opentelemetry_otlp::ExporterBuildError| {
-        Error::setup("OTLP exporter", format!("{}: {e}", otlp.url))
-    };
-    match otlp.protocol {
-        OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
-            let headers: HashMap<String, String> = otlp.headers.iter().cloned().collect();
-            let protocol = if otlp.protocol == OtlpProtocol::HttpJson {
-                Protocol::HttpJson
-            } else {
-                Protocol::HttpBinary
-            };
-            let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_http_client(ExportHttpClient {
-                    client: http_client(otlp, timeout)?,
-                    transport_error: transport_error.clone(),
-                })
-                .with_endpoint(otlp.url.clone())
-                .with_protocol(protocol)
-                .with_timeout(timeout)
-                .with_headers(headers);
-            if otlp.compression == OtlpCompression::Gzip {
-                builder = builder.with_compression(Compression::Gzip);
-            }
-            builder.build().map_err(build_error)
-        }
-        OtlpProtocol::Grpc => {
-            use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
-            let mut headers = http::HeaderMap::with_capacity(otlp.headers.len());
-            for (name, value) in &otlp.headers {
-                // Validated as HTTP header names and values when the config was resolved.
-                let (Ok(name), Ok(value)) = (
-                    http::HeaderName::from_bytes(name.as_bytes()),
-                    http::HeaderValue::from_str(value),
-                ) else {
-                    return Err(Error::config(
-                        "exporter.headers",
-                        name,
-                        "invalid header (value not shown)",
-                    ));
-                };
-                headers.append(name, value);
-            }
-            let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(otlp.url.clone())
-                .with_protocol(Protocol::Grpc)
-                .with_timeout(timeout)
-                .with_metadata(MetadataMap::from_headers(headers));
-            if otlp.compression == OtlpCompression::Gzip {
-                builder = builder.with_compression(Compression::Gzip);
-            }
-            #[cfg(feature = "otlp-tls")]
-            if otlp.url.starts_with("https://") {
-                builder = builder.with_tls_config(grpc_tls(otlp));
-            }
-            builder.build().map_err(build_error)
-        }
+) -> Result<opentelemetry_otlp::tonic_types::metadata::MetadataMap, Error> {
+    let mut headers = http::HeaderMap::with_capacity(otlp.headers.len());
+    for (name, value) in &otlp.headers {
+        // Validated as HTTP header names and values when the config was resolved.
+        let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) else {
+            return Err(Error::config(
+                "exporter.headers",
+                name,
+                "invalid header (value not shown)",
+            ));
+        };
+        headers.append(name, value);
     }
+    Ok(opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers))
 }
 
-fn http_client(otlp: &ResolvedOtlp, timeout: Duration) -> Result<reqwest::Client, Error> {
+/// Builds an opentelemetry-otlp exporter of any signal (`$exporter`: `SpanExporter`,
+/// `MetricExporter`, `LogExporter`; their builders share these methods) for `$otlp`, with
+/// `$extra` applied to the builder (a metric exporter's temporality) before the transport
+/// is chosen. Must run inside the private runtime (see [`on_private_runtime`]).
+macro_rules! build_exporter {
+    ($exporter:path, $otlp:expr, $timeout:expr, $transport_error:expr) => {
+        $crate::export::otlp::build_exporter!($exporter, $otlp, $timeout, $transport_error, |b| b)
+    };
+    ($exporter:path, $otlp:expr, $timeout:expr, $transport_error:expr, $extra:expr) => {{
+        use opentelemetry_otlp::{
+            Compression, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
+        };
+        use $crate::config::{OtlpCompression, OtlpProtocol};
+        use $crate::export::otlp::{ExportHttpClient, grpc_metadata, http_client};
+        let otlp: &$crate::config::ResolvedOtlp = $otlp;
+        let timeout: std::time::Duration = $timeout;
+        let build_error = |e: opentelemetry_otlp::ExporterBuildError| {
+            $crate::Error::setup("OTLP exporter", format!("{}: {e}", otlp.url))
+        };
+        let extra = $extra;
+        match otlp.protocol {
+            OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
+                let headers: std::collections::HashMap<String, String> =
+                    otlp.headers.iter().cloned().collect();
+                let protocol = if otlp.protocol == OtlpProtocol::HttpJson {
+                    Protocol::HttpJson
+                } else {
+                    Protocol::HttpBinary
+                };
+                let mut builder = extra(<$exporter>::builder())
+                    .with_http()
+                    .with_http_client(ExportHttpClient {
+                        client: http_client(otlp, timeout)?,
+                        transport_error: $transport_error.clone(),
+                    })
+                    .with_endpoint(otlp.url.clone())
+                    .with_protocol(protocol)
+                    .with_timeout(timeout)
+                    .with_headers(headers);
+                if otlp.compression == OtlpCompression::Gzip {
+                    builder = builder.with_compression(Compression::Gzip);
+                }
+                builder.build().map_err(build_error)
+            }
+            OtlpProtocol::Grpc => {
+                let mut builder = extra(<$exporter>::builder())
+                    .with_tonic()
+                    .with_endpoint(otlp.url.clone())
+                    .with_protocol(Protocol::Grpc)
+                    .with_timeout(timeout)
+                    .with_metadata(grpc_metadata(otlp)?);
+                if otlp.compression == OtlpCompression::Gzip {
+                    builder = builder.with_compression(Compression::Gzip);
+                }
+                #[cfg(feature = "otlp-tls")]
+                if otlp.url.starts_with("https://") {
+                    builder = builder.with_tls_config($crate::export::otlp::grpc_tls(otlp));
+                }
+                builder.build().map_err(build_error)
+            }
+        }
+    }};
+}
+pub(crate) use build_exporter;
+
+pub(crate) fn http_client(
+    otlp: &ResolvedOtlp,
+    timeout: Duration,
+) -> Result<reqwest::Client, Error> {
     #[allow(unused_mut)]
     let mut builder = reqwest::Client::builder().timeout(timeout);
     #[cfg(feature = "otlp-tls")]
@@ -183,7 +219,9 @@ fn http_client(otlp: &ResolvedOtlp, timeout: Duration) -> Result<reqwest::Client
 }
 
 #[cfg(feature = "otlp-tls")]
-fn grpc_tls(otlp: &ResolvedOtlp) -> opentelemetry_otlp::tonic_types::transport::ClientTlsConfig {
+pub(crate) fn grpc_tls(
+    otlp: &ResolvedOtlp,
+) -> opentelemetry_otlp::tonic_types::transport::ClientTlsConfig {
     use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
     let mut config = ClientTlsConfig::new();
     let tls = otlp.tls.clone().unwrap_or_default();
@@ -201,16 +239,16 @@ fn grpc_tls(otlp: &ResolvedOtlp) -> opentelemetry_otlp::tonic_types::transport::
 /// failure without a response as "HTTP export failed: network error" (the cause goes only
 /// to its internal debug log), so a refused certificate would read like a network blip.
 #[derive(Clone, Debug, Default)]
-struct TransportError(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+pub(crate) struct TransportError(std::sync::Arc<std::sync::Mutex<Option<String>>>);
 
 impl TransportError {
-    fn set(&self, cause: String) {
+    pub(crate) fn set(&self, cause: String) {
         if let Ok(mut slot) = self.0.lock() {
             *slot = Some(cause);
         }
     }
 
-    fn take(&self) -> Option<String> {
+    pub(crate) fn take(&self) -> Option<String> {
         self.0.lock().ok().and_then(|mut slot| slot.take())
     }
 }
@@ -218,9 +256,9 @@ impl TransportError {
 /// reqwest's `Client`, remembering the whole cause of a failure (reqwest 0.13's `Display`
 /// says only "error sending request for url (..)"; the cause is in its sources).
 #[derive(Debug)]
-struct ExportHttpClient {
-    client: reqwest::Client,
-    transport_error: TransportError,
+pub(crate) struct ExportHttpClient {
+    pub(crate) client: reqwest::Client,
+    pub(crate) transport_error: TransportError,
 }
 
 #[async_trait::async_trait]
@@ -305,5 +343,39 @@ impl Drop for OnOwnRuntime {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+/// Runs one export of any signal on the exporter's private runtime, bounded by `timeout`,
+/// with the transport's cause added to a failure (see [`TransportError`]). Never blocks
+/// inside another runtime (that would panic): only the SDK's own threads call exports.
+pub(crate) fn export_on(
+    runtime: Option<&tokio::runtime::Runtime>,
+    timeout: Duration,
+    transport_error: &TransportError,
+    export: impl std::future::Future<Output = OTelSdkResult>,
+) -> OTelSdkResult {
+    // The export runs on an SDK thread (a batch processor's, a periodic reader's): what it
+    // emits from now on is export work.
+    suppress::mark_thread();
+    match runtime {
+        Some(_) if tokio::runtime::Handle::try_current().is_ok() => Err(
+            OTelSdkError::InternalFailure("OTLP export called from inside a Tokio runtime".into()),
+        ),
+        Some(runtime) => {
+            let _ = transport_error.take();
+            let result = runtime.block_on(async {
+                tokio::time::timeout(timeout, export)
+                    .await
+                    .unwrap_or_else(|_| Err(timeout_error(timeout)))
+            });
+            match (result, transport_error.take()) {
+                (Err(OTelSdkError::InternalFailure(message)), Some(cause)) => {
+                    Err(OTelSdkError::InternalFailure(format!("{message}: {cause}")))
+                }
+                (result, _) => result,
+            }
+        }
+        None => Err(OTelSdkError::AlreadyShutdown),
     }
 }

@@ -94,7 +94,7 @@ impl StdoutExporter {
     }
 }
 
-fn push_key(line: &mut String, key: &str) {
+pub(crate) fn push_key(line: &mut String, key: &str) {
     let plain = !key.is_empty()
         && key
             .chars()
@@ -106,7 +106,7 @@ fn push_key(line: &mut String, key: &str) {
     }
 }
 
-fn push_value(line: &mut String, value: &Value) {
+pub(crate) fn push_value(line: &mut String, value: &Value) {
     match value {
         Value::String(s) => {
             let _ = write!(line, "{:?}", s.as_str());

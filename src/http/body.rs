@@ -3,6 +3,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -13,8 +14,9 @@ pin_project! {
     /// ([`TracingService`](crate::server::TracingService)) and the client
     /// ([`ClientTracingService`](crate::client::ClientTracingService), reqwest).
     ///
-    /// It holds the request's span and ends it when the last frame has passed, when the
-    /// body fails (`error.type = "body"`), or when the body is dropped before its end
+    /// It holds the request's span (and its metric, see [`crate::metrics`]) and ends it
+    /// when the last frame has passed, when the body fails (`error.type = "body"`), or when
+    /// the body is dropped before its end
     /// (`error.type = "cancelled"`; see [the outcome table](crate::server#what-each-outcome-records)),
     /// so a streamed response is timed to its end, not to its headers. Frames pass through
     /// unchanged.
@@ -112,7 +114,12 @@ where
                         false
                     }
                     // A peer may stop polling once the body says it is over.
-                    Some(Ok(_)) => body.is_end_stream(),
+                    Some(Ok(frame)) => {
+                        if let Some(span) = this.span.as_mut().filter(|s| s.counts_body()) {
+                            span.add_body_bytes(frame.data_ref().map_or(0, Buf::remaining));
+                        }
+                        body.is_end_stream()
+                    }
                 };
                 if over {
                     // Nothing of the body runs any more: end the span now and let the

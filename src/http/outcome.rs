@@ -37,6 +37,7 @@ use opentelemetry_semantic_conventions::attribute::{
 };
 
 use crate::limits::{bound_owned, bounded, display_bounded};
+use crate::metrics::http::{ExchangeMetric, status_text};
 
 /// Deepest error `source()` chain followed (chains are finite in practice; this bounds a
 /// pathological one).
@@ -52,26 +53,44 @@ pub(crate) enum Side {
     Client,
 }
 
-/// The recording span of one request, held until the request ends. Dropping it ends the
-/// span, at that moment: whatever else still holds the request's Context (a task the
-/// handler spawned, say) cannot stretch its duration.
+/// The end of one request's exchange: its span while it records, its metric while
+/// metrics are on (`crate::metrics`), or both; held until the request ends. Dropping it
+/// ends the span and records the metric, at that moment and with one clock reading for
+/// both (the span started at the metric's start time, see
+/// `crate::metrics::http::start_time`), so the metric's value is the span's duration.
+/// Whatever else still holds the request's Context (a task the handler spawned, say)
+/// cannot stretch it.
 ///
 /// A span gets one `error.type`, the first failure recorded (the SDK keeps every
 /// `set_attribute`, duplicates included): a 503 whose body is then dropped stays `503`.
+/// The metric keeps the same one.
 #[derive(Debug)]
 pub(crate) struct OpenSpan {
     cx: Context,
     side: Side,
     error_type_set: bool,
+    /// Whether the span records; a span that does not is only the Context's span
+    /// context, and only the metric is kept.
+    recording: bool,
+    metric: Option<ExchangeMetric>,
 }
 
 impl OpenSpan {
-    pub(crate) fn new(cx: Context, side: Side) -> Self {
-        OpenSpan {
-            cx,
+    /// The exchange of a request whose span records (`recording`) or whose metric is on;
+    /// `None` when neither.
+    pub(crate) fn start(
+        cx: &Context,
+        side: Side,
+        recording: bool,
+        metric: Option<ExchangeMetric>,
+    ) -> Option<Self> {
+        (recording || metric.is_some()).then(|| OpenSpan {
+            cx: cx.clone(),
             side,
             error_type_set: false,
-        }
+            recording,
+            metric,
+        })
     }
 
     /// The Context that holds the span.
@@ -79,21 +98,31 @@ impl OpenSpan {
         &self.cx
     }
 
-    fn set_error_type(&mut self, error_type: impl Into<opentelemetry::Value>) {
+    fn set_error_type(&mut self, error_type: Cow<'static, str>) {
         if !self.error_type_set {
             self.error_type_set = true;
-            self.cx
-                .span()
-                .set_attribute(KeyValue::new(ERROR_TYPE, error_type));
+            if let Some(metric) = &mut self.metric {
+                metric.set_error_type(error_type.clone());
+            }
+            if self.recording {
+                self.cx
+                    .span()
+                    .set_attribute(KeyValue::new(ERROR_TYPE, error_type));
+            }
         }
     }
 
     /// Records `http.response.status_code` alone.
     pub(crate) fn record_status_code(&mut self, status: StatusCode) {
-        self.cx.span().set_attribute(KeyValue::new(
-            HTTP_RESPONSE_STATUS_CODE,
-            i64::from(status.as_u16()),
-        ));
+        if let Some(metric) = &mut self.metric {
+            metric.set_status(status.as_u16());
+        }
+        if self.recording {
+            self.cx.span().set_attribute(KeyValue::new(
+                HTTP_RESPONSE_STATUS_CODE,
+                i64::from(status.as_u16()),
+            ));
+        }
     }
 
     /// Records the response status; server spans are errors on 5xx, client spans on 4xx
@@ -105,9 +134,11 @@ impl OpenSpan {
             Side::Client => status.is_client_error() || status.is_server_error(),
         };
         if failed {
-            self.set_error_type(status.as_str().to_owned());
-            // No description: the status code says it.
-            self.cx.span().set_status(Status::error(""));
+            self.set_error_type(Cow::Borrowed(status_text(status)));
+            if self.recording {
+                // No description: the status code says it.
+                self.cx.span().set_status(Status::error(""));
+            }
         }
     }
 
@@ -115,8 +146,11 @@ impl OpenSpan {
     /// its description, and an `exception` event with the type and message.
     pub(crate) fn record_error(&mut self, error_type: impl Into<Cow<'static, str>>, message: &str) {
         let error_type = error_type.into();
-        let message = bounded(message).to_owned();
         self.set_error_type(error_type.clone());
+        if !self.recording {
+            return;
+        }
+        let message = bounded(message).to_owned();
         let span = self.cx.span();
         span.add_event(
             "exception",
@@ -131,16 +165,45 @@ impl OpenSpan {
     /// The request was dropped before its end; see the [module docs](self) for when that
     /// is an error. `after_response`: the response head had already been produced.
     pub(crate) fn record_cancelled(&mut self, after_response: bool) {
-        self.set_error_type(CANCELLED);
-        if self.side == Side::Server || !after_response {
+        self.set_error_type(Cow::Borrowed(CANCELLED));
+        if self.recording && (self.side == Side::Server || !after_response) {
             self.cx.span().set_status(Status::error(""));
+        }
+    }
+
+    /// Whether the response body's bytes are counted (`add_body_bytes`).
+    #[inline]
+    pub(crate) fn counts_body(&self) -> bool {
+        self.metric
+            .as_ref()
+            .is_some_and(ExchangeMetric::counts_body)
+    }
+
+    /// Adds `n` response body bytes sent.
+    pub(crate) fn add_body_bytes(&mut self, n: usize) {
+        if let Some(metric) = &mut self.metric {
+            metric.add_body_bytes(n);
         }
     }
 }
 
 impl Drop for OpenSpan {
     fn drop(&mut self) {
-        self.cx.span().end();
+        match self.metric.take() {
+            Some(metric) => {
+                // One reading ends both: the metric's value is the span's duration.
+                let end = opentelemetry::time::now();
+                if self.recording {
+                    self.cx.span().end_with_timestamp(end);
+                }
+                metric.record(end);
+            }
+            None => {
+                if self.recording {
+                    self.cx.span().end();
+                }
+            }
+        }
     }
 }
 

@@ -464,6 +464,26 @@ impl Correlation {
     }
 }
 
+/// The correlation id an event carries in the log output (the nearest `correlation.id`
+/// span field, else the current Context's validated id), for the OTLP log records.
+#[cfg_attr(not(feature = "otlp-logs"), allow(dead_code))]
+pub(crate) fn correlation_id_of<S>(
+    ctx: &Context<'_, S>,
+    event: &Event<'_>,
+) -> Option<opentelemetry::StringValue>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    Correlation::for_event(ctx, event)
+        .correlation_id
+        .map(|text| match text {
+            CorrelationText::Field(text) => opentelemetry::StringValue::from(text),
+            CorrelationText::Context(id) => {
+                opentelemetry::StringValue::from(id.as_str().to_owned())
+            }
+        })
+}
+
 fn is_plain_text_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"._:/@+=~-".contains(&b)
 }

@@ -12,6 +12,7 @@ use super::service::TracingService;
 use crate::context::DEFAULT_CORRELATION_HEADER;
 use crate::http::tracer::SpanSource;
 use crate::http::{DEFAULT_SENSITIVE_QUERY_PARAMS, NEVER_RECORDED_HEADERS};
+use crate::metrics::http::{MeterSource, ServerOptIns};
 use crate::sampler::{AttributesRead, CustomSampler};
 
 /// The debug-trace request header read by default.
@@ -41,6 +42,10 @@ pub(crate) struct ServerConfig {
     /// request's attributes are built only for spans that record. Without it the span
     /// starts with every attribute (any sampler may read them).
     pub(crate) sampler: Option<CustomSampler>,
+    /// Where the HTTP metrics are recorded, if anywhere (see `crate::metrics`).
+    pub(crate) meter: MeterSource,
+    /// The opt-in metric attributes and instruments.
+    pub(crate) metric_opt_ins: ServerOptIns,
 }
 
 impl ServerConfig {
@@ -87,6 +92,8 @@ impl Default for ServerConfig {
             catch_panic: true,
             source: SpanSource::default(),
             sampler: None,
+            meter: MeterSource::default(),
+            metric_opt_ins: ServerOptIns::default(),
         }
     }
 }
@@ -121,6 +128,8 @@ impl fmt::Debug for TracingLayer {
             .field("debug_header", &self.config.debug_header)
             .field("catch_panic", &self.config.catch_panic)
             .field("source", &self.config.source)
+            .field("meter", &self.config.meter)
+            .field("metric_opt_ins", &self.config.metric_opt_ins)
             .finish()
     }
 }
@@ -249,6 +258,56 @@ impl TracingLayer {
     /// reads are built only for spans that record.
     pub(crate) fn sampler_hint(self, sampler: CustomSampler) -> Self {
         self.update(|c| c.sampler = Some(sampler))
+    }
+
+    /// Whether the layer records the HTTP server metrics (default `true`; see
+    /// [`crate::metrics`]): `http.server.request.duration` for every request, sampled or
+    /// not. With `false` the request path reads no clock and builds no attribute for
+    /// metrics.
+    ///
+    /// The meter is the one given to [`meter`](Self::meter), else the installed
+    /// [`TracingManager`](crate::TracingManager)'s (none when its metrics are off), else
+    /// OpenTelemetry's global meter provider (whose instruments are created at the first
+    /// request: set it before serving).
+    pub fn metrics(self, on: bool) -> Self {
+        self.update(|c| {
+            c.meter = match (on, &c.meter) {
+                (false, _) => MeterSource::Off,
+                (true, MeterSource::Off) => MeterSource::Installed,
+                (true, source) => source.clone(),
+            }
+        })
+    }
+
+    /// For the manager: its instruments, or `Off` when its metrics are off.
+    pub(crate) fn meter_source(self, source: MeterSource) -> Self {
+        self.update(|c| c.meter = source)
+    }
+
+    /// Records the HTTP server metrics on `meter` (its instruments are created here, once).
+    pub fn meter(self, meter: &opentelemetry::metrics::Meter) -> Self {
+        let source = MeterSource::meter(meter);
+        self.update(|c| c.meter = source)
+    }
+
+    /// Adds `server.address` and `server.port` to `http.server.request.duration` (default
+    /// `false`, as the conventions advise: the client chooses the `Host` header, so the
+    /// number of attribute sets is only bounded by the SDK's cardinality limit).
+    pub fn metric_server_address(self, on: bool) -> Self {
+        self.update(|c| c.metric_opt_ins.server_address = on)
+    }
+
+    /// Records `http.server.active_requests` (default `false`): requests whose response
+    /// has not ended, by method and scheme.
+    pub fn active_requests_metric(self, on: bool) -> Self {
+        self.update(|c| c.metric_opt_ins.active_requests = on)
+    }
+
+    /// Records `http.server.request.body.size` (the request's `Content-Length`, when it
+    /// has one) and `http.server.response.body.size` (the bytes of the response body as
+    /// sent) (default `false`).
+    pub fn body_size_metrics(self, on: bool) -> Self {
+        self.update(|c| c.metric_opt_ins.body_sizes = on)
     }
 
     /// Whether a panic in the inner service is caught, recorded on the span and turned

@@ -29,6 +29,10 @@
 //! 7. a panic in the handler becomes a `500` response; the span records it as an error
 //!    (`error.type = "panic"` and an `exception` event) and still ends.
 //!
+//! Sampled or not, the request also records `http.server.request.duration` (see
+//! [`crate::metrics`]) at the moment its span ends, from the same clock readings, with the
+//! span's status code and `error.type`; skipped requests record nothing.
+//!
 //! # What each outcome records
 //!
 //! | what happened | `error.type` | span status |

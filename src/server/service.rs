@@ -15,6 +15,8 @@ use crate::context::{self, CorrelationId};
 use crate::http::TracedBody;
 use crate::http::deferred;
 use crate::http::outcome::{OpenSpan, Side, panic_message};
+use crate::metrics;
+use crate::metrics::http::ExchangeMetric;
 use crate::sampler::{DebugRequest, UntrustedEdge};
 
 /// The service built by [`TracingLayer`](super::TracingLayer); see the
@@ -97,25 +99,29 @@ where
             parent = parent.with_value(UntrustedEdge);
         }
 
-        let started = {
+        let (started, metric) = {
             let facts = RequestFacts::read(&parts, &config, &correlation);
             let read = config.attributes_read(&parent);
-            let started = config
-                .source
-                .start(facts.builder(read), &parent, || facts.late(read));
+            let mut builder = facts.builder(read);
+            // Metrics on: the span starts at the clock reading the metric starts from.
+            let metric = config.meter.instruments().map(|instruments| {
+                let start = metrics::http::start_time(&mut builder);
+                let request = facts.metric_request(config.metric_opt_ins);
+                ExchangeMetric::server(instruments, start, request, config.metric_opt_ins)
+            });
+            let started = config.source.start(builder, &parent, || facts.late(read));
             // Deferred capture: a deferred request (or one whose caller waits to hear
             // whether it is kept) carries a marker; one flag check for the others.
-            if started.recording {
+            let started = if started.recording {
                 config.with_sampler(|s| deferred::mark(started, &parent, s, facts.route()))
             } else {
                 started
-            }
+            };
+            (started, metric)
         };
         drop(parent);
         let cx = started.cx;
-        let span = started
-            .recording
-            .then(|| OpenSpan::new(cx.clone(), Side::Server));
+        let span = OpenSpan::start(&cx, Side::Server, started.recording, metric);
         let head = parts.method == http::Method::HEAD;
         parts.extensions.insert(correlation);
         let request = Request::from_parts(parts, body);

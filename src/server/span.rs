@@ -1,5 +1,7 @@
 //! The server span: what it records when it starts, read once from the request head.
 
+use std::borrow::Cow;
+
 use http::request::Parts;
 use opentelemetry::trace::{SpanBuilder, SpanKind};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
@@ -13,6 +15,7 @@ use crate::http::attributes::{
     user_agent,
 };
 use crate::limits::{bound_cow, bounded};
+use crate::metrics::http::{ServerOptIns, ServerRequest};
 use crate::sampler::AttributesRead;
 
 /// Room for what a span gets after it starts: the sampler's `sampling.reason`, the export
@@ -32,6 +35,8 @@ pub(crate) struct RequestFacts<'a> {
     correlation: &'a CorrelationId,
     /// What a trusted proxy says, when the request came through one.
     forwarded: Option<Forwarded<'a>>,
+    /// The route template and the span name, interned (looked up once per request).
+    interned: Option<(&'static str, Cow<'static, str>)>,
 }
 
 impl<'a> RequestFacts<'a> {
@@ -45,13 +50,68 @@ impl<'a> RequestFacts<'a> {
             .as_ref()
             .is_some_and(|trusted| trusted(parts))
             .then(|| Forwarded::read(&parts.headers));
+        let method = known_method(&parts.method);
+        let route = route(parts);
         RequestFacts {
             parts,
             config,
-            method: known_method(&parts.method),
-            route: route(parts),
+            method,
+            route,
             correlation,
             forwarded,
+            interned: route.and_then(|route| interned_route(method, route)),
+        }
+    }
+
+    /// `url.scheme`: the URI carries a scheme only in absolute form (HTTP/2 `:scheme`,
+    /// proxies); `http` otherwise, unless a trusted proxy says what the client used.
+    fn scheme(&self) -> &'static str {
+        let forwarded = self.forwarded.as_ref().and_then(|f| f.scheme);
+        match (forwarded, self.parts.uri.scheme_str()) {
+            (Some(scheme), _) => scheme,
+            (None, Some("https")) => "https",
+            _ => "http",
+        }
+    }
+
+    /// `server.address` and `server.port`: what a trusted proxy says, else the request's
+    /// authority or `Host`.
+    fn address(&self) -> (Option<&'a str>, Option<u16>) {
+        match self.forwarded.as_ref().filter(|f| f.host.is_some()) {
+            Some(forwarded) => (forwarded.host, forwarded.port),
+            None => server_address(self.parts),
+        }
+    }
+
+    /// What the request's metric records (see `crate::metrics::http`): `'static` values,
+    /// and the opt-in ones.
+    pub(crate) fn metric_request(&self, opt_ins: ServerOptIns) -> ServerRequest {
+        let (address, port) = if opt_ins.server_address {
+            let (address, port) = self.address();
+            (address.map(|a| StringValue::from(a.to_owned())), port)
+        } else {
+            (None, None)
+        };
+        let request_size = opt_ins
+            .body_sizes
+            .then(|| {
+                self.parts
+                    .headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .flatten();
+        ServerRequest {
+            method: self.method.unwrap_or("_OTHER"),
+            scheme: self.scheme(),
+            // Unmatched requests and routes beyond the interning bound carry no
+            // `http.route`: never the raw path, never an unbounded set.
+            route: self.interned.as_ref().map(|(route, _)| *route),
+            protocol: protocol_version(self.parts.version),
+            address,
+            port,
+            request_size,
         }
     }
 
@@ -65,9 +125,7 @@ impl<'a> RequestFacts<'a> {
     /// cost nothing; [`rest`](Self::rest) has the others. Its name is
     /// `{method} {route}`, `{method}`, or `HTTP`/`HTTP {route}`; never the raw path.
     pub(crate) fn builder(&self, read: AttributesRead) -> SpanBuilder {
-        let interned = self
-            .route
-            .and_then(|route| interned_route(self.method, route));
+        let interned = self.interned.clone();
         let name = match &interned {
             Some((_, name)) => name.clone(),
             None => span_name(self.method, self.route),
@@ -131,8 +189,8 @@ impl<'a> RequestFacts<'a> {
                     self.method.unwrap_or("_OTHER"),
                 ));
                 if let Some(route) = self.route {
-                    let route = match interned_route(self.method, route) {
-                        Some((route, _)) => Value::from(route),
+                    let route = match &self.interned {
+                        Some((route, _)) => Value::from(*route),
                         None => Value::from(bounded(route).to_owned()),
                     };
                     attributes.push(KeyValue::new(a::HTTP_ROUTE, route));
@@ -146,15 +204,7 @@ impl<'a> RequestFacts<'a> {
 
     /// Attributes whose values are `'static`.
     fn push_free(&self, out: &mut Vec<KeyValue>) {
-        // The URI carries a scheme only in absolute form (HTTP/2 `:scheme`, proxies);
-        // `http` otherwise, unless a trusted proxy says what the client used.
-        let forwarded = self.forwarded.as_ref().and_then(|f| f.scheme);
-        let scheme = match (forwarded, self.parts.uri.scheme_str()) {
-            (Some(scheme), _) => scheme,
-            (None, Some("https")) => "https",
-            _ => "http",
-        };
-        out.push(KeyValue::new(a::URL_SCHEME, scheme));
+        out.push(KeyValue::new(a::URL_SCHEME, self.scheme()));
         if let Some(version) = protocol_version(self.parts.version) {
             out.push(KeyValue::new(a::NETWORK_PROTOCOL_VERSION, version));
         }
@@ -176,10 +226,7 @@ impl<'a> RequestFacts<'a> {
             let query = bound_cow(redact_query(query, &self.config.sensitive_query_params));
             out.push(KeyValue::new(a::URL_QUERY, query.into_owned()));
         }
-        let (address, port) = match self.forwarded.as_ref().filter(|f| f.host.is_some()) {
-            Some(forwarded) => (forwarded.host, forwarded.port),
-            None => server_address(parts),
-        };
+        let (address, port) = self.address();
         if let Some(address) = address {
             out.push(KeyValue::new(a::SERVER_ADDRESS, address.to_owned()));
         }
