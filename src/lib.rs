@@ -14,6 +14,7 @@
 //! | [`context`] | W3C `traceparent` / `tracestate` / `baggage`, [`CorrelationId`](context::CorrelationId), [`W3cPropagator`](context::W3cPropagator) |
 //! | [`sampler`] | [`CustomSampler`] and [`SamplingConfig`]: priority-based, consistent (`ot=th`/`rv`) head sampling, runtime reload |
 //! | [`logging`] | log lines carrying `trace_id`, `span_id` and `correlation_id` (text or JSON) |
+//! | `pages` | in-process trace pages (zPages): trace summary, samples, trace trees, sampler, export, as an axum Router (feature `pages`) |
 //! | `extract` | axum extractors: `CorrelationId`, `TraceContext` (feature `axum`) |
 //! | `traced` | the `#[traced]` attribute: a span per function, no argument recorded unless listed (feature `macros`) |
 //! | [`prelude`] | everything above a service touches, in one `use meshtrace::prelude::*;` |
@@ -78,6 +79,12 @@ pub mod logging;
 mod macro_support;
 pub mod manager;
 pub mod metrics;
+#[cfg(feature = "pages")]
+pub mod pages;
+// Without the feature: the hooks the request path and the export gate call, doing nothing.
+#[cfg(not(feature = "pages"))]
+#[path = "pages/off.rs"]
+pub(crate) mod pages;
 pub mod sampler;
 pub mod server;
 

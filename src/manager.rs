@@ -202,6 +202,13 @@ pub struct TracingManager {
     /// The deferred-capture buffer and the export filter, for `stats()`.
     deferred: Option<Arc<Deferred>>,
     filter: Arc<ExportFilter>,
+    /// Where this manager's layers and export gate find its trace pages, once mounted.
+    pages: Arc<crate::pages::Slot>,
+    /// For the trace pages: the service name and the export queue's bound.
+    #[cfg_attr(not(feature = "pages"), allow(dead_code))]
+    service_name: String,
+    #[cfg_attr(not(feature = "pages"), allow(dead_code))]
+    max_queue_size: usize,
     shut_down: bool,
 }
 
@@ -357,12 +364,28 @@ impl TracingManager {
     /// The export counts so far (sampled spans exported, dropped because the queue was full,
     /// dropped because the export failed, still queued) and the cause of the last failure.
     pub fn stats(&self) -> ExportStats {
-        let mut stats = self.counters.snapshot();
-        if let Some(deferred) = &self.deferred {
-            stats.deferred = deferred.stats();
-        }
-        stats.filter = self.filter.stats();
-        stats
+        export_stats(&self.counters, self.deferred.as_deref(), &self.filter)
+    }
+
+    /// The in-process trace pages of this manager (feature `pages`; see [`crate::pages`]):
+    /// they know its sampler (configuration, counters, the rate form) and its export queue,
+    /// and its layers feed them once [`TracePages::router`](crate::pages::TracePages::router)
+    /// is called. Set a [`token`](crate::pages::TracePagesBuilder::token) to allow changing
+    /// rates.
+    #[cfg(feature = "pages")]
+    pub fn pages(&self) -> crate::pages::TracePagesBuilder {
+        let counters = Arc::clone(&self.counters);
+        let deferred = self.deferred.clone();
+        let filter = Arc::clone(&self.filter);
+        crate::pages::TracePagesBuilder::for_manager(
+            Arc::clone(&self.pages),
+            self.sampler.handle(),
+            crate::pages::ExportSource {
+                stats: Arc::new(move || export_stats(&counters, deferred.as_deref(), &filter)),
+                queue_capacity: Some(self.max_queue_size),
+            },
+            self.service_name.clone(),
+        )
     }
 
     /// The SDK tracer provider, e.g. for `opentelemetry` API users or `force_flush`.
@@ -421,6 +444,7 @@ impl TracingManager {
             .tracer_provider(&self.provider)
             .sampler_hint(self.sampler.clone())
             .meter_source(self.meter_source())
+            .pages_source(crate::pages::Source::given(&self.pages))
     }
 
     /// A [`ClientTracingLayer`](crate::client::ClientTracingLayer) (tower/hyper clients)
@@ -952,8 +976,10 @@ impl TracingManagerBuilder {
         // Layers built with `new()` record on this manager's instruments (nowhere when its
         // metrics are off), whatever the global meter provider is.
         crate::metrics::http::set_installed(manager.instruments.clone());
-        // meshtrace's own layers built with `new()` use this provider either way.
+        // meshtrace's own layers built with `new()` use this provider either way, and feed
+        // its trace pages once they are mounted.
         crate::http::tracer::set_installed(Some((&manager.provider, &manager.sampler)));
+        crate::pages::set_installed(Some(&manager.pages));
         Ok(manager)
     }
 
@@ -1018,6 +1044,7 @@ impl TracingManagerBuilder {
             .with_span_limits(resolved.span_limits.to_sdk())
             .with_resource(resource);
         let filter = Arc::new(ExportFilter::new(&resolved.export_filter)?);
+        let pages = Arc::new(crate::pages::Slot::default());
         let mut deferred = None;
         if let Some((exporter, name)) = exporter {
             let exporter = CountingExporter::new(exporter, Arc::clone(&counters), name);
@@ -1032,6 +1059,15 @@ impl TracingManagerBuilder {
                 resolved.span_limits.max_attribute_value_length,
                 Some(buffer),
                 Arc::clone(&filter),
+                Arc::clone(&pages),
+            ));
+        }
+        // No export pipeline (`exporter = "none"`): the trace pages still see the spans that
+        // record, through a processor of their own (the only one, so the SDK copies nothing).
+        #[cfg(feature = "pages")]
+        if deferred.is_none() {
+            builder = builder.with_span_processor(crate::pages::PagesSpanProcessor::for_slot(
+                Arc::clone(&pages),
             ));
         }
         let provider = builder.build();
@@ -1062,10 +1098,27 @@ impl TracingManagerBuilder {
             poller,
             deferred,
             filter,
+            pages,
+            service_name: resolved.service_name.clone(),
+            max_queue_size: resolved.batch.max_queue_size,
             shut_down: false,
         };
         Ok((manager, provider))
     }
+}
+
+/// The export counts: the gate's counters, deferred capture's and the export filter's.
+fn export_stats(
+    counters: &Counters,
+    deferred: Option<&Deferred>,
+    filter: &ExportFilter,
+) -> ExportStats {
+    let mut stats = counters.snapshot();
+    if let Some(deferred) = deferred {
+        stats.deferred = deferred.stats();
+    }
+    stats.filter = filter.stats();
+    stats
 }
 
 /// Names an OTLP exporter in warnings and stats: `OTLP/gRPC https://collector:4317`.

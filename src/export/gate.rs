@@ -53,6 +53,9 @@ pub(crate) struct ExportGate {
     max_queue_size: usize,
     /// Most bytes of any string that is exported; 0: no limit.
     max_value_len: usize,
+    /// The trace pages, which see every span that ends here (sampled or deferred) once
+    /// they are mounted; one atomic load per span until then.
+    pages: Arc<crate::pages::Slot>,
 }
 
 impl ExportGate {
@@ -64,6 +67,7 @@ impl ExportGate {
         max_value_len: usize,
         deferred: Option<Arc<Deferred>>,
         filter: Arc<ExportFilter>,
+        pages: Arc<crate::pages::Slot>,
     ) -> Self {
         // Every field is set explicitly: `BatchConfigBuilder::default()` reads the process's
         // OTEL_BSP_* variables, which must not override what the manager resolved. The export
@@ -81,6 +85,7 @@ impl ExportGate {
             counters,
             max_queue_size: batch.max_queue_size,
             max_value_len,
+            pages,
         }
     }
 
@@ -206,6 +211,7 @@ impl SpanProcessor for ExportGate {
     }
 
     fn on_end(&self, mut span: SpanData) {
+        self.pages.on_end(&span);
         let leaf = self.filter.on_end(&span);
         if span.span_context.is_sampled() {
             // Set on deferred client spans only; a sampled one has nothing to wait for.
@@ -310,6 +316,7 @@ mod tests {
                 4096,
                 None,
                 Arc::new(ExportFilter::new(&Default::default()).unwrap()),
+                Arc::default(),
             ))
             .build();
         let tracer = provider.tracer("gate-test");

@@ -38,6 +38,7 @@ use opentelemetry_semantic_conventions::attribute::{
 
 use crate::limits::{bound_owned, bounded, display_bounded};
 use crate::metrics::http::{ExchangeMetric, status_text};
+use crate::pages::Exchange;
 
 /// Deepest error `source()` chain followed (chains are finite in practice; this bounds a
 /// pathological one).
@@ -54,10 +55,12 @@ pub(crate) enum Side {
 }
 
 /// The end of one request's exchange: its span while it records, its metric while
-/// metrics are on (`crate::metrics`), or both; held until the request ends. Dropping it
-/// ends the span and records the metric, at that moment and with one clock reading for
-/// both (the span started at the metric's start time, see
-/// `crate::metrics::http::start_time`), so the metric's value is the span's duration.
+/// metrics are on (`crate::metrics`), its count on the trace pages while they are mounted
+/// (`crate::pages`), or any of them; held until the request ends. Dropping it ends the
+/// span, records the metric and counts the exchange, at that moment and with one clock
+/// reading for all (the span started at the metric's start time, see
+/// `crate::metrics::http::start_time`), so the metric's value is the span's duration and
+/// the pages count that same value.
 /// Whatever else still holds the request's Context (a task the handler spawned, say)
 /// cannot stretch it.
 ///
@@ -73,6 +76,8 @@ pub(crate) struct OpenSpan {
     /// context, and only the metric is kept.
     recording: bool,
     metric: Option<ExchangeMetric>,
+    /// The trace pages' count of the exchange, while they are mounted.
+    observer: Option<Exchange>,
 }
 
 impl OpenSpan {
@@ -84,12 +89,24 @@ impl OpenSpan {
         recording: bool,
         metric: Option<ExchangeMetric>,
     ) -> Option<Self> {
-        (recording || metric.is_some()).then(|| OpenSpan {
+        Self::start_observed(cx, side, recording, metric, None)
+    }
+
+    /// [`start`](Self::start), also counted on the trace pages (`observer`).
+    pub(crate) fn start_observed(
+        cx: &Context,
+        side: Side,
+        recording: bool,
+        metric: Option<ExchangeMetric>,
+        observer: Option<Exchange>,
+    ) -> Option<Self> {
+        (recording || metric.is_some() || observer.is_some()).then(|| OpenSpan {
             cx: cx.clone(),
             side,
             error_type_set: false,
             recording,
             metric,
+            observer,
         })
     }
 
@@ -103,6 +120,9 @@ impl OpenSpan {
             self.error_type_set = true;
             if let Some(metric) = &mut self.metric {
                 metric.set_error_type(error_type.clone());
+            }
+            if let Some(observer) = &mut self.observer {
+                observer.set_error();
             }
             if self.recording {
                 self.cx
@@ -189,20 +209,25 @@ impl OpenSpan {
 
 impl Drop for OpenSpan {
     fn drop(&mut self) {
-        match self.metric.take() {
-            Some(metric) => {
-                // One reading ends both: the metric's value is the span's duration.
-                let end = opentelemetry::time::now();
-                if self.recording {
-                    self.cx.span().end_with_timestamp(end);
-                }
-                metric.record(end);
+        let metric = self.metric.take();
+        let observer = self.observer.take();
+        if metric.is_none() && observer.is_none() {
+            if self.recording {
+                self.cx.span().end();
             }
-            None => {
-                if self.recording {
-                    self.cx.span().end();
-                }
-            }
+            return;
+        }
+        // One reading ends them all: the metric's value (and the pages' count) is the
+        // span's duration.
+        let end = opentelemetry::time::now();
+        if self.recording {
+            self.cx.span().end_with_timestamp(end);
+        }
+        if let Some(metric) = metric {
+            metric.record(end);
+        }
+        if let Some(observer) = observer {
+            observer.finish(end);
         }
     }
 }

@@ -156,6 +156,14 @@ pub(crate) fn start_time(builder: &mut SpanBuilder) -> SystemTime {
     now
 }
 
+/// The duration `start..end` in seconds, as the duration histograms record it (zero when
+/// the clock went backwards); the trace pages count the same value.
+#[inline]
+pub(crate) fn seconds_between(start: SystemTime, end: SystemTime) -> f64 {
+    end.duration_since(start)
+        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+}
+
 /// What the server side records besides the duration (the layer's opt-ins).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ServerOptIns {
@@ -311,9 +319,7 @@ impl ExchangeMetric {
     /// Records the duration `start..end` (the span's own start and end), and the opt-in
     /// instruments.
     pub(crate) fn record(self, end: SystemTime) {
-        let seconds = end
-            .duration_since(self.start)
-            .map_or(0.0, |elapsed| elapsed.as_secs_f64());
+        let seconds = seconds_between(self.start, end);
         let mut set = AttributeSet::new();
         match &self.side {
             Side::Server {

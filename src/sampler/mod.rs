@@ -904,6 +904,21 @@ impl SamplerHandle {
         self.swap(&config, strategy, &current)
     }
 
+    /// Changes the configuration in force with `f` and swaps the result in as
+    /// [`reload`](Self::reload) does (same validation, atomic), with no other reload or
+    /// strategy update in between: the trace pages' rate form.
+    #[cfg_attr(not(feature = "pages"), allow(dead_code))]
+    pub(crate) fn update(
+        &self,
+        f: impl FnOnce(&SamplingConfig) -> Result<SamplingConfig, Error>,
+    ) -> Result<(), Error> {
+        let _serial = self.inner.reload.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.inner.compiled.load();
+        let config = f(&current.config)?;
+        let strategy = current.strategy.as_ref().map(|s| Arc::clone(&s.source));
+        self.swap(&config, strategy, &current)
+    }
+
     fn swap(
         &self,
         config: &SamplingConfig,

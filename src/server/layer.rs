@@ -46,6 +46,8 @@ pub(crate) struct ServerConfig {
     pub(crate) meter: MeterSource,
     /// The opt-in metric attributes and instruments.
     pub(crate) metric_opt_ins: ServerOptIns,
+    /// The trace pages this layer feeds, once mounted (see `crate::pages`).
+    pub(crate) pages: crate::pages::Source,
 }
 
 impl ServerConfig {
@@ -67,6 +69,13 @@ impl ServerConfig {
             Some(sampler) => sampler.attributes_read(parent),
             None => AttributesRead::All,
         })
+    }
+
+    /// Whether the request is not traced: the skip predicate says so, or it is one of the
+    /// trace pages' own requests (they never appear in what they show).
+    #[inline]
+    pub(crate) fn skips(&self, parts: &Parts) -> bool {
+        self.skip.as_ref().is_some_and(|skip| skip(parts)) || crate::pages::is_pages_request(parts)
     }
 
     /// Whether the debug header can change a decision: always, unless the layer knows
@@ -94,6 +103,7 @@ impl Default for ServerConfig {
             sampler: None,
             meter: MeterSource::default(),
             metric_opt_ins: ServerOptIns::default(),
+            pages: crate::pages::Source::default(),
         }
     }
 }
@@ -130,6 +140,7 @@ impl fmt::Debug for TracingLayer {
             .field("source", &self.config.source)
             .field("meter", &self.config.meter)
             .field("metric_opt_ins", &self.config.metric_opt_ins)
+            .field("pages", &self.config.pages)
             .finish()
     }
 }
@@ -308,6 +319,20 @@ impl TracingLayer {
     /// sent) (default `false`).
     pub fn body_size_metrics(self, on: bool) -> Self {
         self.update(|c| c.metric_opt_ins.body_sizes = on)
+    }
+
+    /// Feeds these trace pages (feature `pages`): each request is counted on them once they
+    /// are mounted. Layers from [`TracingManager::server_layer`](crate::TracingManager::server_layer)
+    /// (and `new()` layers after `install()`) feed the manager's pages without it.
+    #[cfg(feature = "pages")]
+    pub fn pages(self, pages: &crate::pages::TracePages) -> Self {
+        let source = crate::pages::Source::given(&pages.slot());
+        self.update(|c| c.pages = source)
+    }
+
+    /// For the manager: its pages' slot.
+    pub(crate) fn pages_source(self, source: crate::pages::Source) -> Self {
+        self.update(|c| c.pages = source)
     }
 
     /// Whether a panic in the inner service is caught, recorded on the span and turned

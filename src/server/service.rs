@@ -73,7 +73,7 @@ where
             .echo_correlation
             .then(|| correlation.header_value().clone());
 
-        if config.skip.as_ref().is_some_and(|skip| skip(&parts)) {
+        if config.skips(&parts) {
             parts.extensions.insert(correlation);
             let future = self.inner.call(Request::from_parts(parts, body));
             return ResponseFuture::untraced(future, echo, config);
@@ -99,7 +99,7 @@ where
             parent = parent.with_value(UntrustedEdge);
         }
 
-        let (started, metric) = {
+        let (started, metric, pages) = {
             let facts = RequestFacts::read(&parts, &config, &correlation);
             let read = config.attributes_read(&parent);
             let mut builder = facts.builder(read);
@@ -109,6 +109,14 @@ where
                 let request = facts.metric_request(config.metric_opt_ins);
                 ExchangeMetric::server(instruments, start, request, config.metric_opt_ins)
             });
+            // Trace pages mounted: they count the exchange from the same reading.
+            let pages = config.pages.mounted().map(|store| {
+                let start = match builder.start_time {
+                    Some(start) => start,
+                    None => metrics::http::start_time(&mut builder),
+                };
+                (store, builder.name.clone(), start)
+            });
             let started = config.source.start(builder, &parent, || facts.late(read));
             // Deferred capture: a deferred request (or one whose caller waits to hear
             // whether it is kept) carries a marker; one flag check for the others.
@@ -117,11 +125,14 @@ where
             } else {
                 started
             };
-            (started, metric)
+            (started, metric, pages)
         };
         drop(parent);
         let cx = started.cx;
-        let span = OpenSpan::start(&cx, Side::Server, started.recording, metric);
+        let observer = pages.map(|(store, name, start)| {
+            crate::pages::begin(&store, &name, start, &cx, started.recording)
+        });
+        let span = OpenSpan::start_observed(&cx, Side::Server, started.recording, metric, observer);
         let head = parts.method == http::Method::HEAD;
         parts.extensions.insert(correlation);
         let request = Request::from_parts(parts, body);
