@@ -1,0 +1,1052 @@
+//! The trace pages through a real Router on 127.0.0.1, real reqwest traffic and the real
+//! SDK: the counts are what was sent and what `http.server.request.duration` says, the
+//! samples and trees are what was recorded, hostile values are escaped, changes need the
+//! token, the store stays bounded, and the pages never appear in what they show.
+#![cfg(feature = "pages")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use meshtrace::TracingManager;
+use meshtrace::pages::{TracePages, TracePagesBuilder};
+use meshtrace::sampler::{DeferredConfig, SamplingConfig, SamplingRule};
+use meshtrace::server::TracingLayer;
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+use opentelemetry_sdk::metrics::{
+    InMemoryMetricExporter, InMemoryMetricExporterBuilder, PeriodicReader, SdkMeterProvider,
+    Temporality,
+};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData, SpanExporter};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tower::ServiceExt;
+
+const SERVER: &str = "http.server.request.duration";
+const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const UNSAMPLED: &str = "00-5bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+/// A manager exporting spans and metrics into memory, its subscriber the thread's default.
+struct Pipeline {
+    manager: TracingManager,
+    spans: InMemorySpanExporter,
+    metrics: InMemoryMetricExporter,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl Pipeline {
+    fn new(sampling: SamplingConfig) -> Self {
+        let spans = InMemorySpanExporter::default();
+        let metrics = InMemoryMetricExporterBuilder::new()
+            .with_temporality(Temporality::Cumulative)
+            .build();
+        let (manager, layers) = TracingManager::builder()
+            .service_name("pages-test")
+            .sampling(sampling)
+            .span_exporter(spans.clone())
+            .metric_exporter(metrics.clone())
+            .log_writer(std::io::sink)
+            .build()
+            .expect("manager");
+        let guard = tracing::subscriber::set_default(layers.into_subscriber());
+        Pipeline {
+            manager,
+            spans,
+            metrics,
+            _guard: guard,
+        }
+    }
+
+    /// Flushes spans and metrics (blocking: off the runtime's thread).
+    async fn flush(&self) {
+        let spans = self.manager.tracer_provider().clone();
+        let meters = self.manager.meter_provider().expect("metrics").clone();
+        tokio::task::spawn_blocking(move || {
+            spans.force_flush().expect("span flush");
+            meters.force_flush().expect("metric flush");
+        })
+        .await
+        .expect("flush");
+    }
+
+    async fn finished_spans(&self) -> Vec<SpanData> {
+        self.flush().await;
+        self.spans.get_finished_spans().expect("spans")
+    }
+
+    async fn points(&self) -> Vec<Point> {
+        self.flush().await;
+        points(&self.metrics.get_finished_metrics().expect("metrics"))
+    }
+}
+
+/// One data point of `http.server.request.duration`.
+#[derive(Clone, Debug)]
+struct Point {
+    attributes: BTreeMap<String, String>,
+    count: u64,
+    sum: f64,
+    bounds: Vec<f64>,
+    buckets: Vec<u64>,
+}
+
+fn points(exported: &[ResourceMetrics]) -> Vec<Point> {
+    let Some(last) = exported.last() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for scope in last.scope_metrics() {
+        for metric in scope.metrics().filter(|m| m.name() == SERVER) {
+            let AggregatedMetrics::F64(MetricData::Histogram(histogram)) = metric.data() else {
+                panic!("not an f64 histogram");
+            };
+            for point in histogram.data_points() {
+                out.push(Point {
+                    attributes: point
+                        .attributes()
+                        .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+                        .collect(),
+                    count: point.count(),
+                    sum: point.sum(),
+                    bounds: point.bounds().collect(),
+                    buckets: point.bucket_counts().collect(),
+                });
+            }
+        }
+    }
+    out
+}
+
+async fn user(axum::extract::Path(id): axum::extract::Path<String>) -> String {
+    tracing::info_span!("load_user").in_scope(|| tracing::info!(user = %id, "user loaded"));
+    format!("user {id}")
+}
+
+const CHUNKS: usize = 5;
+
+/// Five chunks, 10 ms apart.
+async fn stream() -> Body {
+    let chunks = futures_util::stream::unfold(0, |i| async move {
+        if i == CHUNKS {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Some((Ok::<_, Infallible>(Bytes::from_static(b"chunk\n")), i + 1))
+    });
+    Body::from_stream(chunks)
+}
+
+/// The app of most tests: a fast route (with a child span and an event), a slow one, one
+/// that fails, a streamed response.
+fn app() -> Router {
+    Router::new()
+        .route("/users/{id}", get(user))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                "slow"
+            }),
+        )
+        .route(
+            "/fail",
+            get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "down") }),
+        )
+        .route("/stream", get(stream))
+}
+
+async fn send(client: &reqwest::Client, url: String, traceparent: Option<&str>) -> StatusCode {
+    let mut request = client.get(url);
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let response = request.send().await.expect("response");
+    let status = response.status();
+    response.bytes().await.expect("body");
+    status
+}
+
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    let response = client.get(&url).send().await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK, "{url}");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    serde_json::from_slice(&response.bytes().await.expect("body")).expect("json")
+}
+
+fn row<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no row {name}: {summary:#}"))
+}
+
+fn numbers(value: &Value) -> Vec<u64> {
+    value
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v.as_u64().expect("number"))
+        .collect()
+}
+
+fn pages_builder(telemetry: &TracingManager) -> TracePagesBuilder {
+    telemetry
+        .pages()
+        .token(TOKEN)
+        .sample_interval(Duration::ZERO)
+}
+
+/// Every request counted, sampled or not, in its latency bucket and as an error when it
+/// failed; the same counts, errors, sums and bucket splits as the histogram; the pages'
+/// own requests nowhere.
+#[tokio::test]
+async fn counts_are_the_traffic_and_match_the_metrics() {
+    let pipeline = Pipeline::new(SamplingConfig::default());
+    let pages = pages_builder(&pipeline.manager).build().unwrap();
+    // Merged before the layer: the layer wraps the pages' routes too, and skips them.
+    let app = app()
+        .merge(pages.router())
+        .layer(pipeline.manager.server_layer());
+    let addr = common::serve(app).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://{addr}{path}");
+    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
+
+    let plan: &[(&str, Option<&str>, usize, StatusCode)] = &[
+        ("/users/1", None, 3, StatusCode::OK),
+        ("/users/2", Some(SAMPLED), 2, StatusCode::OK),
+        ("/users/3", Some(UNSAMPLED), 3, StatusCode::OK),
+        ("/slow", None, 2, StatusCode::OK),
+        ("/fail", Some(SAMPLED), 2, StatusCode::SERVICE_UNAVAILABLE),
+        ("/fail", Some(UNSAMPLED), 2, StatusCode::SERVICE_UNAVAILABLE),
+        ("/stream", None, 1, StatusCode::OK),
+        ("/nowhere/at/all", None, 2, StatusCode::NOT_FOUND),
+    ];
+    let mut traced = 0;
+    for (path, parent, times, status) in plan {
+        for _ in 0..*times {
+            assert_eq!(send(&client, url(path), *parent).await, *status, "{path}");
+            traced += 1;
+            // The pages' own requests, in between: never counted.
+            assert_eq!(send(&client, pages_url(""), None).await, StatusCode::OK);
+        }
+    }
+    for page in ["/sampler", "/export", "/api/summary", "/nope", "/style.css"] {
+        send(&client, pages_url(page), None).await;
+    }
+
+    let summary = get_json(&client, pages_url("/api/summary")).await;
+    assert_eq!(summary["service"], "pages-test");
+    let names: Vec<&str> = summary["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "GET",
+            "GET /fail",
+            "GET /slow",
+            "GET /stream",
+            "GET /users/{id}"
+        ],
+        "one row per route template (the unmatched requests share `GET`); no row of the pages"
+    );
+    let expect = |name: &str, count: u64, errors: u64| {
+        let row = row(&summary, name);
+        assert_eq!(row["total"]["count"], count, "{name}: {row:#}");
+        assert_eq!(row["total"]["errors"], errors, "{name}");
+        assert_eq!(
+            row["window"]["count"], count,
+            "{name}: the window holds the whole test"
+        );
+        assert_eq!(row["window"]["errors"], errors, "{name}");
+        assert_eq!(numbers(&row["total"]["buckets"]).iter().sum::<u64>(), count);
+        assert_eq!(row["running"], 0, "{name}");
+    };
+    expect("GET /users/{id}", 8, 0);
+    expect("GET /slow", 2, 0);
+    expect("GET /fail", 4, 4);
+    expect("GET /stream", 1, 0);
+    expect("GET", 2, 0);
+    // 15 ms handlers: in [10 ms, 100 ms) or above, never below.
+    let slow = numbers(&row(&summary, "GET /slow")["total"]["buckets"]);
+    assert_eq!(slow[..4].iter().sum::<u64>(), 0, "{slow:?}");
+    // The stream takes 5 x 10 ms to its end: the count is timed to the end of the body.
+    let streamed = numbers(&row(&summary, "GET /stream")["total"]["buckets"]);
+    assert_eq!(streamed[..4].iter().sum::<u64>(), 0, "{streamed:?}");
+    // Unsampled requests are counted, and have no sample.
+    let users = row(&summary, "GET /users/{id}");
+    let samples: u64 = users["samples"]["latency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert!((1..=5).contains(&samples), "{users:#}");
+    for (bucket, n) in numbers(&users["samples"]["latency"]).iter().enumerate() {
+        if *n == 0 {
+            continue;
+        }
+        let ring = get_json(
+            &client,
+            pages_url(&format!(
+                "/api/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}"
+            )),
+        )
+        .await;
+        for sample in ring["samples"].as_array().unwrap() {
+            assert_ne!(
+                sample["span"]["trace_id"], "5bf92f3577b34da6a3ce929d0e0e4736",
+                "the unsampled caller's requests recorded nothing"
+            );
+        }
+    }
+
+    // The histogram of the same requests.
+    let points = pipeline.points().await;
+    assert!(
+        points.iter().all(|p| !p
+            .attributes
+            .get("http.route")
+            .is_some_and(|r| r.contains("tracez"))),
+        "{points:?}"
+    );
+    assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), traced);
+    let metric_rows: Vec<(String, Vec<&Point>)> = names
+        .iter()
+        .map(|name| {
+            let route = name.strip_prefix("GET ");
+            let of_row = points
+                .iter()
+                .filter(|p| {
+                    p.attributes["http.request.method"] == "GET"
+                        && p.attributes.get("http.route").map(String::as_str) == route
+                })
+                .collect();
+            (name.to_string(), of_row)
+        })
+        .collect();
+    for (name, of_row) in &metric_rows {
+        let row = row(&summary, name);
+        let count: u64 = of_row.iter().map(|p| p.count).sum();
+        let errors: u64 = of_row
+            .iter()
+            .filter(|p| p.attributes.contains_key("error.type"))
+            .map(|p| p.count)
+            .sum();
+        let sum: f64 = of_row.iter().map(|p| p.sum).sum();
+        assert_eq!(row["total"]["count"], count, "{name}");
+        assert_eq!(row["total"]["errors"], errors, "{name}");
+        let page_sum = row["total"]["sum_seconds"].as_f64().unwrap();
+        assert!(
+            (page_sum - sum).abs() <= 1e-9 * sum.max(1.0),
+            "{name}: the pages' sum {page_sum} vs the histogram's {sum}"
+        );
+        // The zPages bounds 10 ms, 100 ms, 1 s and 10 s are bounds of the histogram too:
+        // how many requests took less than each is the same on both sides.
+        let page_buckets = numbers(&row["total"]["buckets"]);
+        for (zpages_bucket, bound) in [(4, 0.01), (5, 0.1), (6, 1.0), (7, 10.0)] {
+            let page_below: u64 = page_buckets[..zpages_bucket].iter().sum();
+            let metric_below: u64 = of_row
+                .iter()
+                .map(|p| {
+                    p.bounds
+                        .iter()
+                        .zip(&p.buckets)
+                        .take_while(|(b, _)| **b <= bound)
+                        .map(|(_, n)| *n)
+                        .sum::<u64>()
+                })
+                .sum();
+            assert_eq!(page_below, metric_below, "{name}: below {bound} s");
+        }
+    }
+
+    // The pages never appear in the traces, and the sampler decided only the app's
+    // requests.
+    let spans = pipeline.finished_spans().await;
+    assert!(
+        spans.iter().all(|s| !s.name.contains("tracez")
+            && !common::attr_str(s, "url.path").is_some_and(|p| p.contains("tracez"))),
+        "{:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    let decisions = pipeline.manager.sampler().stats().decisions();
+    let server_spans = traced;
+    let child_spans = 8; // `load_user` of each /users request
+    assert_eq!(decisions, server_spans + child_spans);
+}
+
+/// Samples hold the recorded spans (redacted and bounded as exported), their events, trace
+/// id and parent, and link to the local trace tree; failed requests are samples of their
+/// error class.
+#[tokio::test]
+async fn samples_and_trees_are_what_was_recorded() {
+    let pipeline = Pipeline::new(SamplingConfig::default());
+    let pages = pages_builder(&pipeline.manager).build().unwrap();
+    let app = app()
+        .merge(pages.router())
+        .layer(pipeline.manager.server_layer());
+    let addr = common::serve(app).await;
+    let client = reqwest::Client::new();
+    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
+
+    let response = client
+        .get(format!("http://{addr}/users/7?token=secret&page=2"))
+        .header("traceparent", SAMPLED)
+        .header("user-agent", "pages-test/1.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "user 7");
+    send(&client, format!("http://{addr}/fail"), None).await;
+
+    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let users = row(&summary, "GET /users/{id}");
+    let bucket = users["samples"]["latency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|n| n.as_u64() == Some(1))
+        .expect("one sample");
+    let samples = get_json(
+        &client,
+        pages_url(&format!(
+            "/api/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}"
+        )),
+    )
+    .await;
+    assert_eq!(samples["name"], "GET /users/{id}");
+    let sample = &samples["samples"][0];
+    let span = &sample["span"];
+    assert_eq!(span["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(span["parent_span_id"], "00f067aa0ba902b7");
+    assert_eq!(span["parent_is_remote"], true);
+    assert_eq!(span["kind"], "server");
+    assert_eq!(span["sampled"], true);
+    let attributes = &span["attributes"];
+    assert_eq!(attributes["http.route"], "/users/{id}");
+    assert_eq!(attributes["url.path"], "/users/7");
+    assert_eq!(attributes["url.query"], "token=REDACTED&page=2");
+    assert_eq!(attributes["user_agent.original"], "pages-test/1.0");
+    assert_eq!(attributes["http.response.status_code"], 200);
+    assert!(
+        attributes
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.starts_with("meshtrace.internal")),
+        "{attributes:#}"
+    );
+    assert_eq!(sample["captured"], true);
+    assert_eq!(sample["children"], 1);
+
+    // The same span as exported.
+    let exported = pipeline.finished_spans().await;
+    let server = exported
+        .iter()
+        .find(|s| s.name == "GET /users/{id}")
+        .expect("exported");
+    assert_eq!(
+        span["span_id"],
+        server.span_context.span_id().to_string(),
+        "the sample is the exported span"
+    );
+
+    // The trace tree: the server span, its child and the child's event.
+    let trace = get_json(
+        &client,
+        pages_url("/api/trace/4bf92f3577b34da6a3ce929d0e0e4736"),
+    )
+    .await;
+    let tree = trace["spans"].as_array().unwrap();
+    assert_eq!(tree.len(), 2, "{trace:#}");
+    assert_eq!(tree[0]["depth"], 0);
+    assert_eq!(tree[0]["span"]["name"], "GET /users/{id}");
+    assert_eq!(tree[1]["depth"], 1);
+    assert_eq!(tree[1]["span"]["name"], "load_user");
+    assert_eq!(
+        tree[1]["span"]["parent_span_id"],
+        tree[0]["span"]["span_id"]
+    );
+    assert_eq!(tree[1]["span"]["events"][0]["name"], "user loaded");
+    assert_eq!(tree[1]["span"]["events"][0]["attributes"]["user"], "7");
+    assert_eq!(trace["complete"], true);
+    let html = client
+        .get(pages_url("/trace/4bf92f3577b34da6a3ce929d0e0e4736"))
+        .send()
+        .await
+        .unwrap();
+    let csp = html.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let html = html.text().await.unwrap();
+    assert_eq!(html.matches("<svg class=\"bar\"").count(), 2, "{html}");
+    assert!(html.contains("load_user"));
+    assert!(!html.contains("<script"), "no script on the pages");
+
+    // The failed request: a sample of its error class, and red on the summary.
+    let fail = row(&summary, "GET /fail");
+    assert_eq!(fail["samples"]["errors"]["503"], 1, "{fail:#}");
+    let errors = get_json(
+        &client,
+        pages_url("/api/samples?name=GET%20%2Ffail&error=503"),
+    )
+    .await;
+    assert_eq!(errors["samples"][0]["error"], "503");
+    assert_eq!(errors["samples"][0]["span"]["status"], "error");
+    let summary_html = client
+        .get(pages_url(""))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        summary_html.contains("<td class=\"num err\">1<div class=\"classes\">"),
+        "{summary_html}"
+    );
+    assert!(summary_html.contains("samples?name=GET%20%2Ffail&amp;error=503"));
+
+    // Unknown names, buckets and trace ids are answered, not failed.
+    for (path, status) in [
+        ("/api/samples?name=nothing&bucket=1", StatusCode::NOT_FOUND),
+        (
+            "/api/samples?name=GET%20%2Ffail&bucket=12",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/api/trace/nothex", StatusCode::BAD_REQUEST),
+        (
+            "/api/trace/00000000000000000000000000000001",
+            StatusCode::NOT_FOUND,
+        ),
+        ("/missing", StatusCode::NOT_FOUND),
+    ] {
+        let response = client.get(pages_url(path)).send().await.unwrap();
+        assert_eq!(response.status(), status, "{path}");
+    }
+}
+
+/// Deferred spans (recorded, not sampled: deferred capture took the trace at the service
+/// entry) are samples too, marked as such.
+#[tokio::test]
+async fn deferred_spans_are_samples_marked_as_such() {
+    let deferred = DeferredConfig::default().enabled(true).max_per_second(1000);
+    let pipeline = Pipeline::new(SamplingConfig::default().base_rate(0.0).deferred(deferred));
+    let pages = pages_builder(&pipeline.manager).build().unwrap();
+    let app = app()
+        .merge(pages.router())
+        .layer(pipeline.manager.server_layer());
+    let addr = common::serve(app).await;
+    let client = reqwest::Client::new();
+    send(&client, format!("http://{addr}/fail"), None).await;
+    send(&client, format!("http://{addr}/users/1"), Some(UNSAMPLED)).await;
+    let summary = get_json(&client, format!("http://{addr}/debug/tracez/api/summary")).await;
+    let fail = row(&summary, "GET /fail");
+    assert_eq!(fail["total"]["errors"], 1);
+    let samples = get_json(
+        &client,
+        format!("http://{addr}/debug/tracez/api/samples?name=GET%20%2Ffail&error=503"),
+    )
+    .await;
+    assert_eq!(
+        samples["samples"][0]["span"]["sampled"], false,
+        "{samples:#}"
+    );
+    let users = row(&summary, "GET /users/{id}");
+    assert_eq!(users["total"]["count"], 1);
+    let bucket = numbers(&users["samples"]["latency"])
+        .iter()
+        .position(|n| *n == 1)
+        .expect("the unsampled caller's request, deferred, is a sample");
+    let samples = get_json(
+        &client,
+        format!(
+            "http://{addr}/debug/tracez/api/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}"
+        ),
+    )
+    .await;
+    let span = &samples["samples"][0]["span"];
+    assert_eq!(span["sampled"], false);
+    assert_eq!(span["trace_id"], "5bf92f3577b34da6a3ce929d0e0e4736");
+}
+
+/// A raw request (reqwest would percent-encode the path).
+async fn raw_get(addr: SocketAddr, target: &str, user_agent: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: {user_agent}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+/// What a client chose (its user agent, its path) is escaped on every page.
+#[tokio::test]
+async fn hostile_user_agent_and_path_are_escaped() {
+    let pipeline = Pipeline::new(SamplingConfig::default());
+    let pages = pages_builder(&pipeline.manager).build().unwrap();
+    let app = app()
+        .merge(pages.router())
+        .layer(pipeline.manager.server_layer());
+    let addr = common::serve(app).await;
+    let agent = "<script>alert(\"ua\")</script>";
+    let path = "/users/x\"onmouseover='alert(1)'{}";
+    let response = raw_get(addr, path, agent).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    let client = reqwest::Client::new();
+    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
+    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let bucket = row(&summary, "GET /users/{id}")["samples"]["latency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|n| n.as_u64() == Some(1))
+        .expect("a sample");
+    let samples_path = format!("/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}");
+    let json = get_json(&client, pages_url(&format!("/api{samples_path}"))).await;
+    let attributes = &json["samples"][0]["span"]["attributes"];
+    assert_eq!(
+        attributes["user_agent.original"], agent,
+        "kept as sent in JSON"
+    );
+    assert_eq!(attributes["url.path"], path);
+    let trace_id = json["samples"][0]["span"]["trace_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for page in [samples_path, format!("/trace/{trace_id}")] {
+        let html = client
+            .get(pages_url(&page))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!html.contains(agent), "{page}: raw user agent");
+        assert!(!html.contains("<script"), "{page}");
+        assert!(!html.contains("x\"onmouseover"), "{page}: raw path");
+        assert!(!html.contains("'alert(1)'"), "{page}");
+        assert!(
+            html.contains("&lt;script&gt;alert(&quot;ua&quot;)&lt;/script&gt;"),
+            "{page}: {html}"
+        );
+        assert!(
+            html.contains("/users/x&quot;onmouseover=&#39;alert(1)&#39;{}"),
+            "{page}"
+        );
+    }
+    // A hostile error class or name in the query is escaped too.
+    let html = client
+        .get(pages_url(
+            "/samples?name=GET%20%2Fusers%2F%7Bid%7D&error=%3Cimg%20src%3Dx%3E",
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("<img"), "{html}");
+    assert!(html.contains("&lt;img src=x&gt;"));
+}
+
+/// Changing rates needs the token: none, a wrong one (even of the right length) and an
+/// invalid rate change nothing; the right one goes through `reload`'s validation.
+#[tokio::test]
+async fn changes_need_the_token() {
+    let pipeline = Pipeline::new(
+        SamplingConfig::default()
+            .base_rate(0.5)
+            .rule(SamplingRule::new("health", 0.0).route("/health")),
+    );
+    let pages = pages_builder(&pipeline.manager).build().unwrap();
+    let addr = common::serve(pages.router()).await;
+    let client = reqwest::Client::new();
+    let api = format!("http://{addr}/debug/tracez/api/sampler");
+    let form = format!("http://{addr}/debug/tracez/sampler");
+    let handle = pipeline.manager.sampler();
+    let base_rate = || handle.config().base_rate;
+
+    let post = |token: Option<&str>, body: &str| {
+        let mut request = client
+            .post(&api)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let change = r#"{"base_rate": 0.25, "rules": {"health": 0.1}}"#;
+    let response = post(None, change).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(base_rate(), 0.5);
+    let wrong = "0123456789abcdef0123456789abcdeX";
+    assert_eq!(wrong.len(), TOKEN.len());
+    let response = post(Some(wrong), change).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(base_rate(), 0.5);
+    let response = post(Some(&TOKEN[..16]), change).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN, "a prefix");
+    let response = post(Some(TOKEN), change).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(base_rate(), 0.25);
+    assert_eq!(handle.config().rules[0].rate, 0.1);
+    // The same validation as `reload`: all or nothing.
+    let response = post(
+        Some(TOKEN),
+        r#"{"base_rate": 0.75, "rules": {"health": 1.5}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert!(body["message"].as_str().unwrap().contains("rate"), "{body}");
+    assert_eq!(base_rate(), 0.25, "nothing applied");
+    let response = post(Some(TOKEN), r#"{"rules": {"nope": 0.5}}"#)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // The HTML form: the token in its field.
+    let response = client
+        .post(&form)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={wrong}&base_rate=0.9"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let text = response.text().await.unwrap();
+    assert!(!text.contains(wrong), "the token is never shown");
+    assert_eq!(base_rate(), 0.25);
+    let response = client
+        .post(&form)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={TOKEN}&base_rate=0.9&rule.health=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("Applied: base rate 0.9, rule health 0."),
+        "{text}"
+    );
+    assert!(!text.contains(TOKEN));
+    assert_eq!(base_rate(), 0.9);
+    // The page says that changes need the token, and shows the rates in force.
+    let page = client
+        .get(&form)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Changing rates needs the pages' token"),
+        "{page}"
+    );
+    assert!(page.contains("name=\"base_rate\" value=\"0.9\""));
+
+    // Pages without a token: read-only, and they say so.
+    let read_only = pipeline.manager.pages().path("/ro").build().unwrap();
+    let addr = common::serve(read_only.router()).await;
+    let response = client
+        .post(format!("http://{addr}/ro/api/sampler"))
+        .bearer_auth(TOKEN)
+        .body(change)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(base_rate(), 0.9);
+    let page = client
+        .get(format!("http://{addr}/ro/sampler"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Changing rates is disabled: no token is configured"),
+        "{page}"
+    );
+    assert!(!page.contains("type=\"password\""));
+}
+
+/// With a read token, every page needs it (or the change token): as a bearer token or the
+/// password of HTTP Basic authentication, which a browser is asked for.
+#[tokio::test]
+async fn a_read_token_guards_every_page() {
+    let pipeline = Pipeline::new(SamplingConfig::default());
+    let read = "read-only-token-0123456789";
+    let pages = pages_builder(&pipeline.manager)
+        .read_token(read)
+        .build()
+        .unwrap();
+    let addr = common::serve(pages.router()).await;
+    let client = reqwest::Client::new();
+    for path in [
+        "",
+        "/api/summary",
+        "/sampler",
+        "/api/export",
+        "/trace/00000000000000000000000000000001",
+    ] {
+        let url = format!("http://{addr}/debug/tracez{path}");
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert!(
+            response.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic "),
+            "{path}"
+        );
+        let response = client
+            .get(&url)
+            .bearer_auth("read-only-token-0123456788")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path}: wrong token"
+        );
+        let response = client.get(&url).bearer_auth(read).send().await.unwrap();
+        assert_ne!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let response = client
+            .get(&url)
+            .basic_auth("anyone", Some(read))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(response.status(), StatusCode::UNAUTHORIZED, "{path}: basic");
+        let response = client.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+        assert_ne!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path}: the change token"
+        );
+    }
+    let css = client
+        .get(format!("http://{addr}/debug/tracez/style.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), StatusCode::OK, "the stylesheet is public");
+    // The read token cannot change anything.
+    let response = client
+        .post(format!("http://{addr}/debug/tracez/api/sampler"))
+        .bearer_auth(read)
+        .body(r#"{"base_rate": 0.1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(pipeline.manager.sampler().config().base_rate, 1.0);
+    // Tokens are validated when the pages are built.
+    let error = TracePages::builder().token("short").build().unwrap_err();
+    assert!(error.to_string().contains("pages.token"), "{error}");
+    assert!(TracePages::builder().path("/x/").build().is_err());
+    assert!(TracePages::builder().path("/x/{id}").build().is_err());
+}
+
+/// Discards spans.
+#[derive(Debug)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+fn request(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+async fn drain(app: &Router, uri: &str) {
+    let response = app.clone().oneshot(request(uri)).await.unwrap();
+    let _ = response.into_body().collect().await.unwrap();
+}
+
+/// 10^5 distinct raw paths (and long query strings, every request a sample candidate) keep
+/// the store bounded: rows per template, samples per ring, bytes under the bound; further
+/// names share the overflow row.
+#[tokio::test]
+async fn distinct_raw_paths_keep_the_store_bounded() {
+    let (manager, layers) = TracingManager::builder()
+        .span_exporter(Discard)
+        .metrics_enabled(false)
+        .log_writer(std::io::sink)
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(layers.into_subscriber());
+    let max_bytes = 256 << 10;
+    let pages = manager
+        .pages()
+        .sample_interval(Duration::ZERO)
+        .max_sample_bytes(max_bytes)
+        .max_span_names(8)
+        .build()
+        .unwrap();
+    let mut app = Router::new().route("/users/{id}", get(user));
+    for i in 0..20 {
+        app = app.route(&format!("/r{i}/{{id}}"), get(|| async { "ok" }));
+    }
+    let app = app.merge(pages.router()).layer(manager.server_layer());
+    let padding = "q".repeat(2000);
+    const N: usize = 100_000;
+    for i in 0..N {
+        let uri = match i % 4 {
+            0 => format!("/users/{i}?pad={padding}{i}"),
+            1 => format!("/raw/{i}/x"),
+            2 => format!("/r{}/{i}", (i / 4) % 20),
+            _ => format!("/users/{i}"),
+        };
+        drain(&app, &uri).await;
+        if i % 10_000 == 0 {
+            let stats = pages.stats();
+            assert!(stats.sample_bytes <= max_bytes, "{stats:?}");
+        }
+    }
+    let stats = pages.stats();
+    assert_eq!(stats.span_names, 8, "{stats:?}");
+    assert!(stats.overflowed_exchanges > 0);
+    assert!(stats.sample_bytes <= max_bytes, "{stats:?}");
+    // Rows are bounded, rings are bounded: at most 9 rings of 4 per row and the overflow row.
+    assert!(stats.samples <= 9 * 9 * 4, "{stats:?}");
+    assert_eq!(stats.captures_in_flight, 0, "{stats:?}");
+    assert!(
+        stats.samples_taken > 1000,
+        "every request was a candidate: {stats:?}"
+    );
+
+    let response = app
+        .clone()
+        .oneshot(request("/debug/tracez/api/summary"))
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let summary: Value = serde_json::from_slice(&body).unwrap();
+    let rows = summary["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 9, "8 names and the overflow row");
+    assert_eq!(rows[8]["name"], "(other span names)");
+    assert_eq!(rows[8]["overflow"], true);
+    let total: u64 = rows
+        .iter()
+        .map(|r| r["total"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, N as u64, "every request counted once");
+    assert!(
+        rows.iter()
+            .all(|r| !r["name"].as_str().unwrap().contains("raw")),
+        "never a raw path"
+    );
+}
+
+/// Hand-built: a provider with the pages' span processor, a layer given the pages, its own
+/// meter. Counts, samples, and the pages nowhere in the spans or the metric, whether the
+/// pages are merged before or after the layer.
+#[tokio::test]
+async fn hand_built_setups_feed_the_pages_and_never_see_them() {
+    let spans = InMemorySpanExporter::default();
+    let pages = TracePages::builder()
+        .path("/admin/trace")
+        .sample_interval(Duration::ZERO)
+        .build()
+        .unwrap();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(spans.clone())
+        .with_span_processor(pages.span_processor())
+        .build();
+    let metrics = InMemoryMetricExporter::default();
+    let meters = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(metrics.clone()).build())
+        .build();
+    let layer = TracingLayer::new()
+        .tracer_provider(&provider)
+        .meter(&meters.meter("test"))
+        .pages(&pages);
+    for merged_first in [true, false] {
+        let app = if merged_first {
+            app().merge(pages.router()).layer(layer.clone())
+        } else {
+            app().layer(layer.clone()).merge(pages.router())
+        };
+        for uri in [
+            "/users/1",
+            "/fail",
+            "/admin/trace",
+            "/admin/trace/api/summary",
+            "/admin/trace/nope",
+        ] {
+            drain(&app, uri).await;
+        }
+    }
+    let response = app()
+        .merge(pages.router())
+        .oneshot(request("/admin/trace/api/summary"))
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let summary: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(row(&summary, "GET /users/{id}")["total"]["count"], 2);
+    assert_eq!(row(&summary, "GET /fail")["total"]["errors"], 2);
+    assert_eq!(summary["rows"].as_array().unwrap().len(), 2, "{summary:#}");
+    assert_eq!(
+        numbers(&row(&summary, "GET /users/{id}")["samples"]["latency"])
+            .iter()
+            .sum::<u64>(),
+        2
+    );
+    provider.force_flush().unwrap();
+    let names: Vec<String> = spans
+        .get_finished_spans()
+        .unwrap()
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "GET /users/{id}" || n == "GET /fail"),
+        "{names:?}"
+    );
+    let meters_ = meters.clone();
+    tokio::task::spawn_blocking(move || meters_.force_flush().unwrap())
+        .await
+        .unwrap();
+    let points = points(&metrics.get_finished_metrics().unwrap());
+    assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 4, "{points:?}");
+}
