@@ -3,11 +3,15 @@
 //! go through; the log lines they write carry `trace_id`, `span_id` and
 //! `correlation_id`, the stdout exporter prints each sampled span, at the end every trace
 //! is printed as a tree across both services, and at shutdown the HTTP metrics of every
-//! request (sampled or not) are printed, one line per data point. Exits 0; no network
-//! beyond loopback.
+//! request (sampled or not) are printed, one line per data point. The trace pages of both
+//! services are served on an admin listener while the demo runs (their URL is printed;
+//! `MESHTRACE_DEMO_SCREENSHOT=docs/pages.png` has headless Chromium take a screenshot of
+//! them before the demo ends). Exits 0; no network beyond loopback.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path as FilePath;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -146,7 +150,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ),
     )
     .await?;
-    println!("gateway on http://{gateway}, backend on http://{backend}\n");
+    // The trace pages of both services (one manager), on an admin listener of their own;
+    // merged into the gateway's Router instead, they would not appear in its traces either.
+    // The token allows changing the sampler's rates from the page.
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let pages = telemetry.pages().token(token.as_str()).build()?;
+    let admin = serve(pages.router()).await?;
+    println!("gateway on http://{gateway}, backend on http://{backend}");
+    println!(
+        "trace pages on http://{admin}{} (token for changes: {token})\n",
+        pages.path()
+    );
 
     let client = reqwest::Client::new();
     let requests: &[(&str, &[(&str, &str)])] = &[
@@ -186,6 +200,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
+    // A little more traffic for the trace pages, from a caller that did not sample its
+    // trace: nothing is exported, every request is counted on the pages (and in the metrics).
+    println!("\n12 more orders from a caller that did not sample them: counted, not exported");
+    for i in 0..12 {
+        let response = client
+            .get(format!("http://{gateway}/orders/{}", 100 + i))
+            .header(
+                "traceparent",
+                "00-5bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            )
+            .send()
+            .await?;
+        response.bytes().await?;
+    }
+    if let Ok(path) = std::env::var("MESHTRACE_DEMO_SCREENSHOT") {
+        let url = format!("http://{admin}{}", pages.path());
+        screenshot(&url, FilePath::new(&path)).await?;
+        println!("\nscreenshot of {url} in {path}");
+    }
+
     // The spans only: the metrics are printed once, at shutdown.
     telemetry.tracer_provider().force_flush()?;
     print_traces(&memory.get_finished_spans()?);
@@ -197,6 +231,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("\nmetrics (every request, sampled or not), exported at shutdown:");
     telemetry.shutdown().await?;
+    Ok(())
+}
+
+/// Has headless Chromium take a screenshot of `url` into `path` (nothing but 127.0.0.1
+/// resolves for it; at most 60 s).
+async fn screenshot(url: &str, path: &FilePath) -> Result<(), Box<dyn std::error::Error>> {
+    let profile = std::env::temp_dir().join(format!("meshtrace-demo-{}", std::process::id()));
+    let path = std::path::absolute(path)?;
+    let run = tokio::process::Command::new(
+        std::env::var("MESHTRACE_CHROMIUM").unwrap_or_else(|_| "chromium".into()),
+    )
+    .args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--window-size=1200,470",
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .arg(format!("--screenshot={}", path.display()))
+    .arg(url)
+    .kill_on_drop(true)
+    .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run).await??;
+    let _ = std::fs::remove_dir_all(&profile);
+    if !output.status.success() {
+        return Err(format!(
+            "chromium failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
     Ok(())
 }
 

@@ -10,6 +10,13 @@ use super::view::{self, BUCKET_LABELS, Export, Sampler, Samples, SpanView, Summa
 /// The stylesheet.
 pub(crate) const STYLE: &str = include_str!("style.css");
 
+/// The icon: three bars of a trace.
+pub(crate) const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\">\
+<rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#1d232a\"/>\
+<rect x=\"2\" y=\"3\" width=\"12\" height=\"2.5\" fill=\"#6ea8fe\"/>\
+<rect x=\"4\" y=\"7\" width=\"7\" height=\"2.5\" fill=\"#6ea8fe\"/>\
+<rect x=\"6\" y=\"11\" width=\"3\" height=\"2.5\" fill=\"#b3261e\"/></svg>";
+
 /// `text` with `&`, `<`, `>`, `"` and `'` escaped, for element content and quoted attribute
 /// values alike.
 pub(crate) fn esc(text: &str) -> String {
@@ -49,6 +56,18 @@ pub(crate) fn duration(seconds: f64) -> String {
         format!("{value:.1} {unit}")
     } else {
         format!("{value:.2} {unit}")
+    }
+}
+
+/// A size: `512 B`, `5.5 KiB`, `8 MiB`.
+fn bytes(n: usize) -> String {
+    let n = n as f64;
+    if n < 1024.0 {
+        format!("{n} B")
+    } else if n < 1024.0 * 1024.0 {
+        format!("{:.1} KiB", n / 1024.0)
+    } else {
+        format!("{:.1} MiB", n / (1024.0 * 1024.0))
     }
 }
 
@@ -101,10 +120,14 @@ fn page(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · meshtrace</title><link rel=\"stylesheet\" href=\"{}\"></head><body>\
+         <title>{} · meshtrace</title><link rel=\"stylesheet\" href=\"{}\">\
+         <link rel=\"icon\" href=\"{}\"></head><body>\
          <header><a class=\"brand\" href=\"{}\">meshtrace</a>",
         esc(title),
         esc(&links.to("style.css")),
+        // Served by the pages: a browser asks the site's root for `/favicon.ico` otherwise,
+        // a request the app would trace.
+        esc(&links.to("favicon.svg")),
         esc(&links.to("")),
     );
     if let Some(service) = service {
@@ -254,10 +277,15 @@ pub(crate) fn summary(links: &Links<'_>, summary: &Summary) -> String {
 }
 
 fn store_section(b: &mut String, s: &view::StoreView) {
+    let interval = if s.sample_interval_seconds == 0.0 {
+        "any number per interval".to_owned()
+    } else {
+        format!("at most one every {}", duration(s.sample_interval_seconds))
+    };
     let _ = write!(
         b,
         "<p class=\"note\">Store: {} of at most {} span names{}; {} samples \
-         ({} of at most {} bytes; {} per bucket, at most one every {}); {} traces being \
+         ({} of at most {}; {} per bucket, {interval}); {} traces being \
          captured.</p>",
         s.span_names,
         s.max_span_names,
@@ -270,10 +298,9 @@ fn store_section(b: &mut String, s: &view::StoreView) {
             String::new()
         },
         s.samples,
-        s.sample_bytes,
-        s.max_sample_bytes,
+        bytes(s.sample_bytes),
+        bytes(s.max_sample_bytes),
         s.samples_per_bucket,
-        duration(s.sample_interval_seconds),
         s.captures_in_flight,
     );
 }
@@ -391,11 +418,12 @@ pub(crate) fn samples(
         let _ = write!(
             b,
             "<section class=\"sample\"><h2><a href=\"{}\">trace {}</a> <span class=\"sub\">{} \
-             · {} local spans kept</span></h2>",
+             · {} local span{} kept</span></h2>",
             esc(&tree),
             esc(&span.trace_id),
             duration(span.duration_seconds),
             sample.children + 1,
+            if sample.children == 0 { "" } else { "s" },
         );
         if !sample.captured {
             b.push_str(
@@ -790,6 +818,13 @@ mod tests {
             .to("sampler"),
             "/debug/tracez/sampler"
         );
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(5619), "5.5 KiB");
+        assert_eq!(bytes(8 << 20), "8.0 MiB");
     }
 
     #[test]

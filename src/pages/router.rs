@@ -163,8 +163,12 @@ async fn handle(State(pages): State<Arc<Pages>>, request: Request) -> Response<B
         Some(page) => (true, page),
         None => (false, sub),
     };
-    if page == "style.css" && !api {
-        return respond(StatusCode::OK, "text/css; charset=utf-8", html::STYLE);
+    match page {
+        "style.css" if !api => {
+            return respond(StatusCode::OK, "text/css; charset=utf-8", html::STYLE);
+        }
+        "favicon.svg" if !api => return respond(StatusCode::OK, "image/svg+xml", html::ICON),
+        _ => {}
     }
     let reading = parts.method == Method::GET || parts.method == Method::HEAD;
     let changing = parts.method == Method::POST && page == "sampler";
