@@ -13,7 +13,9 @@
 //! `OtelAxumLayer`, meshtrace as the README recommends (`TracingManager` with logs on,
 //! text and JSON, and `server_layer()`) and hand-built, the SDK's own W3C extract of
 //! the same headers, and what deferred capture costs (`deferred/*`: off, on with a request
-//! that succeeds, on with one that fails, and sampled at the head). Each case runs under its own `tracing` subscriber (`with_default`).
+//! that succeeds, on with one that fails, and sampled at the head), and the trace pages
+//! mounted (`meshtrace/text/{sampled,unsampled}/pages`, beside the same cases without them).
+//! Each case runs under its own `tracing` subscriber (`with_default`).
 //!
 //! `scripts/bench.sh` runs it with the other benches and prints one table.
 

@@ -97,7 +97,13 @@ pub use sampler::{CustomSampler, SamplerHandle, SamplingConfig};
 // Compiles and runs the README's examples as doctests, so they cannot drift.
 // (The README's examples use the integrations it shows; with fewer features they are
 // not compiled.)
-#[cfg(all(doctest, feature = "axum", feature = "reqwest", feature = "macros"))]
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "reqwest",
+    feature = "macros",
+    feature = "pages"
+))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 

@@ -179,12 +179,14 @@ pub enum Setup {
     /// `telemetry.server_layer()`. `log_line`: the handler logs one INFO line.
     /// `metrics`: HTTP metrics on, into a metric exporter that discards (exporting once an
     /// hour, so never during a run); off, the manager has no meter provider (a span exporter
-    /// given in code and no metric exporter).
+    /// given in code and no metric exporter). `pages`: the manager's trace pages are mounted
+    /// (their Router merged into the app, default settings); off, they are never built.
     Manager {
         format: LogFormat,
         base_rate: f64,
         log_line: bool,
         metrics: bool,
+        pages: bool,
     },
     /// The manager as in `Manager` (text logs) at `base_rate`, with deferred capture on
     /// (no rate limit in reach) or off; the handler answers 500 when `fail`.
@@ -240,6 +242,7 @@ pub fn cases() -> Vec<Case> {
             base_rate,
             log_line: false,
             metrics: false,
+            pages: false,
         };
         for baggage in [true, false] {
             let suffix = if baggage { "" } else { "/no_baggage" };
@@ -256,6 +259,7 @@ pub fn cases() -> Vec<Case> {
                 base_rate: 1.0,
                 log_line: true,
                 metrics: false,
+                pages: false,
             },
             Sampled,
             true,
@@ -306,6 +310,23 @@ pub fn cases() -> Vec<Case> {
                 base_rate,
                 log_line: false,
                 metrics: true,
+                pages: false,
+            },
+            parent,
+            true,
+        ));
+    }
+    // The trace pages mounted (merged into the Router), beside the same cases without
+    // them: what a request pays for being counted and sampled on the pages.
+    for (what, parent) in [("sampled", Sampled), ("unsampled", Unsampled)] {
+        all.push(case(
+            format!("meshtrace/text/{what}/pages"),
+            Setup::Manager {
+                format: LogFormat::Text,
+                base_rate: 1.0,
+                log_line: false,
+                metrics: false,
+                pages: true,
             },
             parent,
             true,
@@ -478,6 +499,7 @@ impl Setup {
                 base_rate,
                 log_line,
                 metrics,
+                pages,
             } => {
                 let exporter = CountingExporter::default();
                 let spans = exporter.spans.clone();
@@ -492,7 +514,11 @@ impl Setup {
                         .metrics(MetricsConfig::default().export_interval(EXPORT_ONCE_AN_HOUR));
                 }
                 let (telemetry, subscriber) = builder.build().expect("manager");
-                let app = routes(log_line).layer(telemetry.server_layer());
+                let mut app = routes(log_line);
+                if pages {
+                    app = app.merge(telemetry.pages().build().expect("pages").router());
+                }
+                let app = app.layer(telemetry.server_layer());
                 router(
                     app,
                     Some(Dispatch::new(subscriber.into_subscriber())),
