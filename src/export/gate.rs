@@ -1,7 +1,7 @@
 //! The sampled-only, bounded, counting front of the SDK's batch span processor.
 
 use super::counting::{Counters, CountingExporter};
-use super::deferred::{DOWNSTREAM_MARK, Deferred, take_mark};
+use super::deferred::{Deferred, take_mark};
 use super::filter::ExportFilter;
 use crate::config::ResolvedBatch;
 use crate::context::RANDOM_FLAG;
@@ -205,11 +205,12 @@ impl SpanProcessor for ExportGate {
         self.inner.on_start(span, cx);
     }
 
-    fn on_end(&self, mut span: SpanData) {
+    fn on_end(&self, span: SpanData) {
         let leaf = self.filter.on_end(&span);
         if span.span_context.is_sampled() {
-            // Set on deferred client spans only; a sampled one has nothing to wait for.
-            take_mark(&mut span.attributes, DOWNSTREAM_MARK);
+            // No `DOWNSTREAM_MARK` to take off: it is set only on unsampled client spans
+            // (`http::deferred::read_answer`), and a deferred span is marked sampled only
+            // after the buffer took it off.
             self.export(span, leaf);
             return;
         }
