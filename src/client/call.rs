@@ -18,6 +18,8 @@ use crate::context::{self, ContextExt, TraceRandom};
 use crate::http::attributes::{
     known_method, parse_host_port, redact_query, span_name, strip_brackets,
 };
+use crate::http::classify::Tracked;
+use crate::http::grpc::{self, GrpcMethod};
 use crate::http::outcome::{OpenSpan, Side};
 use crate::limits::{bound_owned, bounded};
 
@@ -156,6 +158,7 @@ impl OutgoingCall {
     pub(crate) fn start(
         config: &ClientConfig,
         method: &Method,
+        headers: &HeaderMap,
         target: &Target<'_>,
         extensions: &Extensions,
     ) -> Self {
@@ -167,7 +170,14 @@ impl OutgoingCall {
         } else {
             current.with_value(TraceRandom)
         };
-        let builder = client_span(config, method, target, extensions.get::<UrlTemplate>());
+        let grpc = grpc::is_grpc(method, headers).then(|| GrpcMethod::from_path(target.path));
+        let builder = client_span(
+            config,
+            method,
+            target,
+            extensions.get::<UrlTemplate>(),
+            grpc.as_ref(),
+        );
         let started = config.source.start(builder, &parent, Vec::new);
         // A client span that starts a deferred trace (a background job's call) marks it.
         let started = if started.recording {
@@ -180,9 +190,10 @@ impl OutgoingCall {
         } else {
             config.policy.decide(target.address())
         };
-        let span = started
-            .recording
-            .then(|| OpenSpan::new(started.cx.clone(), Side::Client));
+        let span = started.recording.then(|| {
+            let tracked = Tracked::new(Side::Client, grpc, config.classifier.as_ref());
+            OpenSpan::new(started.cx.clone(), Side::Client).tracking(tracked)
+        });
         OutgoingCall {
             cx: started.cx,
             span,
@@ -215,19 +226,27 @@ impl OutgoingCall {
     }
 }
 
-/// The client span as it starts, with every attribute the sampler may read.
+/// The client span as it starts, with every attribute the sampler may read. A gRPC call
+/// is named `{rpc.service}/{rpc.method}` and starts with its `rpc.*` attributes too.
 fn client_span(
     config: &ClientConfig,
     method: &Method,
     target: &Target<'_>,
     template: Option<&UrlTemplate>,
+    grpc: Option<&GrpcMethod>,
 ) -> SpanBuilder {
     let known = known_method(method);
     let template = template.map(|t| t.0);
     // Named like server spans, with the URL template in place of the route.
-    let name = span_name(known, template);
+    let name = match grpc {
+        Some(grpc) => grpc.span_name(),
+        None => span_name(known, template),
+    };
     // Room for the sampler's `sampling.reason` and the export gate's marker too.
-    let mut attributes = Vec::with_capacity(8);
+    let mut attributes = Vec::with_capacity(if grpc.is_some() { 11 } else { 8 });
+    if let Some(grpc) = grpc {
+        grpc.push_start_attributes(&mut attributes);
+    }
     attributes.push(KeyValue::new(
         a::HTTP_REQUEST_METHOD,
         known.unwrap_or("_OTHER"),
@@ -359,6 +378,7 @@ mod tests {
         let call = OutgoingCall::start(
             &ClientConfig::default(),
             &Method::GET,
+            &HeaderMap::new(),
             &Target::from_uri(&uri, &headers),
             &Extensions::new(),
         );

@@ -36,6 +36,7 @@ use opentelemetry_semantic_conventions::attribute::{
     ERROR_TYPE, EXCEPTION_MESSAGE, EXCEPTION_TYPE, HTTP_RESPONSE_STATUS_CODE,
 };
 
+use super::classify::{GrpcCall, Tracked};
 use crate::limits::{bound_owned, bounded, display_bounded};
 
 /// Deepest error `source()` chain followed (chains are finite in practice; this bounds a
@@ -63,6 +64,9 @@ pub(crate) struct OpenSpan {
     cx: Context,
     side: Side,
     error_type_set: bool,
+    /// gRPC, or a custom classifier: how the response is classified (see `classify`).
+    /// `None` for plain HTTP with the default rules.
+    tracked: Option<Box<Tracked>>,
 }
 
 impl OpenSpan {
@@ -71,7 +75,21 @@ impl OpenSpan {
             cx,
             side,
             error_type_set: false,
+            tracked: None,
         }
+    }
+
+    /// Classifies the response with `tracked` (gRPC, or a custom classifier).
+    pub(crate) fn tracking(mut self, tracked: Option<Box<Tracked>>) -> Self {
+        self.tracked = tracked;
+        self
+    }
+
+    /// The gRPC call this span records, if it is one: its method and status, low
+    /// cardinality (for RPC metrics, at the end of the exchange).
+    #[allow(dead_code)] // the metrics seam
+    pub(crate) fn grpc(&self) -> Option<&GrpcCall> {
+        self.tracked.as_ref().and_then(|t| t.grpc())
     }
 
     /// The Context that holds the span.
@@ -79,7 +97,7 @@ impl OpenSpan {
         &self.cx
     }
 
-    fn set_error_type(&mut self, error_type: impl Into<opentelemetry::Value>) {
+    pub(crate) fn set_error_type(&mut self, error_type: impl Into<opentelemetry::Value>) {
         if !self.error_type_set {
             self.error_type_set = true;
             self.cx
@@ -94,6 +112,27 @@ impl OpenSpan {
             HTTP_RESPONSE_STATUS_CODE,
             i64::from(status.as_u16()),
         ));
+    }
+
+    /// Records the response head: the status, and what the classifier makes of it (plain
+    /// HTTP: [`record_status`](Self::record_status)).
+    pub(crate) fn record_response(&mut self, status: StatusCode, headers: &http::HeaderMap) {
+        match self.tracked.take() {
+            None => self.record_status(status),
+            Some(mut tracked) => {
+                tracked.on_head(self, status, headers);
+                self.tracked = Some(tracked);
+            }
+        }
+    }
+
+    /// The response body ended (not dropped, not failed), with its trailers if any: a
+    /// classification left for the end is made now.
+    pub(crate) fn end_of_stream(&mut self, trailers: Option<&http::HeaderMap>) {
+        if let Some(mut tracked) = self.tracked.take() {
+            tracked.on_end(self, trailers);
+            self.tracked = Some(tracked);
+        }
     }
 
     /// Records the response status; server spans are errors on 5xx, client spans on 4xx

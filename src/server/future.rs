@@ -150,7 +150,7 @@ where
         let result = match outcome {
             Outcome::Done(Ok(mut response)) => {
                 if let Some(span) = &mut span {
-                    span.record_status(response.status());
+                    span.record_response(response.status(), response.headers());
                 }
                 echo_correlation(&mut response, this.echo.take(), this.config);
                 let status = response.status();
@@ -162,9 +162,13 @@ where
                     || status.is_informational()
                     || status == StatusCode::NO_CONTENT
                     || status == StatusCode::NOT_MODIFIED;
+                if bodyless && let Some(span) = &mut span {
+                    span.end_of_stream(None);
+                }
                 let span = if bodyless { None } else { span };
+                let limit = this.config.limits.for_response(response.headers());
                 Ok(response.map(|body| {
-                    let body = TracedBody::new(body, span);
+                    let body = TracedBody::new(body, span).limit(limit);
                     match request_cx {
                         Some(cx) => body.in_context(cx),
                         None => body,

@@ -75,6 +75,7 @@ mod request_id;
 mod service;
 mod span;
 
+pub use crate::http::long_lived::{DEFAULT_EVENT_STREAM_LIMIT, TRUNCATED};
 pub use crate::http::{DEFAULT_SENSITIVE_QUERY_PARAMS, TracedBody};
 pub use future::ResponseFuture;
 pub use layer::{DEFAULT_DEBUG_HEADER, TracingLayer};

@@ -13,6 +13,7 @@ use super::layer::ServerConfig;
 use super::span::RequestFacts;
 use crate::context::{self, CorrelationId};
 use crate::http::TracedBody;
+use crate::http::classify::Tracked;
 use crate::http::deferred;
 use crate::http::outcome::{OpenSpan, Side, panic_message};
 use crate::sampler::{DebugRequest, UntrustedEdge};
@@ -97,7 +98,7 @@ where
             parent = parent.with_value(UntrustedEdge);
         }
 
-        let started = {
+        let (started, grpc) = {
             let facts = RequestFacts::read(&parts, &config, &correlation);
             let read = config.attributes_read(&parent);
             let started = config
@@ -105,17 +106,19 @@ where
                 .start(facts.builder(read), &parent, || facts.late(read));
             // Deferred capture: a deferred request (or one whose caller waits to hear
             // whether it is kept) carries a marker; one flag check for the others.
-            if started.recording {
+            let started = if started.recording {
                 config.with_sampler(|s| deferred::mark(started, &parent, s, facts.route()))
             } else {
                 started
-            }
+            };
+            (started, facts.grpc)
         };
         drop(parent);
         let cx = started.cx;
-        let span = started
-            .recording
-            .then(|| OpenSpan::new(cx.clone(), Side::Server));
+        let span = started.recording.then(|| {
+            let tracked = Tracked::new(Side::Server, grpc, config.classifier.as_ref());
+            OpenSpan::new(cx.clone(), Side::Server).tracking(tracked)
+        });
         let head = parts.method == http::Method::HEAD;
         parts.extensions.insert(correlation);
         let request = Request::from_parts(parts, body);

@@ -12,6 +12,7 @@ use crate::http::attributes::{
     interned_route, known_method, protocol_version, redact_query, route, server_address, span_name,
     user_agent,
 };
+use crate::http::grpc::{self, GrpcMethod};
 use crate::limits::{bound_cow, bounded};
 use crate::sampler::AttributesRead;
 
@@ -32,6 +33,8 @@ pub(crate) struct RequestFacts<'a> {
     correlation: &'a CorrelationId,
     /// What a trusted proxy says, when the request came through one.
     forwarded: Option<Forwarded<'a>>,
+    /// The method a gRPC request calls; `None` for plain HTTP.
+    pub(crate) grpc: Option<GrpcMethod>,
 }
 
 impl<'a> RequestFacts<'a> {
@@ -52,6 +55,8 @@ impl<'a> RequestFacts<'a> {
             route: route(parts),
             correlation,
             forwarded,
+            grpc: grpc::is_grpc(&parts.method, &parts.headers)
+                .then(|| GrpcMethod::from_path(parts.uri.path())),
         }
     }
 
@@ -64,7 +69,12 @@ impl<'a> RequestFacts<'a> {
     /// them when the sampler is not known: any sampler may read them), plus those that
     /// cost nothing; [`rest`](Self::rest) has the others. Its name is
     /// `{method} {route}`, `{method}`, or `HTTP`/`HTTP {route}`; never the raw path.
+    /// A gRPC span is named `{rpc.service}/{rpc.method}` (or `_OTHER`) and always starts
+    /// with its `rpc.*` attributes, which sampling rules match.
     pub(crate) fn builder(&self, read: AttributesRead) -> SpanBuilder {
+        if let Some(grpc) = &self.grpc {
+            return self.grpc_builder(grpc, read);
+        }
         let interned = self
             .route
             .and_then(|route| interned_route(self.method, route));
@@ -96,6 +106,30 @@ impl<'a> RequestFacts<'a> {
             self.push_rest(&mut attributes);
         }
         builder.with_attributes(attributes)
+    }
+
+    /// [`builder`](Self::builder) for gRPC: `rpc.system`, `rpc.service` and `rpc.method`,
+    /// then what an HTTP span starts with for `read` (`url.path` is the method's path,
+    /// bounded).
+    fn grpc_builder(&self, grpc: &GrpcMethod, read: AttributesRead) -> SpanBuilder {
+        let mut attributes = Vec::with_capacity(self.capacity() + 3);
+        grpc.push_start_attributes(&mut attributes);
+        if read != AttributesRead::None {
+            attributes.push(KeyValue::new(
+                a::HTTP_REQUEST_METHOD,
+                self.method.unwrap_or("_OTHER"),
+            ));
+            if let Some(route) = self.route {
+                attributes.push(KeyValue::new(a::HTTP_ROUTE, bounded(route).to_owned()));
+            }
+            if read == AttributesRead::All {
+                self.push_free(&mut attributes);
+                self.push_rest(&mut attributes);
+            }
+        }
+        SpanBuilder::from_name(grpc.span_name())
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
     }
 
     /// How many attributes the span can get (see `BASE_CAPACITY`), without looking
