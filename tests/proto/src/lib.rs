@@ -8,3 +8,6 @@
 pub mod echo {
     tonic::include_proto!("meshtrace.test.v1");
 }
+
+/// The codec the generated code uses, for tests that call a method by a path of their own.
+pub use tonic_prost::ProstCodec;
