@@ -66,8 +66,6 @@ pub(crate) enum GrpcMethod {
     Named {
         /// `service/method`: the span name.
         full: Arc<str>,
-        /// Where the method starts in `full`.
-        split: usize,
     },
     /// A path that is not `/{service}/{method}` with proto identifiers within the bounds:
     /// the original, bounded, for `rpc.method_original`.
@@ -85,12 +83,11 @@ impl GrpcMethod {
                 && method.len() <= MAX_METHOD_LEN
                 && service.split('.').all(is_identifier)
                 && is_identifier(method);
-            valid.then(|| (rest, service.len() + 1))
+            valid.then_some(rest)
         });
         match named {
-            Some((full, split)) => GrpcMethod::Named {
+            Some(full) => GrpcMethod::Named {
                 full: Arc::from(full),
-                split,
             },
             None => {
                 GrpcMethod::Malformed(Box::from(bounded(path.strip_prefix('/').unwrap_or(path))))
@@ -109,7 +106,7 @@ impl GrpcMethod {
     /// `rpc.service` and `rpc.method`, when the path named them.
     pub(crate) fn parts(&self) -> Option<(&str, &str)> {
         match self {
-            GrpcMethod::Named { full, split } => Some((&full[..split - 1], &full[*split..])),
+            GrpcMethod::Named { full } => full.split_once('/'),
             GrpcMethod::Malformed(_) => None,
         }
     }
@@ -225,7 +222,7 @@ impl Code {
 
     /// The name, e.g. `DEADLINE_EXCEEDED` (the `error.type` of a failed call).
     pub(crate) fn name(self) -> &'static str {
-        NAMES[usize::from(self.0)]
+        NAMES.get(usize::from(self.0)).copied().unwrap_or("UNKNOWN")
     }
 
     /// Whether a server span with this code is an error (the conventions' list).
