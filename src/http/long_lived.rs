@@ -46,8 +46,19 @@ impl Default for SpanLimits {
 }
 
 impl SpanLimits {
-    /// The limit for a response with these headers.
-    pub(crate) fn for_response(&self, headers: &HeaderMap) -> Option<Duration> {
+    /// The limit for `response`. A body of known length ends soon: it gets none, and its
+    /// headers are not even looked at (the common case costs one call).
+    pub(crate) fn for_response<B: http_body::Body>(
+        &self,
+        response: &http::Response<B>,
+    ) -> Option<Duration> {
+        if response.body().size_hint().exact().is_some() {
+            return None;
+        }
+        self.for_headers(response.headers())
+    }
+
+    fn for_headers(&self, headers: &HeaderMap) -> Option<Duration> {
         if self.event_stream == self.other {
             return self.other;
         }
@@ -144,16 +155,24 @@ mod tests {
             );
             h
         };
+        // A body of known length gets no limit, whatever it says it is.
+        let fixed = http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"data: x\n\n",
+            )))
+            .unwrap();
+        assert_eq!(limits.for_response(&fixed), None);
         assert_eq!(
-            limits.for_response(&with("text/event-stream")),
+            limits.for_headers(&with("text/event-stream")),
             Some(DEFAULT_EVENT_STREAM_LIMIT)
         );
         assert_eq!(
-            limits.for_response(&with("Text/Event-Stream; charset=utf-8")),
+            limits.for_headers(&with("Text/Event-Stream; charset=utf-8")),
             Some(DEFAULT_EVENT_STREAM_LIMIT)
         );
-        assert_eq!(limits.for_response(&with("text/event-streamx")), None);
-        assert_eq!(limits.for_response(&with("application/grpc")), None);
-        assert_eq!(limits.for_response(&HeaderMap::new()), None);
+        assert_eq!(limits.for_headers(&with("text/event-streamx")), None);
+        assert_eq!(limits.for_headers(&with("application/grpc")), None);
+        assert_eq!(limits.for_headers(&HeaderMap::new()), None);
     }
 }

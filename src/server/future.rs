@@ -166,7 +166,9 @@ where
                     span.end_of_stream(None);
                 }
                 let span = if bodyless { None } else { span };
-                let limit = this.config.limits.for_response(response.headers());
+                let limit = span
+                    .as_ref()
+                    .and_then(|_| this.config.limits.for_response(&response));
                 Ok(response.map(|body| {
                     let body = TracedBody::new(body, span).limit(limit);
                     match request_cx {
