@@ -545,6 +545,19 @@ async fn sampling_rules_match_rpc_service_and_method() {
                 .attribute("rpc.method", "Unary"),
         )
     };
+    // The same rule in a configuration file, as the README writes it.
+    let file = SamplingConfig::from_toml_str(
+        r#"
+        base_rate = 0.0
+
+        [[rules]]
+        name = "echo-unary"
+        attributes = { "rpc.service" = "meshtrace.test.v1.Echo", "rpc.method" = "Unary" }
+        rate = 1.0
+        "#,
+    )
+    .expect("sampling file");
+    assert_eq!(file, sampling());
     for how in SETUPS {
         // A traced client: its span is the root the rule decides; the server follows.
         let setup = Setup::new(how, sampling());

@@ -6,7 +6,7 @@ use std::task::{Context, Poll, ready};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::long_lived::SpanSlot;
+use super::long_lived::{SpanLimits, SpanSlot};
 use super::outcome::OpenSpan;
 
 pin_project! {
@@ -77,12 +77,39 @@ impl<B: Body> TracedBody<B> {
         }
     }
 
-    /// Ends the span after `limit` at the latest (a timer), if the body has not ended it.
-    pub(crate) fn limit(mut self, limit: Option<std::time::Duration>) -> Self {
-        if let Some(limit) = limit {
-            self.span = std::mem::replace(&mut self.span, SpanSlot::Here(None)).limit(limit);
+    /// [`new`](Self::new) for a server response: a body of unknown length (a stream) that
+    /// `limits` limit for these response `headers` has its span ended at the limit at the
+    /// latest. One `size_hint` call serves both checks.
+    pub(crate) fn limited(
+        body: B,
+        span: Option<OpenSpan>,
+        limits: &SpanLimits,
+        headers: &http::HeaderMap,
+    ) -> Self {
+        // A span that does not record (most requests, when sampling) costs nothing here.
+        let (span, limit) = match span {
+            None => (None, None),
+            Some(mut span) => {
+                let hint = body.size_hint();
+                if body.is_end_stream() || hint.upper() == Some(0) {
+                    span.end_of_stream(None);
+                    (None, None)
+                } else if hint.exact().is_none() {
+                    (Some(span), limits.for_headers(headers))
+                } else {
+                    (Some(span), None)
+                }
+            }
+        };
+        let slot = SpanSlot::Here(span);
+        TracedBody {
+            kind: Kind::Inner { body },
+            span: match limit {
+                Some(limit) => slot.limit(limit),
+                None => slot,
+            },
+            cx: None,
         }
-        self
     }
 
     /// Attaches `cx` while the body is polled.

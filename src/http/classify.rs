@@ -333,6 +333,7 @@ impl std::fmt::Debug for Tracked {
 
 impl Tracked {
     /// `None` for plain HTTP with the default classifier.
+    #[inline]
     pub(crate) fn new(
         side: Side,
         grpc: Option<GrpcMethod>,

@@ -14,6 +14,9 @@
 //! | client: the call was dropped before the response (an outer timeout, an abort) | `cancelled` | Error |
 //! | client: the caller dropped the response body before its end | `cancelled` | as the status code says |
 //!
+//! The status rows are the built-in rules (HTTP here, gRPC in `classify`); a classifier
+//! given to a layer replaces them. The failure rows are recorded whatever it says.
+//!
 //! `cancelled` is one value for every drop: a layer only sees that its future or body was
 //! dropped, not why (an outer `tokio::time::timeout` and a hung-up client look the same).
 //! A timeout the layer does see as an error (tower's `Elapsed` or reqwest's timeout from
@@ -80,8 +83,11 @@ impl OpenSpan {
     }
 
     /// Classifies the response with `tracked` (gRPC, or a custom classifier).
+    #[inline]
     pub(crate) fn tracking(mut self, tracked: Option<Box<Tracked>>) -> Self {
-        self.tracked = tracked;
+        if tracked.is_some() {
+            self.tracked = tracked;
+        }
         self
     }
 
@@ -116,23 +122,40 @@ impl OpenSpan {
 
     /// Records the response head: the status, and what the classifier makes of it (plain
     /// HTTP: [`record_status`](Self::record_status)).
+    #[inline]
     pub(crate) fn record_response(&mut self, status: StatusCode, headers: &http::HeaderMap) {
         match self.tracked.take() {
             None => self.record_status(status),
-            Some(mut tracked) => {
-                tracked.on_head(self, status, headers);
-                self.tracked = Some(tracked);
-            }
+            Some(tracked) => self.record_tracked_response(tracked, status, headers),
         }
+    }
+
+    fn record_tracked_response(
+        &mut self,
+        mut tracked: Box<Tracked>,
+        status: StatusCode,
+        headers: &http::HeaderMap,
+    ) {
+        tracked.on_head(self, status, headers);
+        self.tracked = Some(tracked);
     }
 
     /// The response body ended (not dropped, not failed), with its trailers if any: a
     /// classification left for the end is made now.
+    #[inline]
     pub(crate) fn end_of_stream(&mut self, trailers: Option<&http::HeaderMap>) {
-        if let Some(mut tracked) = self.tracked.take() {
-            tracked.on_end(self, trailers);
-            self.tracked = Some(tracked);
+        if let Some(tracked) = self.tracked.take() {
+            self.tracked_end_of_stream(tracked, trailers);
         }
+    }
+
+    fn tracked_end_of_stream(
+        &mut self,
+        mut tracked: Box<Tracked>,
+        trailers: Option<&http::HeaderMap>,
+    ) {
+        tracked.on_end(self, trailers);
+        self.tracked = Some(tracked);
     }
 
     /// Records the response status; server spans are errors on 5xx, client spans on 4xx

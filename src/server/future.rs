@@ -166,16 +166,13 @@ where
                     span.end_of_stream(None);
                 }
                 let span = if bodyless { None } else { span };
-                let limit = span
-                    .as_ref()
-                    .and_then(|_| this.config.limits.for_response(&response));
-                Ok(response.map(|body| {
-                    let body = TracedBody::new(body, span).limit(limit);
-                    match request_cx {
-                        Some(cx) => body.in_context(cx),
-                        None => body,
-                    }
-                }))
+                let (parts, body) = response.into_parts();
+                let body = TracedBody::limited(body, span, &this.config.limits, &parts.headers);
+                let body = match request_cx {
+                    Some(cx) => body.in_context(cx),
+                    None => body,
+                };
+                Ok(Response::from_parts(parts, body))
             }
             Outcome::Done(Err(error)) => {
                 if let Some(span) = &mut span {

@@ -333,4 +333,44 @@ mod tests {
             .unwrap();
         assert_eq!(query.value.as_str(), "q=1&token=REDACTED");
     }
+
+    #[test]
+    fn grpc_spans_start_with_rpc_attributes_whatever_the_sampler_reads() {
+        let (parts, _) = http::Request::post("http://echo.internal/pkg.v1.Echo/Unary")
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let config = ServerConfig::default();
+        let correlation = CorrelationId::parse(b"c-1").unwrap();
+        let facts = RequestFacts::read(&parts, &config, &correlation);
+        let keys = |kvs: &[KeyValue]| {
+            let mut keys: Vec<String> = kvs.iter().map(|kv| kv.key.to_string()).collect();
+            keys.sort();
+            keys
+        };
+        let eager = facts.builder(AttributesRead::All);
+        assert_eq!(eager.name, "pkg.v1.Echo/Unary");
+        let eager = eager.attributes.unwrap();
+        for read in [AttributesRead::RouteAndMethod, AttributesRead::None] {
+            let started = facts.builder(read).attributes.unwrap_or_default();
+            for key in ["rpc.system", "rpc.service", "rpc.method"] {
+                assert!(
+                    started.iter().any(|kv| kv.key.as_str() == key),
+                    "{read:?}: {key}"
+                );
+            }
+            let mut lazy = started;
+            lazy.extend(facts.late(read));
+            assert_eq!(keys(&eager), keys(&lazy), "{read:?}");
+        }
+        // A GET is never gRPC, whatever its content type says.
+        let (parts, _) = http::Request::get("/pkg.v1.Echo/Unary")
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let facts = RequestFacts::read(&parts, &config, &correlation);
+        assert_eq!(facts.builder(AttributesRead::All).name, "GET");
+    }
 }
