@@ -11,7 +11,10 @@
 //! - `meshtrace/sampled`, `meshtrace/unsampled`: the caller's `traceparent` sampled or not;
 //! - `meshtrace/root_100pct`: no `traceparent`, every root kept.
 //!
-//! `scripts/bench.sh grpc` runs it and prints the table with the ratio to `bare`.
+//! `scripts/bench.sh grpc` runs it and prints the table with the ratio to `bare`. For
+//! instruction counts (stable on a shared machine), `grpc count <case> <n>` serves `n`
+//! requests of one case without criterion, to run under callgrind twice (see
+//! `scripts/callgrind.sh` for the method): `(Ir(n2) - Ir(n1)) / (n2 - n1)` per request.
 
 mod common;
 
@@ -20,7 +23,7 @@ use std::time::Instant;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use common::{CountingExporter, SAMPLED, UNSAMPLED, runtime};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::Request;
 use http_body_util::{BodyExt as _, Full};
 use meshtrace::TracingManager;
@@ -99,6 +102,56 @@ where
     }
 }
 
+/// The traced cases: name and the caller's `traceparent`.
+const TRACED: [(&str, Option<&str>); 3] = [
+    ("meshtrace/sampled", Some(SAMPLED)),
+    ("meshtrace/unsampled", Some(UNSAMPLED)),
+    ("meshtrace/root_100pct", None),
+];
+
+/// The manager as the README sets it up (logs into a sink), its subscriber, the counter of
+/// exported spans.
+fn manager() -> (TracingManager, tracing::Dispatch, std::sync::Arc<AtomicU64>) {
+    let exporter = CountingExporter::default();
+    let spans = exporter.spans.clone();
+    let (telemetry, subscriber) = TracingManager::builder()
+        .sampling(SamplingConfig::default().base_rate(1.0))
+        .span_exporter(exporter)
+        .log_writer(std::io::sink)
+        .build()
+        .expect("manager");
+    let dispatch = tracing::Dispatch::new(subscriber.into_subscriber());
+    (telemetry, dispatch, spans)
+}
+
+/// `grpc count <case> <n>`: warms up, then serves `n` requests of the case.
+fn count(case: &str, n: u64) {
+    let rt = runtime();
+    let frame = frame();
+    let batch = |n: u64, traceparent| {
+        (0..n)
+            .map(|_| request(&frame, traceparent))
+            .collect::<Vec<_>>()
+    };
+    if case == "bare" {
+        let bare = EchoServer::new(Bench);
+        rt.block_on(drive(&bare, batch(200, Some(SAMPLED))));
+        rt.block_on(drive(&bare, batch(n, Some(SAMPLED))));
+        return;
+    }
+    let Some((_, traceparent)) = TRACED.iter().find(|(name, _)| *name == case) else {
+        eprintln!("unknown case: bare, {}", TRACED.map(|(n, _)| n).join(", "));
+        std::process::exit(2);
+    };
+    let (telemetry, dispatch, _) = manager();
+    let traced = tower::Layer::layer(&telemetry.server_layer(), EchoServer::new(Bench));
+    tracing::dispatcher::with_default(&dispatch, || {
+        rt.block_on(drive(&traced, batch(200, *traceparent)));
+        rt.block_on(drive(&traced, batch(n, *traceparent)));
+    });
+    let _ = rt.block_on(telemetry.shutdown());
+}
+
 fn grpc(c: &mut Criterion) {
     let rt = runtime();
     let frame = frame();
@@ -114,22 +167,10 @@ fn grpc(c: &mut Criterion) {
             })
         })
     });
-    for (name, traceparent) in [
-        ("meshtrace/sampled", Some(SAMPLED)),
-        ("meshtrace/unsampled", Some(UNSAMPLED)),
-        ("meshtrace/root_100pct", None),
-    ] {
-        let exporter = CountingExporter::default();
-        let spans = exporter.spans.clone();
-        let (telemetry, subscriber) = TracingManager::builder()
-            .sampling(SamplingConfig::default().base_rate(1.0))
-            .span_exporter(exporter)
-            .log_writer(std::io::sink)
-            .build()
-            .expect("manager");
+    for (name, traceparent) in TRACED {
+        let (telemetry, dispatch, spans) = manager();
         let traced = tower::Layer::layer(&telemetry.server_layer(), EchoServer::new(Bench));
         let requests = AtomicU64::new(0);
-        let dispatch = tracing::Dispatch::new(subscriber.into_subscriber());
         tracing::dispatcher::with_default(&dispatch, || {
             group.bench_function(name, |b| {
                 b.iter_custom(|iters| {
@@ -155,4 +196,16 @@ fn grpc(c: &mut Criterion) {
 }
 
 criterion_group!(benches, grpc);
-criterion_main!(benches);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [mode, case, n] = args.as_slice()
+        && mode == "count"
+    {
+        count(case, n.parse().expect("n must be a number"));
+        return;
+    }
+    // What `criterion_main!` expands to.
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
