@@ -615,3 +615,155 @@ async fn sampling_rules_match_rpc_service_and_method() {
         assert_eq!(setup.spans().len(), 1, "{how:?}: the stream is not sampled");
     }
 }
+
+/// `rpc.server.duration` / `rpc.client.duration` data points of the last export:
+/// (attributes as text, count, sum in milliseconds).
+fn rpc_points(
+    exported: &[opentelemetry_sdk::metrics::data::ResourceMetrics],
+    name: &str,
+) -> Vec<(std::collections::BTreeMap<String, String>, u64, f64)> {
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    let Some(last) = exported.last() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for scope in last.scope_metrics() {
+        for metric in scope.metrics().filter(|m| m.name() == name) {
+            let AggregatedMetrics::F64(MetricData::Histogram(histogram)) = metric.data() else {
+                panic!("{name} is not an f64 histogram");
+            };
+            for point in histogram.data_points() {
+                let attributes = point
+                    .attributes()
+                    .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+                    .collect();
+                out.push((attributes, point.count(), point.sum()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn rpc_durations_count_every_call_and_equal_the_spans() {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+    // Base rate 0 with the caller's context unsampled would export nothing; the client
+    // starts roots here, so a rate of 1.0 samples every call and the metric can be
+    // compared with the exported spans, and a second, unsampled round shows every call is
+    // counted whatever the sampler says.
+    for base_rate in [1.0, 0.0] {
+        let metrics = InMemoryMetricExporter::default();
+        let meter_provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(metrics.clone()).build())
+            .build();
+        let meter = meter_provider.meter("grpc-test");
+        let setup = Setup::new(
+            How::HandBuilt,
+            SamplingConfig::default().base_rate(base_rate),
+        );
+        let (addr, _) = serve(setup.server_layer().meter(&meter)).await;
+        let traced = ServiceBuilder::new()
+            .layer(setup.client_layer().meter(&meter))
+            .service(channel(addr).await);
+        let mut client = EchoClient::with_origin(traced.clone(), origin(addr));
+        for _ in 0..2 {
+            client
+                .unary(request("ok", Code::Ok, 0, 0))
+                .await
+                .expect("unary");
+        }
+        let failed = client
+            .unary(request("no", Code::Unavailable, 0, 0))
+            .await
+            .expect_err("unavailable");
+        assert_eq!(failed.code(), Code::Unavailable);
+        let status = call_path(traced, addr, "/meshtrace.test.v1.Echo/Nope").await;
+        assert_eq!(status.code(), Code::Unimplemented);
+        meter_provider.force_flush().expect("flush metrics");
+        let exported = metrics.get_finished_metrics().expect("metrics");
+        let at = format!("base rate {base_rate}");
+
+        for name in ["rpc.server.duration", "rpc.client.duration"] {
+            let points = rpc_points(&exported, name);
+            let count = |method: &str, code: &str| -> u64 {
+                points
+                    .iter()
+                    .filter(|(a, _, _)| {
+                        a.get("rpc.method").map(String::as_str) == Some(method)
+                            && a.get("rpc.grpc.status_code").map(String::as_str) == Some(code)
+                    })
+                    .map(|(_, c, _)| *c)
+                    .sum()
+            };
+            assert_eq!(count("Unary", "0"), 2, "{at} {name}: {points:?}");
+            assert_eq!(count("Unary", "14"), 1, "{at} {name}: {points:?}");
+            // The unknown method is `_OTHER`, without `rpc.service`: never the raw name.
+            assert_eq!(count("_OTHER", "12"), 1, "{at} {name}: {points:?}");
+            assert!(
+                points
+                    .iter()
+                    .all(|(a, _, _)| a.get("rpc.system").map(String::as_str) == Some("grpc")),
+                "{at} {name}"
+            );
+            assert!(
+                points
+                    .iter()
+                    .all(|(a, _, _)| !a.contains_key("http.request.method")),
+                "{at} {name}"
+            );
+            let unavailable = points
+                .iter()
+                .find(|(a, _, _)| a.get("rpc.grpc.status_code").map(String::as_str) == Some("14"))
+                .expect("the failed call");
+            assert_eq!(
+                unavailable.0.get("error.type").map(String::as_str),
+                Some("UNAVAILABLE"),
+                "{at} {name}"
+            );
+        }
+        // gRPC calls are RPCs: no HTTP duration counts them a second time.
+        for name in [
+            "http.server.request.duration",
+            "http.client.request.duration",
+        ] {
+            assert!(rpc_points(&exported, name).is_empty(), "{at}: {name}");
+        }
+        // The calls' spans (the hand-built subscriber also bridges h2's own `tracing` spans).
+        let spans: Vec<SpanData> = setup
+            .spans()
+            .into_iter()
+            .filter(|s| matches!(s.span_kind, SpanKind::Server | SpanKind::Client))
+            .collect();
+        if base_rate == 0.0 {
+            assert!(
+                spans.is_empty(),
+                "{at}: nothing sampled, every call counted"
+            );
+            continue;
+        }
+        assert_eq!(spans.len(), 8, "{at}: four calls, both sides");
+        // Each call's metric is its span's duration: compare the sums per side.
+        for (kind, name) in [
+            (SpanKind::Server, "rpc.server.duration"),
+            (SpanKind::Client, "rpc.client.duration"),
+        ] {
+            let spans_ms: f64 = spans
+                .iter()
+                .filter(|s| s.span_kind == kind)
+                .map(|s| {
+                    s.end_time
+                        .duration_since(s.start_time)
+                        .expect("ends after it starts")
+                        .as_secs_f64()
+                        * 1000.0
+                })
+                .sum();
+            let metric_ms: f64 = rpc_points(&exported, name).iter().map(|p| p.2).sum();
+            assert!(
+                (spans_ms - metric_ms).abs() < 1e-6,
+                "{name}: spans {spans_ms} ms, metric {metric_ms} ms"
+            );
+        }
+    }
+}

@@ -115,7 +115,6 @@ impl OpenSpan {
 
     /// The gRPC call this span records, if it is one: its method and status, low
     /// cardinality (for RPC metrics, at the end of the exchange).
-    #[allow(dead_code)] // the metrics seam
     pub(crate) fn grpc(&self) -> Option<&GrpcCall> {
         self.tracked.as_ref().and_then(|t| t.grpc())
     }
@@ -267,7 +266,7 @@ impl Drop for OpenSpan {
                 if self.recording {
                     self.cx.span().end_with_timestamp(end);
                 }
-                metric.record(end);
+                metric.record(end, self.grpc());
             }
             None => {
                 if self.recording {
