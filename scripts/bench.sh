@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs meshtrace's benches (the server setups side by side, W3C propagation, the sampler's
-# decisions) and prints ONE table: case, median, ratio to its baseline (server cases: the
-# bare Router with the same headers; propagation: the SDK composite; sampler: the SDK's
-# TraceIdRatioBased). Extra arguments go to criterion, e.g. a filter: `scripts/bench.sh server`.
+# Runs meshtrace's benches (the server setups side by side, a unary gRPC call, W3C
+# propagation, the sampler's decisions) and prints ONE table: case, median, ratio to its
+# baseline (server cases: the bare Router with the same headers; gRPC: the bare tonic
+# service; propagation: the SDK composite; sampler: the SDK's TraceIdRatioBased). Extra arguments go to criterion, e.g. a filter: `scripts/bench.sh server`.
 #
 #   WARMUP=1 MEASURE=3 scripts/bench.sh
 #
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 out="${CRITERION_HOME:-$(mktemp -d -t meshtrace-bench.XXXXXX)}"
 export CRITERION_HOME="$out"
 export CARGO_PROFILE_BENCH_DEBUG="${CARGO_PROFILE_BENCH_DEBUG:-line-tables-only}"
-benches=(--bench server --bench propagation --bench sampler)
+benches=(--bench server --bench grpc --bench propagation --bench sampler)
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" >&2
 echo "criterion output: $out" >&2
@@ -55,6 +55,8 @@ def baseline(case):
         if case in ("server/bare/unsampled", "server/bare/root"):
             return case
         return "server/bare"
+    if case.startswith("grpc/"):
+        return "grpc/bare"
     if case.startswith("propagation/extract/"):
         return "propagation/extract/sdk"
     if case.startswith("propagation/inject/"):

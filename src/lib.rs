@@ -89,6 +89,7 @@ pub mod sampler;
 pub mod server;
 
 pub use error::Error;
+pub use http::classify;
 pub use manager::{
     ExistingGlobals, Layers, TracingManager, TracingManagerBuilder, shutdown_signal,
 };

@@ -414,11 +414,13 @@ fn a_dropped_root_still_has_a_trace() {
     assert!(setup.spans().is_empty());
 }
 
-/// HTTP metrics allocate nothing per request, sampled or not: the attribute set lives on
-/// the stack (`&'static str` values) and the SDK finds the data point of a set it has
-/// seen without allocating.
+/// HTTP metrics cost one allocation per request, sampled or not, and no more: the
+/// exchange's metric is boxed (moved with the response future and body, an inline one
+/// was copied on every move, metrics on or off), the attribute set lives on the stack
+/// (`&'static str` values) and the SDK finds the data point of a set it has seen without
+/// allocating.
 #[test]
-fn metrics_allocate_nothing_per_request() {
+fn metrics_allocate_one_box_per_request() {
     let metrics = opentelemetry_sdk::metrics::InMemoryMetricExporter::default();
     let (telemetry, layers) = TracingManager::builder()
         .span_exporter(InMemorySpanExporter::default())
@@ -432,5 +434,5 @@ fn metrics_allocate_nothing_per_request() {
     let off = allocations_per_request(&routes().layer(telemetry.server_layer().metrics(false)), N);
     let on = allocations_per_request(&routes().layer(telemetry.server_layer()), N);
     println!("allocations per unsampled request: metrics off {off}, metrics on {on}");
-    assert_eq!(on, off);
+    assert_eq!(on, off + 1.0);
 }

@@ -18,6 +18,8 @@ use crate::context::{self, ContextExt, TraceRandom};
 use crate::http::attributes::{
     known_method, parse_host_port, redact_query, span_name, strip_brackets,
 };
+use crate::http::classify::Tracked;
+use crate::http::grpc::{self, GrpcMethod};
 use crate::http::outcome::{OpenSpan, Side};
 use crate::limits::{bound_owned, bounded};
 use crate::metrics;
@@ -158,6 +160,7 @@ impl OutgoingCall {
     pub(crate) fn start(
         config: &ClientConfig,
         method: &Method,
+        headers: &HeaderMap,
         target: &Target<'_>,
         extensions: &Extensions,
     ) -> Self {
@@ -170,7 +173,8 @@ impl OutgoingCall {
             current.with_value(TraceRandom)
         };
         let template = extensions.get::<UrlTemplate>();
-        let mut builder = client_span(config, method, target, template);
+        let grpc = grpc::is_grpc(method, headers).then(|| GrpcMethod::from_path(target.path));
+        let mut builder = client_span(config, method, target, template, grpc.as_ref());
         // Metrics on: the span starts at the clock reading the metric starts from.
         let metric = config.meter.instruments().map(|instruments| {
             let start = metrics::http::start_time(&mut builder);
@@ -194,7 +198,10 @@ impl OutgoingCall {
         } else {
             config.policy.decide(target.address())
         };
-        let span = OpenSpan::start(&started.cx, Side::Client, started.recording, metric);
+        let span =
+            OpenSpan::start(&started.cx, Side::Client, started.recording, metric).map(|span| {
+                span.tracking(Tracked::new(Side::Client, grpc, config.classifier.as_ref()))
+            });
         OutgoingCall {
             cx: started.cx,
             span,
@@ -227,19 +234,27 @@ impl OutgoingCall {
     }
 }
 
-/// The client span as it starts, with every attribute the sampler may read.
+/// The client span as it starts, with every attribute the sampler may read. A gRPC call
+/// is named `{rpc.service}/{rpc.method}` and starts with its `rpc.*` attributes too.
 fn client_span(
     config: &ClientConfig,
     method: &Method,
     target: &Target<'_>,
     template: Option<&UrlTemplate>,
+    grpc: Option<&GrpcMethod>,
 ) -> SpanBuilder {
     let known = known_method(method);
     let template = template.map(|t| t.0);
     // Named like server spans, with the URL template in place of the route.
-    let name = span_name(known, template);
+    let name = match grpc {
+        Some(grpc) => grpc.span_name(),
+        None => span_name(known, template),
+    };
     // Room for the sampler's `sampling.reason` and the export gate's marker too.
-    let mut attributes = Vec::with_capacity(8);
+    let mut attributes = Vec::with_capacity(if grpc.is_some() { 11 } else { 8 });
+    if let Some(grpc) = grpc {
+        grpc.push_start_attributes(&mut attributes);
+    }
     attributes.push(KeyValue::new(
         a::HTTP_REQUEST_METHOD,
         known.unwrap_or("_OTHER"),
@@ -371,6 +386,7 @@ mod tests {
         let call = OutgoingCall::start(
             &ClientConfig::default(),
             &Method::GET,
+            &HeaderMap::new(),
             &Target::from_uri(&uri, &headers),
             &Extensions::new(),
         );

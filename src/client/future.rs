@@ -61,7 +61,7 @@ where
             Ok(response) => {
                 if let Some(span) = &mut span {
                     deferred::read_answer(span.context(), response.headers());
-                    span.record_status(response.status());
+                    span.record_response(response.status(), response.headers());
                 }
                 Ok(response.map(|body| TracedBody::new(body, span)))
             }

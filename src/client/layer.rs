@@ -10,6 +10,7 @@ use super::service::ClientTracingService;
 use crate::context::DEFAULT_CORRELATION_HEADER;
 use crate::http::DEFAULT_SENSITIVE_QUERY_PARAMS;
 use crate::http::attributes::sensitive_params;
+use crate::http::classify::Classifier;
 use crate::http::tracer::SpanSource;
 use crate::metrics::http::MeterSource;
 use crate::sampler::CustomSampler;
@@ -22,6 +23,8 @@ pub(crate) struct ClientConfig {
     pub(crate) policy: PropagationPolicy,
     /// Lower-case parameter names.
     pub(crate) sensitive_query_params: Vec<Box<str>>,
+    /// A classifier set with `classifier(..)`; the default rules otherwise.
+    pub(crate) classifier: Option<Classifier>,
     /// Where spans start.
     pub(crate) source: SpanSource,
     /// The provider's sampler, when the manager hands out the client: its deferred-capture
@@ -49,6 +52,7 @@ impl Default for ClientConfig {
             correlation_header: DEFAULT_CORRELATION_HEADER,
             policy: PropagationPolicy::default(),
             sensitive_query_params: sensitive_params(DEFAULT_SENSITIVE_QUERY_PARAMS),
+            classifier: None,
             source: SpanSource::default(),
             sampler: None,
             meter: MeterSource::default(),
@@ -104,6 +108,14 @@ macro_rules! client_builder_methods {
         {
             let params = $crate::http::attributes::sensitive_params(params);
             self.update(|c| c.sensitive_query_params = params)
+        }
+
+        /// Decides what counts as a failed call, in place of the built-in rules (HTTP: 4xx
+        /// and 5xx; gRPC: every status but `OK`). See [`classify`](crate::classify) for
+        /// when it is called and an example.
+        pub fn classifier(self, classifier: impl $crate::classify::ClassifyResponse) -> Self {
+            let classifier = $crate::http::classify::Classifier(std::sync::Arc::new(classifier));
+            self.update(|c| c.classifier = Some(classifier))
         }
 
         /// Starts the client spans with this provider's tracer (instead of the installed

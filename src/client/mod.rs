@@ -13,7 +13,9 @@
 //! 2. the **client span** (kind Client), an OpenTelemetry SDK span, starts as a child of
 //!    that Context with every attribute the sampler reads (`http.request.method`,
 //!    `server.address`, `server.port`, `url.full`). Its name is `{method}`, or
-//!    `{method} {template}` when the request carries a [`UrlTemplate`]. With no valid
+//!    `{method} {template}` when the request carries a [`UrlTemplate`]; a gRPC call (a
+//!    tonic `Channel` wrapped with this layer) is named `{rpc.service}/{rpc.method}` and
+//!    starts with `rpc.system`, `rpc.service` and `rpc.method`. With no valid
 //!    current span (a background job) it is the root of a new trace, decided by the
 //!    sampler, and the W3C random flag goes out with it. It comes from the layer's
 //!    `tracer_provider(..)`, else the installed [`TracingManager`](crate::TracingManager),
@@ -30,7 +32,9 @@
 //!    the caller set is left alone;
 //! 4. the inner client is called inside the span;
 //! 5. on the response: `http.response.status_code`; 4xx and 5xx mark the span as an
-//!    error with `error.type` = the status code. A transport error marks it as an error
+//!    error with `error.type` = the status code (a gRPC call: every `grpc-status` but `OK`,
+//!    read from the headers or the trailers, `error.type` = the code's name; the
+//!    [classifier](crate::classify) decides). A transport error marks it as an error
 //!    with a short `error.type` (`connect` for a refused connection, `timeout`, or the
 //!    error's type name; with feature `hyper`, hyper-util's client errors are typed too)
 //!    and an `exception` event, and is returned to the caller unchanged;

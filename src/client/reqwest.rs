@@ -62,6 +62,7 @@ impl ReqwestTracingMiddleware {
         let call = OutgoingCall::start(
             &self.config,
             request.method(),
+            request.headers(),
             &Target::from_url(request.url()),
             extensions,
         );
@@ -75,7 +76,7 @@ impl ReqwestTracingMiddleware {
             Ok(response) => match span {
                 Some(mut span) => {
                     crate::http::deferred::read_answer(span.context(), response.headers());
-                    span.record_status(response.status());
+                    span.record_response(response.status(), response.headers());
                     Ok(end_with_body(response, span))
                 }
                 None => Ok(response),

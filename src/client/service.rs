@@ -52,6 +52,7 @@ where
         let call = OutgoingCall::start(
             &self.config,
             request.method(),
+            request.headers(),
             &Target::from_uri(request.uri(), request.headers()),
             request.extensions(),
         );

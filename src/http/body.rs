@@ -7,6 +7,7 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::long_lived::{SpanLimits, SpanSlot};
 use super::outcome::OpenSpan;
 
 pin_project! {
@@ -15,15 +16,18 @@ pin_project! {
     /// ([`ClientTracingService`](crate::client::ClientTracingService), reqwest).
     ///
     /// It holds the request's span (and its metric, see [`crate::metrics`]) and ends it
-    /// when the last frame has passed, when the body fails (`error.type = "body"`), or when
-    /// the body is dropped before its end
+    /// when the last frame has passed (trailers included: a gRPC status in the trailers is
+    /// recorded then), when the body fails (`error.type = "body"`), or when the body is
+    /// dropped before its end
     /// (`error.type = "cancelled"`; see [the outcome table](crate::server#what-each-outcome-records)),
-    /// so a streamed response is timed to its end, not to its headers. Frames pass through
-    /// unchanged.
+    /// so a streamed response is timed to its end, not to its headers. A
+    /// `text/event-stream` response's span ends at a limit at the latest (see
+    /// [`TracingLayer::event_stream_span_limit`](crate::server::TracingLayer::event_stream_span_limit)).
+    /// Frames pass through unchanged.
     pub struct TracedBody<B> {
         #[pin]
         kind: Kind<B>,
-        span: Option<OpenSpan>,
+        span: SpanSlot,
         // Server side: the request's Context, attached while the body is polled, so that
         // a streaming body that logs (its producer runs in the connection's task) logs
         // with the request's ids.
@@ -61,10 +65,51 @@ impl<B: Body> TracedBody<B> {
     /// A body that ends `span` (if any) when it is done; at once when it has nothing to
     /// send (a peer may never poll such a body).
     pub(crate) fn new(body: B, span: Option<OpenSpan>) -> Self {
-        let span = span.filter(|_| !body_is_over(&body));
+        let span = match span {
+            Some(mut span) if body_is_over(&body) => {
+                span.end_of_stream(None);
+                None
+            }
+            span => span,
+        };
         TracedBody {
             kind: Kind::Inner { body },
-            span,
+            span: SpanSlot::Here(span),
+            cx: None,
+        }
+    }
+
+    /// [`new`](Self::new) for a server response: a body of unknown length (a stream) that
+    /// `limits` limit for these response `headers` has its span ended at the limit at the
+    /// latest. One `size_hint` call serves both checks.
+    pub(crate) fn limited(
+        body: B,
+        span: Option<OpenSpan>,
+        limits: &SpanLimits,
+        headers: &http::HeaderMap,
+    ) -> Self {
+        // A span that does not record (most requests, when sampling) costs nothing here.
+        let (span, limit) = match span {
+            None => (None, None),
+            Some(mut span) => {
+                let hint = body.size_hint();
+                if body.is_end_stream() || hint.upper() == Some(0) {
+                    span.end_of_stream(None);
+                    (None, None)
+                } else if hint.exact().is_none() {
+                    (Some(span), limits.for_headers(headers))
+                } else {
+                    (Some(span), None)
+                }
+            }
+        };
+        let slot = SpanSlot::Here(span);
+        TracedBody {
+            kind: Kind::Inner { body },
+            span: match limit {
+                Some(limit) => slot.limit(limit),
+                None => slot,
+            },
             cx: None,
         }
     }
@@ -81,7 +126,7 @@ impl<B> TracedBody<B> {
     pub(crate) fn empty() -> Self {
         TracedBody {
             kind: Kind::Empty,
-            span: None,
+            span: SpanSlot::Here(None),
             cx: None,
         }
     }
@@ -113,18 +158,26 @@ where
                         }
                         false
                     }
+                    // Trailers are the last frame.
+                    Some(Ok(frame)) if frame.is_trailers() => {
+                        if let Some(mut span) = this.span.take() {
+                            span.end_of_stream(frame.trailers_ref());
+                        }
+                        true
+                    }
                     // A peer may stop polling once the body says it is over.
                     Some(Ok(frame)) => {
-                        if let Some(span) = this.span.as_mut().filter(|s| s.counts_body()) {
-                            span.add_body_bytes(frame.data_ref().map_or(0, Buf::remaining));
-                        }
+                        this.span
+                            .add_body_bytes(frame.data_ref().map_or(0, Buf::remaining));
                         body.is_end_stream()
                     }
                 };
                 if over {
                     // Nothing of the body runs any more: end the span now and let the
                     // request's Context go (a last poll for `None` need not attach it).
-                    this.span.take();
+                    if let Some(mut span) = this.span.take() {
+                        span.end_of_stream(None);
+                    }
                     this.cx.take();
                 }
                 Poll::Ready(frame)
@@ -154,7 +207,7 @@ where
 impl<B> std::fmt::Debug for TracedBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TracedBody")
-            .field("span_open", &self.span.is_some())
+            .field("span_open", &self.span.is_open())
             .finish_non_exhaustive()
     }
 }

@@ -1,12 +1,16 @@
 //! What the server and the client share: the tracer spans start from, HTTP
 //! semantic-convention values (methods, span names, `Host` parsing, query redaction),
-//! how a request's outcome is recorded, and the body that ends a span.
+//! how a request's outcome is recorded and classified, gRPC, and the body that ends a
+//! span.
 //!
 //! Neither side imports the other; both import this module.
 
 pub(crate) mod attributes;
 mod body;
+pub mod classify;
 pub(crate) mod deferred;
+pub(crate) mod grpc;
+pub(crate) mod long_lived;
 pub(crate) mod outcome;
 pub(crate) mod tracer;
 

@@ -19,6 +19,14 @@ use opentelemetry::{Key, KeyValue, StringValue, Value};
 use opentelemetry_semantic_conventions::attribute as a;
 use opentelemetry_semantic_conventions::metric as m;
 
+use crate::http::classify::GrpcCall;
+
+// The v1.37.0 RPC attribute names the gRPC spans record (see `RPC_SERVER_DURATION`).
+const RPC_SYSTEM: &str = "rpc.system";
+const RPC_SERVICE: &str = "rpc.service";
+const RPC_METHOD: &str = "rpc.method";
+const RPC_GRPC_STATUS_CODE: &str = "rpc.grpc.status_code";
+
 /// The explicit bucket boundaries of `http.server.request.duration` and
 /// `http.client.request.duration`, in seconds, as the HTTP semantic conventions give them.
 pub const HTTP_DURATION_BUCKETS: [f64; 14] = [
@@ -49,7 +57,23 @@ pub(crate) struct HttpInstruments {
     server_request_size: Histogram<u64>,
     server_response_size: Histogram<u64>,
     client_duration: Histogram<f64>,
+    rpc_server_duration: Histogram<f64>,
+    rpc_client_duration: Histogram<f64>,
 }
+
+/// `rpc.server.duration` and `rpc.client.duration`, in milliseconds: the RPC semantic
+/// conventions as of v1.37.0, the version the gRPC spans follow (`rpc.system`,
+/// `rpc.service`, `rpc.method`, `rpc.grpc.status_code`); later versions rename them
+/// `rpc.*.call.duration` in seconds.
+const RPC_SERVER_DURATION: &str = "rpc.server.duration";
+const RPC_CLIENT_DURATION: &str = "rpc.client.duration";
+
+/// Bucket boundaries of the RPC durations, in milliseconds (the SDK's default, which is
+/// made for milliseconds; the conventions give none).
+const RPC_DURATION_BUCKETS_MS: [f64; 15] = [
+    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0,
+    10000.0,
+];
 
 impl HttpInstruments {
     pub(crate) fn new(meter: &Meter) -> Self {
@@ -86,6 +110,22 @@ impl HttpInstruments {
                 )
                 .with_unit("s")
                 .with_boundaries(HTTP_DURATION_BUCKETS.to_vec())
+                .build(),
+            rpc_server_duration: meter
+                .f64_histogram(RPC_SERVER_DURATION)
+                .with_description(
+                    "Duration of inbound RPCs (gRPC), to the end of the response stream",
+                )
+                .with_unit("ms")
+                .with_boundaries(RPC_DURATION_BUCKETS_MS.to_vec())
+                .build(),
+            rpc_client_duration: meter
+                .f64_histogram(RPC_CLIENT_DURATION)
+                .with_description(
+                    "Duration of outbound RPCs (gRPC), to the end of the response stream",
+                )
+                .with_unit("ms")
+                .with_boundaries(RPC_DURATION_BUCKETS_MS.to_vec())
                 .build(),
         }
     }
@@ -317,9 +357,15 @@ impl ExchangeMetric {
     }
 
     /// Records the duration `start..end` (the span's own start and end), and the opt-in
-    /// instruments.
-    pub(crate) fn record(self, end: SystemTime) {
+    /// instruments. A gRPC call (`grpc`) records `rpc.server.duration` or
+    /// `rpc.client.duration` instead of the HTTP duration: its HTTP status says nothing
+    /// about the call, and counting it twice would double the request rates.
+    pub(crate) fn record(self, end: SystemTime, grpc: Option<&GrpcCall>) {
         let seconds = seconds_between(self.start, end);
+        if let Some(grpc) = grpc {
+            self.record_rpc(seconds * 1000.0, grpc);
+            return;
+        }
         let mut set = AttributeSet::new();
         match &self.side {
             Side::Server {
@@ -366,6 +412,46 @@ impl ExchangeMetric {
                 self.instruments
                     .client_duration
                     .record(seconds, set.as_slice());
+            }
+        }
+    }
+
+    /// The RPC duration of a gRPC call. `rpc.service`/`rpc.method` are the validated,
+    /// bounded names of a method the server knew (`_OTHER` otherwise), so their set is the
+    /// server's own methods; the SDK's cardinality limit bounds the rest.
+    fn record_rpc(self, millis: f64, grpc: &GrpcCall) {
+        let mut set = AttributeSet::new();
+        set.push(RPC_SYSTEM, "grpc");
+        if let Some(service) = grpc.service() {
+            set.push(RPC_SERVICE, service.to_owned());
+        }
+        set.push(RPC_METHOD, grpc.method().to_owned());
+        if let Some(code) = grpc.code() {
+            set.push(RPC_GRPC_STATUS_CODE, code);
+        }
+        if let Some(error_type) = &self.error_type {
+            set.push(a::ERROR_TYPE, error_type.clone());
+        }
+        match &self.side {
+            Side::Server {
+                request, opt_ins, ..
+            } => {
+                push_address(&mut set, request.address.as_ref(), request.port);
+                self.instruments
+                    .rpc_server_duration
+                    .record(millis, set.as_slice());
+                if opt_ins.active_requests {
+                    let attributes = active_attributes(request);
+                    self.instruments
+                        .server_active
+                        .add(-1, attributes.as_slice());
+                }
+            }
+            Side::Client(request) => {
+                push_address(&mut set, request.address.as_ref(), request.port);
+                self.instruments
+                    .rpc_client_duration
+                    .record(millis, set.as_slice());
             }
         }
     }

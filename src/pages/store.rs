@@ -877,10 +877,11 @@ mod tests {
         let (buckets, errors) = window.read(10 * s);
         assert_eq!((buckets[2], buckets[5], errors), (0, 1, 0));
         assert_eq!(window.read(13 * s).0[5], 0);
-        // A slot is reused for a later epoch and starts from zero.
-        window.add(12 * s, 5, false);
-        assert_eq!(window.read(12 * s).0[5], 1);
-        assert_eq!(window.read(12 * s).0.iter().sum::<u64>(), 1);
+        // A slot is reused for a later epoch and starts from zero: 13 s lands in the slot
+        // that held 3 s, whose count is gone, and the 0 s slot (epoch 0) stays out.
+        window.add(13 * s, 5, false);
+        assert_eq!(window.read(13 * s).0[5], 1);
+        assert_eq!(window.read(13 * s).0.iter().sum::<u64>(), 1);
     }
 
     #[test]

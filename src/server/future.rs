@@ -150,7 +150,7 @@ where
         let result = match outcome {
             Outcome::Done(Ok(mut response)) => {
                 if let Some(span) = &mut span {
-                    span.record_status(response.status());
+                    span.record_response(response.status(), response.headers());
                 }
                 echo_correlation(&mut response, this.echo.take(), this.config);
                 let status = response.status();
@@ -162,14 +162,17 @@ where
                     || status.is_informational()
                     || status == StatusCode::NO_CONTENT
                     || status == StatusCode::NOT_MODIFIED;
+                if bodyless && let Some(span) = &mut span {
+                    span.end_of_stream(None);
+                }
                 let span = if bodyless { None } else { span };
-                Ok(response.map(|body| {
-                    let body = TracedBody::new(body, span);
-                    match request_cx {
-                        Some(cx) => body.in_context(cx),
-                        None => body,
-                    }
-                }))
+                let (parts, body) = response.into_parts();
+                let body = TracedBody::limited(body, span, &this.config.limits, &parts.headers);
+                let body = match request_cx {
+                    Some(cx) => body.in_context(cx),
+                    None => body,
+                };
+                Ok(Response::from_parts(parts, body))
             }
             Outcome::Done(Err(error)) => {
                 if let Some(span) = &mut span {

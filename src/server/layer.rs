@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderName;
 use http::request::Parts;
@@ -10,6 +11,8 @@ use tower_layer::Layer;
 
 use super::service::TracingService;
 use crate::context::DEFAULT_CORRELATION_HEADER;
+use crate::http::classify::{Classifier, ClassifyResponse};
+use crate::http::long_lived::SpanLimits;
 use crate::http::tracer::SpanSource;
 use crate::http::{DEFAULT_SENSITIVE_QUERY_PARAMS, NEVER_RECORDED_HEADERS};
 use crate::metrics::http::{MeterSource, ServerOptIns};
@@ -35,6 +38,10 @@ pub(crate) struct ServerConfig {
     pub(crate) trust_forwarded: Option<RequestPredicate>,
     pub(crate) debug_header: HeaderName,
     pub(crate) catch_panic: bool,
+    /// A classifier set with `classifier(..)`; the default rules otherwise.
+    pub(crate) classifier: Option<Classifier>,
+    /// How long a span stays open after its response head at most.
+    pub(crate) limits: SpanLimits,
     /// Where spans start.
     pub(crate) source: SpanSource,
     /// The provider's sampler, when the manager hands out the layer: it says whether a
@@ -99,6 +106,8 @@ impl Default for ServerConfig {
             trust_forwarded: None,
             debug_header: HeaderName::from_static(DEFAULT_DEBUG_HEADER),
             catch_panic: true,
+            classifier: None,
+            limits: SpanLimits::default(),
             source: SpanSource::default(),
             sampler: None,
             meter: MeterSource::default(),
@@ -137,6 +146,8 @@ impl fmt::Debug for TracingLayer {
             .field("trust_forwarded", &self.config.trust_forwarded.is_some())
             .field("debug_header", &self.config.debug_header)
             .field("catch_panic", &self.config.catch_panic)
+            .field("classifier", &self.config.classifier)
+            .field("limits", &self.config.limits)
             .field("source", &self.config.source)
             .field("meter", &self.config.meter)
             .field("metric_opt_ins", &self.config.metric_opt_ins)
@@ -340,6 +351,30 @@ impl TracingLayer {
     /// the layer; the span still ends, without an error status.
     pub fn catch_panic(self, catch: bool) -> Self {
         self.update(|c| c.catch_panic = catch)
+    }
+
+    /// Decides what counts as a failed request, in place of the built-in rules (HTTP: 5xx;
+    /// gRPC: the status codes the conventions name for servers). See
+    /// [`classify`](crate::classify) for when it is called and an example.
+    pub fn classifier(self, classifier: impl ClassifyResponse) -> Self {
+        let classifier = Classifier(Arc::new(classifier));
+        self.update(|c| c.classifier = Some(classifier))
+    }
+
+    /// How long the span of a `text/event-stream` (server-sent events) response stays open
+    /// after the response head at most (default
+    /// [`DEFAULT_EVENT_STREAM_LIMIT`](crate::server::DEFAULT_EVENT_STREAM_LIMIT), 5
+    /// minutes); `None`: until the stream ends. A span ended by the limit records
+    /// `meshtrace.truncated = true`; the stream goes on. A timer ends it, so an idle
+    /// stream's span ends on time too.
+    pub fn event_stream_span_limit(self, limit: Option<Duration>) -> Self {
+        self.update(|c| c.limits.event_stream = limit)
+    }
+
+    /// The same limit for every other response (default `None`: a span ends when its
+    /// body ends), e.g. for long-lived gRPC streams. A span ended by it has no gRPC status.
+    pub fn stream_span_limit(self, limit: Option<Duration>) -> Self {
+        self.update(|c| c.limits.other = limit)
     }
 }
 

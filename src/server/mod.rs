@@ -23,9 +23,12 @@
 //!    ids, outgoing calls continue its trace. This holds for sampled and
 //!    dropped requests alike: a dropped span still has its trace id and span id;
 //! 6. on the response: records `http.response.status_code`, marks 5xx and inner-service
-//!    errors as errors (with `error.type`), echoes the correlation id header, and wraps
-//!    the body so that **the span ends when the body has been fully sent, fails, or is
-//!    dropped** (a `HEAD` request and 1xx/204/304 responses end at the head);
+//!    errors as errors (with `error.type`; the [classifier](crate::classify) decides what
+//!    a failure is), echoes the correlation id header, and wraps the body so that **the
+//!    span ends when the body has been fully sent (trailers included), fails, or is
+//!    dropped** (a `HEAD` request, 1xx/204/304 responses and upgrades end at the head; a
+//!    `text/event-stream` response at a [limit](TracingLayer::event_stream_span_limit) at
+//!    the latest);
 //! 7. a panic in the handler becomes a `500` response; the span records it as an error
 //!    (`error.type = "panic"` and an `exception` event) and still ends.
 //!
@@ -44,12 +47,26 @@
 //! | the response body failed | `body` | Error |
 //! | the client went away before the response (the future was dropped) | `cancelled` | Error |
 //! | the response body was dropped before its end (the client hung up mid-stream) | `cancelled` | Error |
+//! | gRPC: `UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS` | the code's name | Error |
+//! | gRPC: any other code (`OK`, `NOT_FOUND`, `CANCELLED`, ...) | - | Unset |
+//! | a `text/event-stream` body still open at the limit | - (`meshtrace.truncated = true`) | unchanged |
 //!
 //! A layer only sees that its future or body was dropped, not why, so every drop is
 //! `cancelled`. A server that could not deliver its response failed, as the conventions
 //! say of network errors; the span ends at the drop, so its duration is what the exchange
 //! really took. Client spans record the same values with the client-side rules (see the
 //! [client module](crate::client)).
+//!
+//! # gRPC
+//!
+//! A `POST` with `content-type: application/grpc*` is a gRPC call (tonic's
+//! `Server::builder().layer(TracingLayer::new())`): its span is named
+//! `{rpc.service}/{rpc.method}` from the path, starts with `rpc.system`, `rpc.service` and
+//! `rpc.method` (so sampling rules match them), and records `rpc.grpc.status_code` from the
+//! response headers or the trailers. The path is chosen by the client: anything but
+//! `/{service}/{method}` of proto identifiers within 256 and 128 bytes is named `_OTHER`,
+//! and so is a call the service answers `UNIMPLEMENTED`. See the README's gRPC section for
+//! the whole table.
 //!
 //! # Adding attributes from a handler
 //!
@@ -79,6 +96,7 @@ mod request_id;
 mod service;
 mod span;
 
+pub use crate::http::long_lived::{DEFAULT_EVENT_STREAM_LIMIT, TRUNCATED};
 pub use crate::http::{DEFAULT_SENSITIVE_QUERY_PARAMS, TracedBody};
 pub use future::ResponseFuture;
 pub use layer::{DEFAULT_DEBUG_HEADER, TracingLayer};

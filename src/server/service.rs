@@ -13,6 +13,7 @@ use super::layer::ServerConfig;
 use super::span::RequestFacts;
 use crate::context::{self, CorrelationId};
 use crate::http::TracedBody;
+use crate::http::classify::Tracked;
 use crate::http::deferred;
 use crate::http::outcome::{OpenSpan, Side, panic_message};
 use crate::metrics;
@@ -99,7 +100,7 @@ where
             parent = parent.with_value(UntrustedEdge);
         }
 
-        let (started, metric, pages) = {
+        let (started, metric, pages, grpc) = {
             let facts = RequestFacts::read(&parts, &config, &correlation);
             let read = config.attributes_read(&parent);
             let mut builder = facts.builder(read);
@@ -125,14 +126,17 @@ where
             } else {
                 started
             };
-            (started, metric, pages)
+            (started, metric, pages, facts.grpc)
         };
         drop(parent);
         let cx = started.cx;
         let observer = pages.map(|(store, name, start)| {
             crate::pages::begin(&store, &name, start, &cx, started.recording)
         });
-        let span = OpenSpan::start_observed(&cx, Side::Server, started.recording, metric, observer);
+        let span = OpenSpan::start_observed(&cx, Side::Server, started.recording, metric, observer)
+            .map(|span| {
+                span.tracking(Tracked::new(Side::Server, grpc, config.classifier.as_ref()))
+            });
         let head = parts.method == http::Method::HEAD;
         parts.extensions.insert(correlation);
         let request = Request::from_parts(parts, body);

@@ -14,6 +14,7 @@ use crate::http::attributes::{
     interned_route, known_method, protocol_version, redact_query, route, server_address, span_name,
     user_agent,
 };
+use crate::http::grpc::{self, GrpcMethod};
 use crate::limits::{bound_cow, bounded};
 use crate::metrics::http::{ServerOptIns, ServerRequest};
 use crate::sampler::AttributesRead;
@@ -37,6 +38,8 @@ pub(crate) struct RequestFacts<'a> {
     forwarded: Option<Forwarded<'a>>,
     /// The route template and the span name, interned (looked up once per request).
     interned: Option<(&'static str, Cow<'static, str>)>,
+    /// The method a gRPC request calls; `None` for plain HTTP.
+    pub(crate) grpc: Option<GrpcMethod>,
 }
 
 impl<'a> RequestFacts<'a> {
@@ -60,6 +63,8 @@ impl<'a> RequestFacts<'a> {
             correlation,
             forwarded,
             interned: route.and_then(|route| interned_route(method, route)),
+            grpc: grpc::is_grpc(&parts.method, &parts.headers)
+                .then(|| GrpcMethod::from_path(parts.uri.path())),
         }
     }
 
@@ -124,7 +129,12 @@ impl<'a> RequestFacts<'a> {
     /// them when the sampler is not known: any sampler may read them), plus those that
     /// cost nothing; [`rest`](Self::rest) has the others. Its name is
     /// `{method} {route}`, `{method}`, or `HTTP`/`HTTP {route}`; never the raw path.
+    /// A gRPC span is named `{rpc.service}/{rpc.method}` (or `_OTHER`) and always starts
+    /// with its `rpc.*` attributes, which sampling rules match.
     pub(crate) fn builder(&self, read: AttributesRead) -> SpanBuilder {
+        if let Some(grpc) = &self.grpc {
+            return self.grpc_builder(grpc, read);
+        }
         let interned = self.interned.clone();
         let name = match &interned {
             Some((_, name)) => name.clone(),
@@ -154,6 +164,30 @@ impl<'a> RequestFacts<'a> {
             self.push_rest(&mut attributes);
         }
         builder.with_attributes(attributes)
+    }
+
+    /// [`builder`](Self::builder) for gRPC: `rpc.system`, `rpc.service` and `rpc.method`,
+    /// then what an HTTP span starts with for `read` (`url.path` is the method's path,
+    /// bounded).
+    fn grpc_builder(&self, grpc: &GrpcMethod, read: AttributesRead) -> SpanBuilder {
+        let mut attributes = Vec::with_capacity(self.capacity() + 3);
+        grpc.push_start_attributes(&mut attributes);
+        if read != AttributesRead::None {
+            attributes.push(KeyValue::new(
+                a::HTTP_REQUEST_METHOD,
+                self.method.unwrap_or("_OTHER"),
+            ));
+            if let Some(route) = self.route {
+                attributes.push(KeyValue::new(a::HTTP_ROUTE, bounded(route).to_owned()));
+            }
+            if read == AttributesRead::All {
+                self.push_free(&mut attributes);
+                self.push_rest(&mut attributes);
+            }
+        }
+        SpanBuilder::from_name(grpc.span_name())
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
     }
 
     /// How many attributes the span can get (see `BASE_CAPACITY`), without looking
@@ -345,5 +379,45 @@ mod tests {
             .find(|kv| kv.key.as_str() == a::URL_QUERY)
             .unwrap();
         assert_eq!(query.value.as_str(), "q=1&token=REDACTED");
+    }
+
+    #[test]
+    fn grpc_spans_start_with_rpc_attributes_whatever_the_sampler_reads() {
+        let (parts, _) = http::Request::post("http://echo.internal/pkg.v1.Echo/Unary")
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let config = ServerConfig::default();
+        let correlation = CorrelationId::parse(b"c-1").unwrap();
+        let facts = RequestFacts::read(&parts, &config, &correlation);
+        let keys = |kvs: &[KeyValue]| {
+            let mut keys: Vec<String> = kvs.iter().map(|kv| kv.key.to_string()).collect();
+            keys.sort();
+            keys
+        };
+        let eager = facts.builder(AttributesRead::All);
+        assert_eq!(eager.name, "pkg.v1.Echo/Unary");
+        let eager = eager.attributes.unwrap();
+        for read in [AttributesRead::RouteAndMethod, AttributesRead::None] {
+            let started = facts.builder(read).attributes.unwrap_or_default();
+            for key in ["rpc.system", "rpc.service", "rpc.method"] {
+                assert!(
+                    started.iter().any(|kv| kv.key.as_str() == key),
+                    "{read:?}: {key}"
+                );
+            }
+            let mut lazy = started;
+            lazy.extend(facts.late(read));
+            assert_eq!(keys(&eager), keys(&lazy), "{read:?}");
+        }
+        // A GET is never gRPC, whatever its content type says.
+        let (parts, _) = http::Request::get("/pkg.v1.Echo/Unary")
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let facts = RequestFacts::read(&parts, &config, &correlation);
+        assert_eq!(facts.builder(AttributesRead::All).name, "GET");
     }
 }

@@ -3,7 +3,8 @@
 //! to drive a Router in-process or on 127.0.0.1.
 #![allow(dead_code)]
 
-#[cfg(feature = "reqwest")]
+// The backend uses the axum extractors; `otlp-tls` turns `reqwest` on without `axum`.
+#[cfg(all(feature = "reqwest", feature = "axum"))]
 pub mod client;
 
 use std::net::SocketAddr;
