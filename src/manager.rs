@@ -1044,7 +1044,7 @@ impl TracingManagerBuilder {
             .with_span_limits(resolved.span_limits.to_sdk())
             .with_resource(resource);
         let filter = Arc::new(ExportFilter::new(&resolved.export_filter)?);
-        let pages = Arc::new(crate::pages::Slot::default());
+        let pages = Arc::<crate::pages::Slot>::default();
         let mut deferred = None;
         if let Some((exporter, name)) = exporter {
             let exporter = CountingExporter::new(exporter, Arc::clone(&counters), name);

@@ -106,7 +106,7 @@ fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
             _ => return None,
         } as u32)
     }
-    if input.len() % 4 != 0 || input.len() > 4 * MAX_TOKEN_LEN {
+    if !input.len().is_multiple_of(4) || input.len() > 4 * MAX_TOKEN_LEN {
         return None;
     }
     let mut out = Vec::with_capacity(input.len() / 4 * 3);

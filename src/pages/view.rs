@@ -577,7 +577,7 @@ pub(crate) fn sampler(pages: &Pages, store: Option<&Store>) -> Sampler {
             arrival_rate: k.arrival_rate,
         })
         .collect();
-    keys.sort_by(|a, b| b.arrivals.cmp(&a.arrivals));
+    keys.sort_by_key(|key| std::cmp::Reverse(key.arrivals));
     keys.truncate(100);
     Sampler {
         available: true,
