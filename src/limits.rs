@@ -102,6 +102,24 @@ impl std::fmt::Write for BoundedString {
     }
 }
 
+/// Estimated bytes of an attribute (the `KeyValue`, its key and its value's strings or
+/// items), for the byte bounds of the deferred-capture buffer and the trace pages' store.
+pub(crate) fn kv_bytes(kv: &opentelemetry::KeyValue) -> usize {
+    use opentelemetry::{Array, StringValue, Value};
+    let value = match &kv.value {
+        Value::String(s) => s.as_str().len(),
+        Value::Array(Array::String(items)) => items
+            .iter()
+            .map(|s| size_of::<StringValue>() + s.as_str().len())
+            .sum(),
+        Value::Array(Array::I64(items)) => items.len() * 8,
+        Value::Array(Array::F64(items)) => items.len() * 8,
+        Value::Array(Array::Bool(items)) => items.len(),
+        _ => 0,
+    };
+    size_of::<opentelemetry::KeyValue>() + kv.key.as_str().len() + value
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,7 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::{Span, SpanData};
 
+use crate::limits::kv_bytes;
 use crate::sampler::defer::DeferredSettings;
 use crate::sampler::{CustomSampler, SAMPLING_REASON};
 
@@ -551,32 +552,15 @@ fn mark_kept(mut span: SpanData, reason: Reason) -> SpanData {
 
 /// Estimated heap and inline bytes of a span: the struct, its strings and its collections.
 fn approx_bytes(span: &SpanData) -> usize {
-    fn kv(kv: &KeyValue) -> usize {
-        size_of::<KeyValue>() + kv.key.as_str().len() + value(&kv.value)
-    }
-    fn value(v: &Value) -> usize {
-        use opentelemetry::Array;
-        match v {
-            Value::String(s) => s.as_str().len(),
-            Value::Array(Array::String(items)) => items
-                .iter()
-                .map(|s| size_of::<opentelemetry::StringValue>() + s.as_str().len())
-                .sum(),
-            Value::Array(Array::I64(items)) => items.len() * 8,
-            Value::Array(Array::F64(items)) => items.len() * 8,
-            Value::Array(Array::Bool(items)) => items.len(),
-            _ => 0,
-        }
-    }
     let mut n = size_of::<SpanData>() + span.name.len();
-    n += span.attributes.iter().map(kv).sum::<usize>();
+    n += span.attributes.iter().map(kv_bytes).sum::<usize>();
     for event in &span.events.events {
         n += size_of::<opentelemetry::trace::Event>() + event.name.len();
-        n += event.attributes.iter().map(kv).sum::<usize>();
+        n += event.attributes.iter().map(kv_bytes).sum::<usize>();
     }
     for link in &span.links.links {
         n += size_of::<opentelemetry::trace::Link>();
-        n += link.attributes.iter().map(kv).sum::<usize>();
+        n += link.attributes.iter().map(kv_bytes).sum::<usize>();
     }
     if let Status::Error { description } = &span.status {
         n += description.len();

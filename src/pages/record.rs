@@ -8,7 +8,7 @@ use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
 
-use crate::limits::{max_value_len, truncate};
+use crate::limits::{kv_bytes, max_value_len, truncate};
 
 /// Attributes kept per span (and per event); opentelemetry_sdk 0.33's own default limit is
 /// 128 per span.
@@ -190,20 +190,4 @@ fn bounded_value(value: &Value, max: usize) -> Value {
         }
         other => other.clone(),
     }
-}
-
-fn kv_bytes(kv: &KeyValue) -> usize {
-    use opentelemetry::Array;
-    let value = match &kv.value {
-        Value::String(s) => s.as_str().len(),
-        Value::Array(Array::String(items)) => items
-            .iter()
-            .map(|s| size_of::<opentelemetry::StringValue>() + s.as_str().len())
-            .sum(),
-        Value::Array(Array::I64(items)) => items.len() * 8,
-        Value::Array(Array::F64(items)) => items.len() * 8,
-        Value::Array(Array::Bool(items)) => items.len(),
-        _ => 0,
-    };
-    size_of::<KeyValue>() + kv.key.as_str().len() + value
 }
