@@ -274,23 +274,7 @@ impl CompiledRules {
                 None => None,
             };
             for (key, value) in &rule.attributes {
-                let shown = crate::config::validate::truncate(key, 64);
-                if key.is_empty() {
-                    return Err(Error::config(
-                        field("attributes"),
-                        "",
-                        "an attribute key must not be empty",
-                    ));
-                }
-                if let AttributeMatch::Float(f) = value
-                    && !f.is_finite()
-                {
-                    return Err(Error::config(
-                        field(&format!("attributes.{shown}")),
-                        f,
-                        "it must be a finite number",
-                    ));
-                }
+                crate::sampler::validate_attribute(&field("attributes"), key, value)?;
             }
             let shorter_than = match rule.shorter_than_ms {
                 Some(ms) if ms.is_finite() && ms > 0.0 && ms <= 3_600_000.0 => {

@@ -252,7 +252,9 @@ pub use stats::{
 pub use strategy::{SAMPLER_PARAM, SAMPLER_TYPE, SamplingStrategy};
 
 use config::validate;
-pub(crate) use config::validate::rule_name as validate_rule_name;
+pub(crate) use config::validate::{
+    attribute as validate_attribute, rule_name as validate_rule_name,
+};
 use consistent::{Field, OtValue, with_threshold};
 use debug::CompiledDebug;
 use defer::{DeferredSettings, TraceKeep};
@@ -335,7 +337,7 @@ fn compile_rule(i: usize, rule: &SamplingRule) -> Result<CompiledRule, Error> {
         validate::method(&field("method"), method)?;
     }
     for (key, value) in &rule.attributes {
-        validate::attribute(i, key, value)?;
+        validate::attribute(&field("attributes"), key, value)?;
     }
     Ok(CompiledRule {
         route,

@@ -53,10 +53,12 @@ pub(crate) fn method(field: &str, method: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub(crate) fn attribute(rule: usize, key: &str, value: &AttributeMatch) -> Result<(), Error> {
+/// One attribute condition of a rule: `field` is the rule's `attributes` field (e.g.
+/// `sampling.rules[2].attributes`, `export_filter.rules[0].attributes`).
+pub(crate) fn attribute(field: &str, key: &str, value: &AttributeMatch) -> Result<(), Error> {
     if key.is_empty() {
         return Err(Error::config(
-            format!("sampling.rules[{rule}].attributes"),
+            field,
             "",
             "an attribute key must not be empty",
         ));
@@ -65,10 +67,7 @@ pub(crate) fn attribute(rule: usize, key: &str, value: &AttributeMatch) -> Resul
         && !f.is_finite()
     {
         return Err(Error::config(
-            format!(
-                "sampling.rules[{rule}].attributes.{}",
-                crate::config::validate::truncate(key, 64)
-            ),
+            format!("{field}.{}", crate::config::validate::truncate(key, 64)),
             f,
             "it must be a finite number",
         ));
