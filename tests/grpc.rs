@@ -616,34 +616,6 @@ async fn sampling_rules_match_rpc_service_and_method() {
     }
 }
 
-/// `rpc.server.duration` / `rpc.client.duration` data points of the last export:
-/// (attributes as text, count, sum in milliseconds).
-fn rpc_points(
-    exported: &[opentelemetry_sdk::metrics::data::ResourceMetrics],
-    name: &str,
-) -> Vec<(std::collections::BTreeMap<String, String>, u64, f64)> {
-    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
-    let Some(last) = exported.last() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for scope in last.scope_metrics() {
-        for metric in scope.metrics().filter(|m| m.name() == name) {
-            let AggregatedMetrics::F64(MetricData::Histogram(histogram)) = metric.data() else {
-                panic!("{name} is not an f64 histogram");
-            };
-            for point in histogram.data_points() {
-                let attributes = point
-                    .attributes()
-                    .map(|kv| (kv.key.to_string(), kv.value.to_string()))
-                    .collect();
-                out.push((attributes, point.count(), point.sum()));
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn rpc_durations_count_every_call_and_equal_the_spans() {
     use opentelemetry::metrics::MeterProvider as _;
@@ -685,15 +657,16 @@ async fn rpc_durations_count_every_call_and_equal_the_spans() {
         let at = format!("base rate {base_rate}");
 
         for name in ["rpc.server.duration", "rpc.client.duration"] {
-            let points = rpc_points(&exported, name);
+            let points = common::metrics::histogram_points(&exported, name);
             let count = |method: &str, code: &str| -> u64 {
                 points
                     .iter()
-                    .filter(|(a, _, _)| {
+                    .filter(|p| {
+                        let a = &p.attributes;
                         a.get("rpc.method").map(String::as_str) == Some(method)
                             && a.get("rpc.grpc.status_code").map(String::as_str) == Some(code)
                     })
-                    .map(|(_, c, _)| *c)
+                    .map(|p| p.count)
                     .sum()
             };
             assert_eq!(count("Unary", "0"), 2, "{at} {name}: {points:?}");
@@ -703,21 +676,23 @@ async fn rpc_durations_count_every_call_and_equal_the_spans() {
             assert!(
                 points
                     .iter()
-                    .all(|(a, _, _)| a.get("rpc.system").map(String::as_str) == Some("grpc")),
+                    .all(|p| p.attributes.get("rpc.system").map(String::as_str) == Some("grpc")),
                 "{at} {name}"
             );
             assert!(
                 points
                     .iter()
-                    .all(|(a, _, _)| !a.contains_key("http.request.method")),
+                    .all(|p| !p.attributes.contains_key("http.request.method")),
                 "{at} {name}"
             );
             let unavailable = points
                 .iter()
-                .find(|(a, _, _)| a.get("rpc.grpc.status_code").map(String::as_str) == Some("14"))
+                .find(|p| {
+                    p.attributes.get("rpc.grpc.status_code").map(String::as_str) == Some("14")
+                })
                 .expect("the failed call");
             assert_eq!(
-                unavailable.0.get("error.type").map(String::as_str),
+                unavailable.attributes.get("error.type").map(String::as_str),
                 Some("UNAVAILABLE"),
                 "{at} {name}"
             );
@@ -727,7 +702,10 @@ async fn rpc_durations_count_every_call_and_equal_the_spans() {
             "http.server.request.duration",
             "http.client.request.duration",
         ] {
-            assert!(rpc_points(&exported, name).is_empty(), "{at}: {name}");
+            assert!(
+                common::metrics::histogram_points(&exported, name).is_empty(),
+                "{at}: {name}"
+            );
         }
         // The calls' spans (the hand-built subscriber also bridges h2's own `tracing` spans).
         let spans: Vec<SpanData> = setup
@@ -759,7 +737,10 @@ async fn rpc_durations_count_every_call_and_equal_the_spans() {
                         * 1000.0
                 })
                 .sum();
-            let metric_ms: f64 = rpc_points(&exported, name).iter().map(|p| p.2).sum();
+            let metric_ms: f64 = common::metrics::histogram_points(&exported, name)
+                .iter()
+                .map(|p| p.sum)
+                .sum();
             assert!(
                 (spans_ms - metric_ms).abs() < 1e-6,
                 "{name}: spans {spans_ms} ms, metric {metric_ms} ms"

@@ -21,7 +21,7 @@ use meshtrace::config::MetricsConfig;
 use meshtrace::sampler::SamplingConfig;
 use meshtrace::server::TracingLayer;
 use opentelemetry::metrics::MeterProvider as _;
-use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{
     InMemoryMetricExporter, InMemoryMetricExporterBuilder, PeriodicReader, SdkMeterProvider,
     Temporality,
@@ -31,18 +31,9 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 use common::DropSignal;
+use common::metrics::{HistogramPoint as Point, Pipeline, histogram_points};
 
 const SERVER: &str = "http.server.request.duration";
-
-/// One histogram data point: its attributes (as text) and what it aggregated.
-#[derive(Clone, Debug)]
-struct Point {
-    attributes: BTreeMap<String, String>,
-    count: u64,
-    sum: f64,
-    min: Option<f64>,
-    max: Option<f64>,
-}
 
 fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -51,89 +42,12 @@ fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The data points of histogram `name` in the last export of `exported`.
-fn points(exported: &[ResourceMetrics], name: &str) -> Vec<Point> {
-    let Some(last) = exported.last() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for scope in last.scope_metrics() {
-        for metric in scope.metrics().filter(|m| m.name() == name) {
-            let AggregatedMetrics::F64(MetricData::Histogram(histogram)) = metric.data() else {
-                panic!("{name} is not an f64 histogram: {:?}", metric.data());
-            };
-            for point in histogram.data_points() {
-                out.push(Point {
-                    attributes: point
-                        .attributes()
-                        .map(|kv| (kv.key.to_string(), kv.value.to_string()))
-                        .collect(),
-                    count: point.count(),
-                    sum: point.sum(),
-                    min: point.min(),
-                    max: point.max(),
-                });
-            }
-        }
-    }
-    out
-}
-
-/// A manager exporting spans and metrics into memory, its subscriber the thread's default.
-struct Pipeline {
-    manager: TracingManager,
-    spans: InMemorySpanExporter,
-    metrics: InMemoryMetricExporter,
-    _guard: tracing::subscriber::DefaultGuard,
-}
-
-impl Pipeline {
-    fn new(base_rate: f64, temporality: Temporality) -> Self {
-        let spans = InMemorySpanExporter::default();
-        let metrics = InMemoryMetricExporterBuilder::new()
-            .with_temporality(temporality)
-            .build();
-        let (manager, layers) = TracingManager::builder()
-            .sampling(SamplingConfig::default().base_rate(base_rate))
-            .span_exporter(spans.clone())
-            .metric_exporter(metrics.clone())
-            .log_writer(std::io::sink)
-            .build()
-            .expect("manager");
-        let guard = tracing::subscriber::set_default(layers.into_subscriber());
-        Pipeline {
-            manager,
-            spans,
-            metrics,
-            _guard: guard,
-        }
-    }
-
-    /// Flushes spans and metrics (the flush blocks: off the runtime's thread).
-    async fn flush(&self) {
-        let spans = self.manager.tracer_provider().clone();
-        let meters = self
-            .manager
-            .meter_provider()
-            .expect("metrics are on")
-            .clone();
-        tokio::task::spawn_blocking(move || {
-            spans.force_flush().expect("span flush");
-            meters.force_flush().expect("metric flush");
-        })
-        .await
-        .expect("flush");
-    }
-
-    async fn points(&self, name: &str) -> Vec<Point> {
-        self.flush().await;
-        points(&self.metrics.get_finished_metrics().expect("metrics"), name)
-    }
-
-    async fn finished_spans(&self) -> Vec<SpanData> {
-        self.flush().await;
-        self.spans.get_finished_spans().expect("spans")
-    }
+/// The recommended setup at `base_rate`, exporting spans and metrics into memory.
+fn pipeline(base_rate: f64, temporality: Temporality) -> Pipeline {
+    Pipeline::new(
+        TracingManager::builder().sampling(SamplingConfig::default().base_rate(base_rate)),
+        temporality,
+    )
 }
 
 async fn drain(response: http::Response<impl http_body::Body<Error = impl std::fmt::Debug>>) {
@@ -150,7 +64,7 @@ fn request(method: &str, uri: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn every_request_is_counted_with_base_rate_zero() {
-    let pipeline = Pipeline::new(0.0, Temporality::Cumulative);
+    let pipeline = pipeline(0.0, Temporality::Cumulative);
     let app = Router::new()
         .route("/users/{id}", get(|| async { "alice" }))
         .route("/orders", post(|| async { (StatusCode::CREATED, "made") }))
@@ -278,7 +192,7 @@ async fn distinct_raw_paths_give_one_attribute_set_per_route_template() {
     tokio::task::spawn_blocking(move || provider_.force_flush().unwrap())
         .await
         .unwrap();
-    let points = points(&exporter.get_finished_metrics().unwrap(), SERVER);
+    let points = histogram_points(&exporter.get_finished_metrics().unwrap(), SERVER);
     let routes: Vec<&str> = points
         .iter()
         .map(|p| p.attributes["http.route"].as_str())
@@ -318,7 +232,7 @@ fn span_seconds(span: &SpanData) -> f64 {
 /// data point's sum, min and max are the one exported span's duration, exactly.
 #[tokio::test]
 async fn the_metric_is_the_spans_duration_for_each_sampled_request() {
-    let pipeline = Pipeline::new(1.0, Temporality::Delta);
+    let pipeline = pipeline(1.0, Temporality::Delta);
     let (tx, mut dropped) = mpsc::unbounded_channel();
     let app = Router::new()
         .route("/users/{id}", get(|| async { "alice" }))
@@ -382,7 +296,7 @@ async fn the_metric_is_the_spans_duration_for_each_sampled_request() {
 /// Unsampled requests are measured the same way: to the end of the body.
 #[tokio::test]
 async fn unsampled_streamed_bodies_are_measured_to_their_end() {
-    let pipeline = Pipeline::new(0.0, Temporality::Delta);
+    let pipeline = pipeline(0.0, Temporality::Delta);
     let (tx, mut dropped) = mpsc::unbounded_channel();
     let app = Router::new()
         .route("/stream", get(stream))
@@ -451,7 +365,7 @@ async fn metrics_switched_off_record_nothing() {
     tokio::task::spawn_blocking(move || provider_.force_flush().unwrap())
         .await
         .unwrap();
-    assert!(points(&exporter.get_finished_metrics().unwrap(), SERVER).is_empty());
+    assert!(histogram_points(&exporter.get_finished_metrics().unwrap(), SERVER).is_empty());
 }
 
 /// The opt-ins: server address and port, active requests, body sizes.
@@ -481,7 +395,7 @@ async fn opt_in_attributes_and_instruments() {
         .await
         .unwrap();
     let exported = exporter.get_finished_metrics().unwrap();
-    let point = only(points(&exported, SERVER));
+    let point = only(histogram_points(&exported, SERVER));
     assert_eq!(point.attributes["server.address"], "api.example.com");
     assert_eq!(point.attributes["server.port"], "8443");
     let sizes = |name: &str| -> Vec<(u64, u64)> {
@@ -554,7 +468,7 @@ mod client {
         tokio::task::spawn_blocking(move || provider.force_flush().unwrap())
             .await
             .unwrap();
-        points(&exporter.get_finished_metrics().unwrap(), CLIENT)
+        histogram_points(&exporter.get_finished_metrics().unwrap(), CLIENT)
     }
 
     #[tokio::test]
@@ -672,7 +586,7 @@ async fn the_cardinality_limit_is_set_explicitly() {
     tokio::task::spawn_blocking(move || meters.force_flush().unwrap())
         .await
         .unwrap();
-    let points = points(&metrics.get_finished_metrics().unwrap(), SERVER);
+    let points = histogram_points(&metrics.get_finished_metrics().unwrap(), SERVER);
     // Three sets, then the overflow set (opentelemetry_sdk 0.33 does not count it).
     assert_eq!(points.len(), 4, "{points:?}");
     assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 6);

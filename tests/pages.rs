@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,110 +22,29 @@ use meshtrace::sampler::{DeferredConfig, SamplingConfig, SamplingRule};
 use meshtrace::server::TracingLayer;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::{
-    InMemoryMetricExporter, InMemoryMetricExporterBuilder, PeriodicReader, SdkMeterProvider,
-    Temporality,
+    InMemoryMetricExporter, PeriodicReader, SdkMeterProvider, Temporality,
 };
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData, SpanExporter};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tower::ServiceExt;
 
+use common::metrics::{HistogramPoint as Point, Pipeline, histogram_points};
+
 const SERVER: &str = "http.server.request.duration";
 const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const UNSAMPLED: &str = "00-5bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
-/// A manager exporting spans and metrics into memory, its subscriber the thread's default.
-struct Pipeline {
-    manager: TracingManager,
-    spans: InMemorySpanExporter,
-    metrics: InMemoryMetricExporter,
-    _guard: tracing::subscriber::DefaultGuard,
-}
-
-impl Pipeline {
-    fn new(sampling: SamplingConfig) -> Self {
-        let spans = InMemorySpanExporter::default();
-        let metrics = InMemoryMetricExporterBuilder::new()
-            .with_temporality(Temporality::Cumulative)
-            .build();
-        let (manager, layers) = TracingManager::builder()
+/// The manager with `sampling`, exporting spans and metrics into memory.
+fn pipeline(sampling: SamplingConfig) -> Pipeline {
+    Pipeline::new(
+        TracingManager::builder()
             .service_name("pages-test")
-            .sampling(sampling)
-            .span_exporter(spans.clone())
-            .metric_exporter(metrics.clone())
-            .log_writer(std::io::sink)
-            .build()
-            .expect("manager");
-        let guard = tracing::subscriber::set_default(layers.into_subscriber());
-        Pipeline {
-            manager,
-            spans,
-            metrics,
-            _guard: guard,
-        }
-    }
-
-    /// Flushes spans and metrics (blocking: off the runtime's thread).
-    async fn flush(&self) {
-        let spans = self.manager.tracer_provider().clone();
-        let meters = self.manager.meter_provider().expect("metrics").clone();
-        tokio::task::spawn_blocking(move || {
-            spans.force_flush().expect("span flush");
-            meters.force_flush().expect("metric flush");
-        })
-        .await
-        .expect("flush");
-    }
-
-    async fn finished_spans(&self) -> Vec<SpanData> {
-        self.flush().await;
-        self.spans.get_finished_spans().expect("spans")
-    }
-
-    async fn points(&self) -> Vec<Point> {
-        self.flush().await;
-        points(&self.metrics.get_finished_metrics().expect("metrics"))
-    }
-}
-
-/// One data point of `http.server.request.duration`.
-#[derive(Clone, Debug)]
-struct Point {
-    attributes: BTreeMap<String, String>,
-    count: u64,
-    sum: f64,
-    bounds: Vec<f64>,
-    buckets: Vec<u64>,
-}
-
-fn points(exported: &[ResourceMetrics]) -> Vec<Point> {
-    let Some(last) = exported.last() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for scope in last.scope_metrics() {
-        for metric in scope.metrics().filter(|m| m.name() == SERVER) {
-            let AggregatedMetrics::F64(MetricData::Histogram(histogram)) = metric.data() else {
-                panic!("not an f64 histogram");
-            };
-            for point in histogram.data_points() {
-                out.push(Point {
-                    attributes: point
-                        .attributes()
-                        .map(|kv| (kv.key.to_string(), kv.value.to_string()))
-                        .collect(),
-                    count: point.count(),
-                    sum: point.sum(),
-                    bounds: point.bounds().collect(),
-                    buckets: point.bucket_counts().collect(),
-                });
-            }
-        }
-    }
-    out
+            .sampling(sampling),
+        Temporality::Cumulative,
+    )
 }
 
 async fn user(axum::extract::Path(id): axum::extract::Path<String>) -> String {
@@ -215,7 +133,7 @@ fn pages_builder(telemetry: &TracingManager) -> TracePagesBuilder {
 /// own requests nowhere.
 #[tokio::test]
 async fn counts_are_the_traffic_and_match_the_metrics() {
-    let pipeline = Pipeline::new(SamplingConfig::default());
+    let pipeline = pipeline(SamplingConfig::default());
     let pages = pages_builder(&pipeline.manager).build().unwrap();
     // Merged before the layer: the layer wraps the pages' routes too, and skips them.
     let app = app()
@@ -320,7 +238,7 @@ async fn counts_are_the_traffic_and_match_the_metrics() {
     }
 
     // The histogram of the same requests.
-    let points = pipeline.points().await;
+    let points = pipeline.points(SERVER).await;
     assert!(
         points.iter().all(|p| !p
             .attributes
@@ -399,7 +317,7 @@ async fn counts_are_the_traffic_and_match_the_metrics() {
 /// error class.
 #[tokio::test]
 async fn samples_and_trees_are_what_was_recorded() {
-    let pipeline = Pipeline::new(SamplingConfig::default());
+    let pipeline = pipeline(SamplingConfig::default());
     let pages = pages_builder(&pipeline.manager).build().unwrap();
     let app = app()
         .merge(pages.router())
@@ -552,7 +470,7 @@ async fn samples_and_trees_are_what_was_recorded() {
 #[tokio::test]
 async fn deferred_spans_are_samples_marked_as_such() {
     let deferred = DeferredConfig::default().enabled(true).max_per_second(1000);
-    let pipeline = Pipeline::new(SamplingConfig::default().base_rate(0.0).deferred(deferred));
+    let pipeline = pipeline(SamplingConfig::default().base_rate(0.0).deferred(deferred));
     let pages = pages_builder(&pipeline.manager).build().unwrap();
     let app = app()
         .merge(pages.router())
@@ -606,7 +524,7 @@ async fn raw_get(addr: SocketAddr, target: &str, user_agent: &str) -> String {
 /// What a client chose (its user agent, its path) is escaped on every page.
 #[tokio::test]
 async fn hostile_user_agent_and_path_are_escaped() {
-    let pipeline = Pipeline::new(SamplingConfig::default());
+    let pipeline = pipeline(SamplingConfig::default());
     let pages = pages_builder(&pipeline.manager).build().unwrap();
     let app = app()
         .merge(pages.router())
@@ -679,7 +597,7 @@ async fn hostile_user_agent_and_path_are_escaped() {
 /// invalid rate change nothing; the right one goes through `reload`'s validation.
 #[tokio::test]
 async fn changes_need_the_token() {
-    let pipeline = Pipeline::new(
+    let pipeline = pipeline(
         SamplingConfig::default()
             .base_rate(0.5)
             .rule(SamplingRule::new("health", 0.0).route("/health")),
@@ -806,7 +724,7 @@ async fn changes_need_the_token() {
 /// password of HTTP Basic authentication, which a browser is asked for.
 #[tokio::test]
 async fn a_read_token_guards_every_page() {
-    let pipeline = Pipeline::new(SamplingConfig::default());
+    let pipeline = pipeline(SamplingConfig::default());
     let read = "read-only-token-0123456789";
     let pages = pages_builder(&pipeline.manager)
         .read_token(read)
@@ -1047,6 +965,6 @@ async fn hand_built_setups_feed_the_pages_and_never_see_them() {
     tokio::task::spawn_blocking(move || meters_.force_flush().unwrap())
         .await
         .unwrap();
-    let points = points(&metrics.get_finished_metrics().unwrap());
+    let points = histogram_points(&metrics.get_finished_metrics().unwrap(), SERVER);
     assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 4, "{points:?}");
 }

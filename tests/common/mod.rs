@@ -6,6 +6,7 @@
 // The backend uses the axum extractors; `otlp-tls` turns `reqwest` on without `axum`.
 #[cfg(all(feature = "reqwest", feature = "axum"))]
 pub mod client;
+pub mod metrics;
 
 use std::net::SocketAddr;
 
