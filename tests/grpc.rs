@@ -15,25 +15,23 @@ mod common;
 use std::net::SocketAddr;
 use std::pin::Pin;
 
+use common::setup::{How, Setup};
 use common::{DropSignal, attr, attr_str};
 use futures_util::Stream;
-use meshtrace::TracingManager;
-use meshtrace::client::ClientTracingLayer;
 use meshtrace::context::CorrelationId;
-use meshtrace::sampler::{CustomSampler, SamplingConfig, SamplingRule};
+use meshtrace::sampler::{SamplingConfig, SamplingRule};
 use meshtrace::server::TracingLayer;
 use meshtrace_test_proto::echo::echo_client::EchoClient;
 use meshtrace_test_proto::echo::echo_server::{Echo, EchoServer};
 use meshtrace_test_proto::echo::{EchoReply, EchoRequest};
 use opentelemetry::Value;
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::trace::{SpanKind, Status, TracerProvider as _};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry_sdk::trace::SpanData;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Server};
 use tonic::{Code, Request, Response};
 use tower::ServiceBuilder;
-use tracing_subscriber::layer::SubscriberExt;
 
 const UNARY: &str = "meshtrace.test.v1.Echo/Unary";
 const STREAM: &str = "meshtrace.test.v1.Echo/Stream";
@@ -97,96 +95,11 @@ impl Echo for EchoService {
     }
 }
 
-/// How a user sets meshtrace up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum How {
-    /// `TracingManager::builder()...build()`, `server_layer()` and `client_layer()`.
-    Manager,
-    /// An SDK provider with `CustomSampler`, layers with `tracer_provider(..)`.
-    HandBuilt,
-}
-
+/// The manager's pipeline and a hand-built provider (the log filter has nothing to say
+/// about gRPC that the HTTP tests do not).
 const SETUPS: [How; 2] = [How::Manager, How::HandBuilt];
 
-struct Setup {
-    how: How,
-    provider: SdkTracerProvider,
-    exporter: InMemorySpanExporter,
-    manager: Option<TracingManager>,
-    _guard: tracing::subscriber::DefaultGuard,
-}
-
 impl Setup {
-    fn new(how: How, sampling: SamplingConfig) -> Self {
-        let exporter = InMemorySpanExporter::default();
-        match how {
-            How::Manager => {
-                let (manager, subscriber) = TracingManager::builder()
-                    .sampling(sampling)
-                    .span_exporter(exporter.clone())
-                    .log_writer(std::io::sink)
-                    .build()
-                    .expect("manager");
-                Setup {
-                    how,
-                    provider: manager.tracer_provider().clone(),
-                    exporter,
-                    manager: Some(manager),
-                    _guard: tracing::subscriber::set_default(subscriber.into_subscriber()),
-                }
-            }
-            How::HandBuilt => {
-                let provider = SdkTracerProvider::builder()
-                    .with_sampler(CustomSampler::new(sampling).expect("sampler"))
-                    .with_simple_exporter(exporter.clone())
-                    .build();
-                let subscriber = tracing_subscriber::registry()
-                    .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("hand")));
-                Setup {
-                    how,
-                    provider,
-                    exporter,
-                    manager: None,
-                    _guard: tracing::subscriber::set_default(subscriber),
-                }
-            }
-        }
-    }
-
-    fn server_layer(&self) -> TracingLayer {
-        match &self.manager {
-            Some(manager) => manager.server_layer(),
-            None => TracingLayer::new().tracer_provider(&self.provider),
-        }
-    }
-
-    fn client_layer(&self) -> ClientTracingLayer {
-        match &self.manager {
-            Some(manager) => manager.client_layer(),
-            None => ClientTracingLayer::new().tracer_provider(&self.provider),
-        }
-    }
-
-    fn spans(&self) -> Vec<SpanData> {
-        self.provider.force_flush().expect("flush");
-        self.exporter.get_finished_spans().expect("spans")
-    }
-
-    fn only(&self, kind: SpanKind) -> SpanData {
-        let spans: Vec<SpanData> = self
-            .spans()
-            .into_iter()
-            .filter(|s| s.span_kind == kind)
-            .collect();
-        assert_eq!(
-            spans.len(),
-            1,
-            "{:?}: one {kind:?} span: {spans:#?}",
-            self.how
-        );
-        spans.into_iter().next().expect("one span")
-    }
-
     /// The tonic server behind this setup's layer, and its reply-stream drop signal.
     async fn serve(&self) -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
         serve(self.server_layer()).await

@@ -19,141 +19,24 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::routing::get;
 use bytes::Bytes;
-use common::{DropSignal, Logs, attr_str};
+use common::setup::{How, Setup};
+use common::{DropSignal, attr_str};
 use futures_util::StreamExt as _;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use meshtrace::TracingManager;
-use meshtrace::client::{ClientTracingLayer, ReqwestTracingMiddleware};
 use meshtrace::context::TraceFutureExt as _;
-use meshtrace::logging::LogFormat;
-use meshtrace::sampler::{CustomSampler, SamplingConfig};
-use meshtrace::server::TracingLayer;
-use opentelemetry::trace::{SpanKind, Status, TracerProvider as _};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use meshtrace::sampler::SamplingConfig;
+use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry_sdk::trace::SpanData;
 use tokio::sync::mpsc;
 use tower::{ServiceBuilder, ServiceExt};
-use tracing_subscriber::layer::SubscriberExt;
 
 const CHUNKS: u32 = 20;
 const CHUNK_DELAY: Duration = Duration::from_millis(20);
 const STREAM: Duration = Duration::from_millis(20 * 20);
 
-/// How a user sets meshtrace up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum How {
-    /// `TracingManager::builder()...build()`, `server_layer()`, JSON logs.
-    Manager,
-    /// The same with a `warn` log filter: log output changes, spans must not.
-    ManagerQuietLogs,
-    /// A plain SDK provider with `CustomSampler`, a `tracing-opentelemetry` subscriber,
-    /// `TracingLayer::new().tracer_provider(..)`.
-    HandBuilt,
-}
-
 const SETUPS: [How; 3] = [How::Manager, How::ManagerQuietLogs, How::HandBuilt];
-
-struct Setup {
-    how: How,
-    provider: SdkTracerProvider,
-    exporter: InMemorySpanExporter,
-    logs: Logs,
-    manager: Option<TracingManager>,
-    _guard: tracing::subscriber::DefaultGuard,
-}
-
-impl Setup {
-    fn new(how: How, sampling: SamplingConfig) -> Self {
-        let exporter = InMemorySpanExporter::default();
-        let logs = Logs::default();
-        match how {
-            How::Manager | How::ManagerQuietLogs => {
-                let mut builder = TracingManager::builder()
-                    .sampling(sampling)
-                    .span_exporter(exporter.clone())
-                    .log_format(LogFormat::Json)
-                    .log_writer(logs.clone());
-                if how == How::ManagerQuietLogs {
-                    builder = builder.log_filter("warn");
-                }
-                let (manager, subscriber) = builder.build().expect("manager");
-                Setup {
-                    how,
-                    provider: manager.tracer_provider().clone(),
-                    exporter,
-                    logs,
-                    manager: Some(manager),
-                    _guard: tracing::subscriber::set_default(subscriber.into_subscriber()),
-                }
-            }
-            How::HandBuilt => {
-                let provider = SdkTracerProvider::builder()
-                    .with_sampler(CustomSampler::new(sampling).expect("sampler"))
-                    .with_simple_exporter(exporter.clone())
-                    .build();
-                let subscriber = tracing_subscriber::registry()
-                    .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("hand")))
-                    .with(meshtrace::logging::fmt_layer_with_writer(
-                        LogFormat::Json,
-                        logs.clone(),
-                    ));
-                Setup {
-                    how,
-                    provider,
-                    exporter,
-                    logs,
-                    manager: None,
-                    _guard: tracing::subscriber::set_default(subscriber),
-                }
-            }
-        }
-    }
-
-    fn server_layer(&self) -> TracingLayer {
-        match &self.manager {
-            Some(manager) => manager.server_layer(),
-            None => TracingLayer::new().tracer_provider(&self.provider),
-        }
-    }
-
-    fn reqwest(&self) -> reqwest_middleware::ClientWithMiddleware {
-        let middleware = match &self.manager {
-            Some(manager) => manager.reqwest_middleware(),
-            None => ReqwestTracingMiddleware::new().tracer_provider(&self.provider),
-        };
-        reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-            .with(middleware)
-            .build()
-    }
-
-    fn client_layer(&self) -> ClientTracingLayer {
-        match &self.manager {
-            Some(manager) => manager.client_layer(),
-            None => ClientTracingLayer::new().tracer_provider(&self.provider),
-        }
-    }
-
-    fn spans(&self) -> Vec<SpanData> {
-        self.provider.force_flush().expect("flush");
-        self.exporter.get_finished_spans().expect("spans")
-    }
-
-    fn only(&self, kind: SpanKind) -> SpanData {
-        let spans: Vec<SpanData> = self
-            .spans()
-            .into_iter()
-            .filter(|s| s.span_kind == kind)
-            .collect();
-        assert_eq!(
-            spans.len(),
-            1,
-            "{:?}: one {kind:?} span: {spans:#?}",
-            self.how
-        );
-        spans.into_iter().next().expect("one span")
-    }
-}
 
 fn duration(span: &SpanData) -> Duration {
     span.end_time

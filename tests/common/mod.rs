@@ -7,6 +7,7 @@
 #[cfg(all(feature = "reqwest", feature = "axum"))]
 pub mod client;
 pub mod metrics;
+pub mod setup;
 
 use std::net::SocketAddr;
 
