@@ -23,8 +23,7 @@ use meshtrace::server::TracingLayer;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{
-    InMemoryMetricExporter, InMemoryMetricExporterBuilder, PeriodicReader, SdkMeterProvider,
-    Temporality,
+    InMemoryMetricExporter, PeriodicReader, SdkMeterProvider, Temporality,
 };
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use tokio::sync::mpsc;
@@ -450,7 +449,7 @@ mod client {
     }
 
     fn meter() -> (SdkMeterProvider, InMemoryMetricExporter, Meter) {
-        let exporter = InMemoryMetricExporterBuilder::new()
+        let exporter = opentelemetry_sdk::metrics::InMemoryMetricExporterBuilder::new()
             .with_temporality(Temporality::Delta)
             .build();
         let provider = SdkMeterProvider::builder()
