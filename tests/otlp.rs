@@ -655,16 +655,22 @@ fn spans_exported_by_a_child(protocol: &str) -> Vec<String> {
         .collect()
 }
 
+/// The OTLP protocol a child process is told to use (`MESHTRACE_TEST_PROTOCOL`).
+fn child_protocol() -> OtlpProtocol {
+    match std::env::var("MESHTRACE_TEST_PROTOCOL").as_deref() {
+        Ok("grpc") => OtlpProtocol::Grpc,
+        Ok("http/json") => OtlpProtocol::HttpJson,
+        _ => OtlpProtocol::HttpProtobuf,
+    }
+}
+
 #[test]
 #[ignore = "run in a child process by the exporter_never_traces_itself tests"]
 fn child_exports_one_app_span() {
     let Ok(addr) = std::env::var("MESHTRACE_TEST_RECEIVER") else {
         return;
     };
-    let protocol = match std::env::var("MESHTRACE_TEST_PROTOCOL").as_deref() {
-        Ok("grpc") => OtlpProtocol::Grpc,
-        _ => OtlpProtocol::HttpProtobuf,
-    };
+    let protocol = child_protocol();
     let manager = TracingManager::from_env_with(env(&[
         ("RUST_LOG", "trace".into()),
         ("MESHTRACE_SPAN_FILTER", "trace".into()),
@@ -1139,11 +1145,7 @@ mod tls {
         let Ok(addr) = std::env::var("MESHTRACE_TEST_RECEIVER") else {
             return;
         };
-        let protocol = match std::env::var("MESHTRACE_TEST_PROTOCOL").as_deref() {
-            Ok("grpc") => OtlpProtocol::Grpc,
-            Ok("http/json") => OtlpProtocol::HttpJson,
-            _ => OtlpProtocol::HttpProtobuf,
-        };
+        let protocol = super::child_protocol();
         let manager = export_two_spans(
             TracingManager::builder().exporter(ExporterConfig::Otlp(
                 OtlpConfig::new(format!("https://{addr}"))
@@ -1556,10 +1558,7 @@ mod logs {
         let Ok(addr) = std::env::var("MESHTRACE_TEST_RECEIVER") else {
             return;
         };
-        let protocol = match std::env::var("MESHTRACE_TEST_PROTOCOL").as_deref() {
-            Ok("grpc") => OtlpProtocol::Grpc,
-            _ => OtlpProtocol::HttpProtobuf,
-        };
+        let protocol = super::child_protocol();
         let manager = TracingManager::from_env_with(env(&[
             ("RUST_LOG", "trace".into()),
             ("OTEL_LOGS_EXPORTER", "otlp".into()),
