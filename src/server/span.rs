@@ -337,6 +337,13 @@ fn connect_info(parts: &Parts) -> Option<std::net::SocketAddr> {
 mod tests {
     use super::*;
 
+    /// The attribute keys, sorted.
+    fn sorted_keys(kvs: &[KeyValue]) -> Vec<String> {
+        let mut keys: Vec<String> = kvs.iter().map(|kv| kv.key.to_string()).collect();
+        keys.sort();
+        keys
+    }
+
     #[test]
     fn start_and_late_attributes_are_the_same_set() {
         let (parts, _) = http::Request::builder()
@@ -349,17 +356,12 @@ mod tests {
         let config = ServerConfig::default();
         let correlation = CorrelationId::parse(b"c-1").unwrap();
         let facts = RequestFacts::read(&parts, &config, &correlation);
-        let keys = |kvs: &[KeyValue]| {
-            let mut keys: Vec<String> = kvs.iter().map(|kv| kv.key.to_string()).collect();
-            keys.sort();
-            keys
-        };
         let eager = facts.builder(AttributesRead::All).attributes.unwrap();
         assert!(facts.late(AttributesRead::All).is_empty());
         for read in [AttributesRead::RouteAndMethod, AttributesRead::None] {
             let mut lazy = facts.builder(read).attributes.unwrap_or_default();
             lazy.extend(facts.late(read));
-            assert_eq!(keys(&eager), keys(&lazy), "{read:?}");
+            assert_eq!(sorted_keys(&eager), sorted_keys(&lazy), "{read:?}");
         }
         for key in [
             a::HTTP_REQUEST_METHOD,
@@ -372,7 +374,10 @@ mod tests {
             a::USER_AGENT_ORIGINAL,
             a::NETWORK_PROTOCOL_VERSION,
         ] {
-            assert!(keys(&eager).iter().any(|k| k == key), "{key} is missing");
+            assert!(
+                sorted_keys(&eager).iter().any(|k| k == key),
+                "{key} is missing"
+            );
         }
         let query = eager
             .iter()
@@ -391,11 +396,6 @@ mod tests {
         let config = ServerConfig::default();
         let correlation = CorrelationId::parse(b"c-1").unwrap();
         let facts = RequestFacts::read(&parts, &config, &correlation);
-        let keys = |kvs: &[KeyValue]| {
-            let mut keys: Vec<String> = kvs.iter().map(|kv| kv.key.to_string()).collect();
-            keys.sort();
-            keys
-        };
         let eager = facts.builder(AttributesRead::All);
         assert_eq!(eager.name, "pkg.v1.Echo/Unary");
         let eager = eager.attributes.unwrap();
@@ -409,7 +409,7 @@ mod tests {
             }
             let mut lazy = started;
             lazy.extend(facts.late(read));
-            assert_eq!(keys(&eager), keys(&lazy), "{read:?}");
+            assert_eq!(sorted_keys(&eager), sorted_keys(&lazy), "{read:?}");
         }
         // A GET is never gRPC, whatever its content type says.
         let (parts, _) = http::Request::get("/pkg.v1.Echo/Unary")
