@@ -642,13 +642,7 @@ pub(crate) fn sampler(
             "<h3>Kept root spans by <code>sampling.reason</code> (while the pages are \
              mounted)</h3><table class=\"kv\">",
         );
-        for (reason, n) in &s.kept_by_reason {
-            let _ = write!(
-                b,
-                "<tr><th>{}</th><td class=\"num\">{n}</td></tr>",
-                esc(reason)
-            );
-        }
+        count_rows(&mut b, &s.kept_by_reason);
         b.push_str("</table>");
     }
     if !s.keys.is_empty() {
@@ -742,24 +736,12 @@ pub(crate) fn export(links: &Links<'_>, service: Option<&str>, e: &Export) -> St
         b.push_str("</table>");
         if e.deferred.values().any(|n| *n > 0) {
             b.push_str("<h2>Deferred capture</h2><table class=\"kv\">");
-            for (name, n) in &e.deferred {
-                let _ = write!(
-                    b,
-                    "<tr><th>{}</th><td class=\"num\">{n}</td></tr>",
-                    esc(name)
-                );
-            }
+            count_rows(&mut b, &e.deferred);
             b.push_str("</table>");
         }
         if !e.filter.is_empty() {
             b.push_str("<h2>Export filter</h2><table class=\"kv\">");
-            for (name, n) in &e.filter {
-                let _ = write!(
-                    b,
-                    "<tr><th>{}</th><td class=\"num\">{n}</td></tr>",
-                    esc(name)
-                );
-            }
+            count_rows(&mut b, e.filter.iter().map(|(name, n)| (name, n)));
             let _ = write!(
                 b,
                 "<tr><th>kept (they have children)</th><td class=\"num\">{}</td></tr></table>",
@@ -782,6 +764,17 @@ pub(crate) fn export(links: &Links<'_>, service: Option<&str>, e: &Export) -> St
 pub(crate) fn message(links: &Links<'_>, title: &str, text: &str) -> String {
     let body = format!("<h1>{}</h1><p>{}</p>", esc(title), esc(text));
     page(links, None, None, title, "api/summary", &body)
+}
+
+/// One `<tr>` per (name, count): the name escaped, the count right-aligned.
+fn count_rows<'a>(b: &mut String, rows: impl IntoIterator<Item = (impl AsRef<str>, &'a u64)>) {
+    for (name, n) in rows {
+        let _ = write!(
+            b,
+            "<tr><th>{}</th><td class=\"num\">{n}</td></tr>",
+            esc(name.as_ref())
+        );
+    }
 }
 
 #[cfg(test)]
