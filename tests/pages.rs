@@ -895,7 +895,7 @@ async fn distinct_raw_paths_keep_the_store_bounded() {
 
 /// Hand-built: a provider with the pages' span processor, a layer given the pages, its own
 /// meter. Counts, samples, and the pages nowhere in the spans or the metric, whether the
-/// pages are merged before or after the layer.
+/// pages are merged before or after the layer, or nested.
 #[tokio::test]
 async fn hand_built_setups_feed_the_pages_and_never_see_them() {
     let spans = InMemorySpanExporter::default();
@@ -916,12 +916,17 @@ async fn hand_built_setups_feed_the_pages_and_never_see_them() {
         .tracer_provider(&provider)
         .meter(&meters.meter("test"))
         .pages(&pages);
-    for merged_first in [true, false] {
-        let app = if merged_first {
-            app().merge(pages.router()).layer(layer.clone())
-        } else {
-            app().layer(layer.clone()).merge(pages.router())
-        };
+    // Merged before the layer, after it, and nested under a prefix (the index is then
+    // recognised by the end of its template).
+    let setups = [
+        ("", app().merge(pages.router()).layer(layer.clone())),
+        ("", app().layer(layer.clone()).merge(pages.router())),
+        (
+            "/ops",
+            app().nest("/ops", pages.router()).layer(layer.clone()),
+        ),
+    ];
+    for (prefix, app) in &setups {
         for uri in [
             "/users/1",
             "/fail",
@@ -929,7 +934,12 @@ async fn hand_built_setups_feed_the_pages_and_never_see_them() {
             "/admin/trace/api/summary",
             "/admin/trace/nope",
         ] {
-            drain(&app, uri).await;
+            let uri = if uri.starts_with("/admin") {
+                format!("{prefix}{uri}")
+            } else {
+                uri.to_owned()
+            };
+            drain(app, &uri).await;
         }
     }
     let response = app()
@@ -939,14 +949,15 @@ async fn hand_built_setups_feed_the_pages_and_never_see_them() {
         .unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let summary: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(row(&summary, "GET /users/{id}")["total"]["count"], 2);
-    assert_eq!(row(&summary, "GET /fail")["total"]["errors"], 2);
+    let n = setups.len() as u64;
+    assert_eq!(row(&summary, "GET /users/{id}")["total"]["count"], n);
+    assert_eq!(row(&summary, "GET /fail")["total"]["errors"], n);
     assert_eq!(summary["rows"].as_array().unwrap().len(), 2, "{summary:#}");
     assert_eq!(
         numbers(&row(&summary, "GET /users/{id}")["samples"]["latency"])
             .iter()
             .sum::<u64>(),
-        2
+        n
     );
     provider.force_flush().unwrap();
     let names: Vec<String> = spans
@@ -966,5 +977,9 @@ async fn hand_built_setups_feed_the_pages_and_never_see_them() {
         .await
         .unwrap();
     let points = histogram_points(&metrics.get_finished_metrics().unwrap(), SERVER);
-    assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 4, "{points:?}");
+    assert_eq!(
+        points.iter().map(|p| p.count).sum::<u64>(),
+        2 * n,
+        "{points:?}"
+    );
 }

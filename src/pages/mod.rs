@@ -79,7 +79,11 @@
 //!   extracted, sampled or measured, as it skips `skip_if` requests. This holds when the
 //!   pages are merged into a Router that has the layer (axum gives the layer the matched
 //!   template). A `TracingLayer` outside the Router (no templates) cannot tell: serve the
-//!   pages beside it, or on their own listener.
+//!   pages beside it, or on their own listener. The index's template has no parameter, so
+//!   it is recognised by its end, which also holds when the pages are nested
+//!   (`Router::nest("/admin", pages.router())`): an app route whose template ends with the
+//!   pages' path (`/x/debug/tracez` beside pages at `/debug/tracez`) is skipped too. Give
+//!   the pages a [`path`](TracePagesBuilder::path) no app route ends with.
 //!
 //! # Cost
 //!
