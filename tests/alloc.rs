@@ -22,8 +22,6 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -50,43 +48,10 @@ const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
 
-struct Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn note_allocation() {
-    // `try_with`: the allocator also runs while thread-locals are being torn down.
-    let _ = COUNTING.try_with(|on| {
-        if on.get() {
-            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        }
-    });
-}
-
-// SAFETY: delegates every call to `System` unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+use counting_alloc::allocations_in;
 
 fn request() -> Request<Body> {
     Request::get("/users/42")
@@ -125,13 +90,12 @@ fn allocations_per_request(app: &Router, n: u64) -> f64 {
         send(app, request()); // warm up lazily initialised state
     }
     let requests: Vec<_> = (0..n).map(|_| request()).collect();
-    ALLOCATIONS.with(|c| c.set(0));
-    COUNTING.with(|c| c.set(true));
-    for request in requests {
-        send(app, request);
-    }
-    COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.with(|c| c.get()) as f64 / n as f64
+    let ((), allocations) = allocations_in(|| {
+        for request in requests {
+            send(app, request);
+        }
+    });
+    allocations as f64 / n as f64
 }
 
 /// The least a propagating layer does to give the handler what meshtrace gives it for an
