@@ -30,6 +30,8 @@
 //! use tower::ServiceExt;
 //! use tracing_subscriber::layer::SubscriberExt;
 //!
+//! # #[cfg(not(feature = "axum"))] fn main() {} // the extractor needs feature `axum`
+//! # #[cfg(feature = "axum")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let exporter = InMemorySpanExporter::default();
