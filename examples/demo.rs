@@ -6,7 +6,10 @@
 //! request (sampled or not) are printed, one line per data point. The trace pages of both
 //! services are served on an admin listener while the demo runs (their URL is printed;
 //! `MESHTRACE_DEMO_SCREENSHOT=docs/pages.png` has headless Chromium take a screenshot of
-//! them before the demo ends). Exits 0; no network beyond loopback.
+//! them before the demo ends). `cargo run --example demo -- --serve` keeps the services
+//! and the pages up until Ctrl-C or SIGTERM. Either way the services then shut down
+//! gracefully: open requests finish, their spans are exported, and only then does the
+//! manager flush and stop. Exits 0; no network beyond loopback.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -102,11 +105,44 @@ async fn order(
     }
 }
 
-async fn serve(app: Router) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(addr)
+/// The services of the demo, each on its own 127.0.0.1 port, and how to stop them.
+struct Servers {
+    stop: tokio::sync::watch::Sender<()>,
+    running: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Servers {
+    fn new() -> Self {
+        Self {
+            stop: tokio::sync::watch::channel(()).0,
+            running: Vec::new(),
+        }
+    }
+
+    /// Serves `app` until [`Servers::shut_down`], with axum's graceful shutdown: requests
+    /// in flight finish (and end their spans) before the server returns.
+    async fn serve(&mut self, app: Router) -> std::io::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let mut stop = self.stop.subscribe();
+        self.running.push(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await
+        }));
+        Ok(addr)
+    }
+
+    /// Stops accepting, waits for the requests in flight, then returns.
+    async fn shut_down(self) -> Result<(), Box<dyn std::error::Error>> {
+        self.stop.send_replace(());
+        for server in self.running {
+            server.await??;
+        }
+        Ok(())
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -129,33 +165,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .log_filter("info,opentelemetry=warn")
         .install()?;
 
-    let backend = serve(
-        Router::new()
-            .route("/users/{id}", get(user))
-            .layer(telemetry.server_layer()),
-    )
-    .await?;
-    let gateway = serve(
-        Router::new()
-            .route("/orders/{id}", get(order))
-            .route("/health", get(|| async { "ok" }))
-            .with_state(Gateway {
-                backend,
-                client: Client::builder(TokioExecutor::new()).build_http(),
-            })
-            .layer(
-                telemetry
-                    .server_layer()
-                    .skip_if(|req| req.uri.path() == "/health"),
-            ),
-    )
-    .await?;
+    let mut servers = Servers::new();
+    let backend = servers
+        .serve(
+            Router::new()
+                .route("/users/{id}", get(user))
+                .layer(telemetry.server_layer()),
+        )
+        .await?;
+    let gateway = servers
+        .serve(
+            Router::new()
+                .route("/orders/{id}", get(order))
+                .route("/health", get(|| async { "ok" }))
+                .with_state(Gateway {
+                    backend,
+                    client: Client::builder(TokioExecutor::new()).build_http(),
+                })
+                .layer(
+                    telemetry
+                        .server_layer()
+                        .skip_if(|req| req.uri.path() == "/health"),
+                ),
+        )
+        .await?;
     // The trace pages of both services (one manager), on an admin listener of their own;
     // merged into the gateway's Router instead, they would not appear in its traces either.
     // The token allows changing the sampler's rates from the page.
     let token = uuid::Uuid::new_v4().simple().to_string();
     let pages = telemetry.pages().token(token.as_str()).build()?;
-    let admin = serve(pages.router()).await?;
+    let admin = servers.serve(pages.router()).await?;
     println!("gateway on http://{gateway}, backend on http://{backend}");
     println!(
         "trace pages on http://{admin}{} (token for changes: {token})\n",
@@ -229,6 +268,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.exported,
         stats.dropped()
     );
+    if std::env::args().any(|arg| arg == "--serve") {
+        println!("\nserving until Ctrl-C (or SIGTERM): try the trace pages above");
+        meshtrace::shutdown_signal().await;
+    }
+    // Graceful shutdown, in this order: the servers finish their requests (so every span
+    // of theirs has ended), then the manager exports what is queued and stops. A service
+    // does the same with `axum::serve(..).with_graceful_shutdown(shutdown_signal())`
+    // followed by `telemetry.shutdown()`, as the README's quickstart shows.
+    servers.shut_down().await?;
     println!("\nmetrics (every request, sampled or not), exported at shutdown:");
     telemetry.shutdown().await?;
     Ok(())
