@@ -165,6 +165,25 @@ async fn every_request_is_counted_with_base_rate_zero() {
         names.iter().any(|n| n == "meshtrace.sampler.decisions"),
         "{names:?}"
     );
+
+    // The convention's instrument: seconds, and its bucket boundaries on every data point.
+    let server = exported
+        .last()
+        .unwrap()
+        .scope_metrics()
+        .flat_map(|s| s.metrics())
+        .find(|m| m.name() == SERVER)
+        .expect("the server histogram");
+    assert_eq!(server.unit(), "s");
+    for point in pipeline.points(SERVER).await {
+        assert_eq!(
+            point.bounds,
+            [
+                0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0
+            ],
+            "{point:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -339,13 +358,39 @@ async fn metrics_switched_off_record_nothing() {
         .log_writer(std::io::sink)
         .build()
         .unwrap();
-    let _guard = tracing::subscriber::set_default(layers.into_subscriber());
+    let guard = tracing::subscriber::set_default(layers.into_subscriber());
     assert!(manager.meter_provider().is_none());
     let app = Router::new()
         .route("/users/{id}", get(|| async { "alice" }))
         .layer(manager.server_layer());
     drain(app.oneshot(request("GET", "/users/1")).await.unwrap()).await;
     assert!(metrics.get_finished_metrics().unwrap().is_empty());
+    drop(guard);
+
+    // The same switch from the environment: `MESHTRACE_METRICS_ENABLED=false`.
+    for (value, on) in [("false", false), ("true", true)] {
+        let metrics = InMemoryMetricExporter::default();
+        let vars = [("MESHTRACE_METRICS_ENABLED", value)];
+        let (manager, layers) = TracingManager::from_env_with(|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .span_exporter(InMemorySpanExporter::default())
+        .metric_exporter(metrics.clone())
+        .log_writer(std::io::sink)
+        .build()
+        .unwrap();
+        let _guard = tracing::subscriber::set_default(layers.into_subscriber());
+        assert_eq!(manager.meter_provider().is_some(), on, "{value}");
+        let app = Router::new()
+            .route("/users/{id}", get(|| async { "alice" }))
+            .layer(manager.server_layer());
+        drain(app.oneshot(request("GET", "/users/1")).await.unwrap()).await;
+        manager.shutdown().await.unwrap();
+        let points = histogram_points(&metrics.get_finished_metrics().unwrap(), SERVER);
+        assert_eq!(points.len(), usize::from(on), "{value}: {points:?}");
+    }
 
     // A layer switched off on a meter that works.
     let exporter = InMemoryMetricExporter::default();

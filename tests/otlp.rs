@@ -1430,7 +1430,13 @@ mod logs {
     #[tokio::test]
     async fn log_records_carry_the_request_ids_for_sampled_and_dropped_requests() {
         const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-        for protocol in [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc] {
+        for (protocol, path) in [
+            (OtlpProtocol::HttpProtobuf, "/v1/logs"),
+            (
+                OtlpProtocol::Grpc,
+                "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            ),
+        ] {
             let receiver = Receiver::start();
             let (manager, layers) = TracingManager::builder()
                 .exporter(ExporterConfig::Otlp(
@@ -1472,6 +1478,9 @@ mod logs {
             flush_all(&manager).await;
             let received = receiver.take_logs();
             assert!(!received.is_empty(), "{protocol:?}: no logs arrived");
+            for request in &received {
+                assert_eq!(request.path, path, "{protocol:?}");
+            }
             let all = records(&received);
             let placed: Vec<&LogRecord> = all
                 .iter()

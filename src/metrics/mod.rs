@@ -30,7 +30,9 @@
 //!
 //! Every attribute value comes from a bounded set: the nine known methods and `_OTHER`,
 //! route templates (never a raw path; requests no route matched carry no `http.route`, as
-//! the conventions ask, so they share one attribute set per method and status), status
+//! the conventions ask, so they share one attribute set per method and status; so do the
+//! routes of a process beyond its first 1024 distinct route templates, a bound that only a
+//! pathological Router reaches), status
 //! codes, the `error.type` values of [the outcome table](crate::server#what-each-outcome-records)
 //! and error type names. `server.address` is opt-in on the server because the client
 //! chooses the `Host` header. The manager sets the SDK's per-instrument cardinality limit
