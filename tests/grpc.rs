@@ -364,14 +364,14 @@ async fn a_stream_the_client_drops_is_cancelled_on_both_sides() {
             .recv()
             .await
             .expect("the server drops the reply stream");
-        // Cancellation is recorded as for HTTP: the server could not deliver its response
-        // (Error), the client chose to stop reading (its status stays Unset); no gRPC
-        // status was ever sent.
+        // No gRPC status was ever sent: both sides record `CANCELLED` (1), which the
+        // conventions require. The span status is chosen as for HTTP: the server could not
+        // deliver its response (Error), the client chose to stop reading (Unset).
         check_call(
             &setup,
             STREAM,
             "Stream",
-            None,
+            Some(1),
             failed("cancelled"),
             (Some("cancelled"), false),
         );
@@ -547,7 +547,7 @@ async fn rpc_durations_count_every_call_and_equal_the_spans() {
             How::HandBuilt,
             SamplingConfig::default().base_rate(base_rate),
         );
-        let (addr, _) = serve(setup.server_layer().meter(&meter)).await;
+        let (addr, mut dropped) = serve(setup.server_layer().meter(&meter)).await;
         let traced = ServiceBuilder::new()
             .layer(setup.client_layer().meter(&meter))
             .service(channel(addr).await);
@@ -565,6 +565,22 @@ async fn rpc_durations_count_every_call_and_equal_the_spans() {
         assert_eq!(failed.code(), Code::Unavailable);
         let status = call_path(traced, addr, "/meshtrace.test.v1.Echo/Nope").await;
         assert_eq!(status.code(), Code::Unimplemented);
+        // A stream the client drops after one message: cancelled on both sides.
+        let mut stream = client
+            .stream(request("m", Code::Ok, 5, 1))
+            .await
+            .expect("stream")
+            .into_inner();
+        stream
+            .message()
+            .await
+            .expect("a message")
+            .expect("not the end");
+        drop(stream);
+        dropped
+            .recv()
+            .await
+            .expect("the server drops the reply stream");
         meter_provider.force_flush().expect("flush metrics");
         let exported = metrics.get_finished_metrics().expect("metrics");
         let at = format!("base rate {base_rate}");
@@ -586,6 +602,8 @@ async fn rpc_durations_count_every_call_and_equal_the_spans() {
             assert_eq!(count("Unary", "14"), 1, "{at} {name}: {points:?}");
             // The unknown method is `_OTHER`, without `rpc.service`: never the raw name.
             assert_eq!(count("_OTHER", "12"), 1, "{at} {name}: {points:?}");
+            // The cancelled stream has the code its spans have, `CANCELLED`.
+            assert_eq!(count("Stream", "1"), 1, "{at} {name}: {points:?}");
             assert!(
                 points
                     .iter()
@@ -607,6 +625,15 @@ async fn rpc_durations_count_every_call_and_equal_the_spans() {
             assert_eq!(
                 unavailable.attributes.get("error.type").map(String::as_str),
                 Some("UNAVAILABLE"),
+                "{at} {name}"
+            );
+            let cancelled = points
+                .iter()
+                .find(|p| p.attributes.get("rpc.method").map(String::as_str) == Some("Stream"))
+                .expect("the cancelled stream");
+            assert_eq!(
+                cancelled.attributes.get("error.type").map(String::as_str),
+                Some("cancelled"),
                 "{at} {name}"
             );
         }
@@ -633,7 +660,7 @@ async fn rpc_durations_count_every_call_and_equal_the_spans() {
             );
             continue;
         }
-        assert_eq!(spans.len(), 8, "{at}: four calls, both sides");
+        assert_eq!(spans.len(), 10, "{at}: five calls, both sides");
         // Each call's metric is its span's duration: compare the sums per side.
         for (kind, name) in [
             (SpanKind::Server, "rpc.server.duration"),

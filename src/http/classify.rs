@@ -15,7 +15,9 @@
 //! the layers record whatever a classifier says is not its business: the status code
 //! (`http.response.status_code`, and `rpc.grpc.status_code` for gRPC), a failed or dropped
 //! body (`error.type = "body"` / `"cancelled"`, see [the outcome table](crate::server#what-each-outcome-records)),
-//! an error of the inner service. A body dropped before its end is never classified.
+//! an error of the inner service. A body dropped before its end is never classified (a gRPC
+//! call dropped before its status records `rpc.grpc.status_code = 1`, `CANCELLED`; see
+//! [the outcome table](crate::server#what-each-outcome-records)).
 //!
 //! The [`DefaultClassifier`] is used unless a layer is given another one with
 //! `classifier(..)` ([`TracingLayer`](crate::server::TracingLayer::classifier),
@@ -395,6 +397,18 @@ impl Tracked {
         if std::mem::take(&mut self.at_end) {
             let classification = self.classifier().classify_end(&self.exchange, trailers);
             apply(span, classification);
+        }
+    }
+
+    /// The exchange was dropped before its end: a gRPC call without a status yet is
+    /// `CANCELLED`, the code a gRPC client or server reports for a call its peer or its
+    /// caller gave up (v1.37 makes `rpc.grpc.status_code` Required). Nothing is classified:
+    /// the span's status follows the outcome table (`crate::http::outcome`), as for HTTP.
+    pub(crate) fn on_cancelled(&mut self, span: &mut OpenSpan) {
+        if let Some(grpc) = &mut self.grpc
+            && grpc.code.is_none()
+        {
+            record_grpc_code(grpc, span, Code::CANCELLED);
         }
     }
 }

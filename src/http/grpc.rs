@@ -173,6 +173,7 @@ const NAMES: [&str; 17] = [
 
 impl Code {
     pub(crate) const OK: Code = Code(0);
+    pub(crate) const CANCELLED: Code = Code(1);
     pub(crate) const UNKNOWN: Code = Code(2);
     pub(crate) const UNIMPLEMENTED: Code = Code(12);
     pub(crate) const INTERNAL: Code = Code(13);

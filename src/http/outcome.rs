@@ -17,6 +17,11 @@
 //! The status rows are the built-in rules (HTTP here, gRPC in `classify`); a classifier
 //! given to a layer replaces them. The failure rows are recorded whatever it says.
 //!
+//! A gRPC call dropped before any status arrived also records `rpc.grpc.status_code = 1`
+//! (`CANCELLED`, on the span and the RPC metric: the v1.37 conventions make the code
+//! Required), and keeps the span status of the rows above; see `crate::server`'s gRPC
+//! docs for why.
+//!
 //! `cancelled` is one value for every drop: a layer only sees that its future or body was
 //! dropped, not why (an outer `tokio::time::timeout` and a hung-up client look the same).
 //! A timeout the layer does see as an error (tower's `Elapsed` or reqwest's timeout from
@@ -256,6 +261,10 @@ impl OpenSpan {
     /// is an error. `after_response`: the response head had already been produced.
     pub(crate) fn record_cancelled(&mut self, after_response: bool) {
         self.set_error_type(Cow::Borrowed(CANCELLED));
+        if let Some(mut tracked) = self.tracked.take() {
+            tracked.on_cancelled(self);
+            self.tracked = Some(tracked);
+        }
         if self.recording && (self.side == Side::Server || !after_response) {
             self.cx.span().set_status(Status::error(""));
         }

@@ -49,6 +49,7 @@
 //! | the response body was dropped before its end (the client hung up mid-stream) | `cancelled` | Error |
 //! | gRPC: `UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS` | the code's name | Error |
 //! | gRPC: any other code (`OK`, `NOT_FOUND`, `CANCELLED`, ...) | - | Unset |
+//! | gRPC: the call was dropped before its status (the client cancelled it) | `cancelled`, and `rpc.grpc.status_code = 1` | Error |
 //! | a `text/event-stream` body still open at the limit | - (`meshtrace.truncated = true`) | unchanged |
 //!
 //! A layer only sees that its future or body was dropped, not why, so every drop is
@@ -67,6 +68,18 @@
 //! `/{service}/{method}` of proto identifiers within 256 and 128 bytes is named `_OTHER`,
 //! and so is a call the service answers `UNIMPLEMENTED`. See the README's gRPC section for
 //! the whole table.
+//!
+//! A call that ends by cancellation (the client dropped it, or hung up mid-stream) before
+//! any status was sent records `rpc.grpc.status_code = 1` (`CANCELLED`), on the span and
+//! on `rpc.server.duration`, since the v1.37 conventions make the code Required; its
+//! `error.type` is `cancelled` and its span status Error, as for any HTTP request whose
+//! response could not be delivered. That is a deliberate departure from the gRPC status
+//! rule (`CANCELLED` is not a server error): that rule is about a status the service
+//! *sent*, here none was, and the layer sees only the drop, not why it happened. The
+//! span says what a reader of the trace needs: the call was cut off before its end, the
+//! same on a gRPC and an HTTP server. On the client the HTTP rules apply too: a caller that
+//! dropped a stream it was reading made a choice (status Unset, `error.type =
+//! "cancelled"`, code `1`), a call dropped before any response is an Error.
 //!
 //! # Adding attributes from a handler
 //!
