@@ -14,6 +14,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use common::setup::{How, Setup};
 use common::{DropSignal, attr, attr_str};
@@ -281,13 +282,39 @@ async fn a_unary_call_that_fails_with_a_trailers_only_response() {
         ] {
             let setup = Setup::new(how, SamplingConfig::default());
             let (addr, _) = setup.serve().await;
-            let mut client = setup.client(addr).await;
+            // Below the client layer, the response heads as they came off the wire.
+            let heads = Arc::new(Mutex::new(Vec::<http::HeaderMap>::new()));
+            let record = {
+                let heads = Arc::clone(&heads);
+                move |response: http::Response<tonic::body::Body>| {
+                    heads
+                        .lock()
+                        .expect("heads")
+                        .push(response.headers().clone());
+                    response
+                }
+            };
+            let traced = ServiceBuilder::new()
+                .layer(setup.client_layer())
+                .map_response(record)
+                .service(channel(addr).await);
+            let mut client = EchoClient::with_origin(traced, origin(addr));
             let status = client
                 .unary(request("x", code, 0, 0))
                 .with_context(caller())
                 .await
                 .expect_err("fails");
             assert_eq!(status.code(), code);
+            // Trailers-only: the status is in the response headers, so that is where both
+            // layers read it (the code is not the `INTERNAL` of a body without trailers).
+            let heads = heads.lock().expect("heads").clone();
+            assert_eq!(heads.len(), 1, "{how:?}");
+            assert_eq!(
+                heads[0].get("grpc-status").map(|v| v.as_bytes()),
+                Some((code as i32).to_string().as_bytes()),
+                "{how:?}: {:?}",
+                heads[0]
+            );
             check_call(
                 &setup,
                 UNARY,
