@@ -1,10 +1,13 @@
-//! Responses that do not end on their own: server-sent events (axum's `Sse`) and a
-//! WebSocket upgrade (axum's `ws`), served on 127.0.0.1 and read by real clients.
+//! Responses that do not end on their own: server-sent events (axum's `Sse`), an endless
+//! download, and a WebSocket upgrade (axum's `ws`), served on 127.0.0.1 and read by real
+//! clients.
 //!
 //! An event stream's span ends at the stream's end or at the limit, whichever comes first,
-//! and the limit is a timer: an idle stream's span ends on time. An upgrade's span ends
-//! with the `101` response, however long the connection then lives. Spans are awaited with
-//! a bound (flush, look, wait a little, up to a few seconds), never with a fixed sleep.
+//! and the limit is a timer: an idle stream's span ends on time. Other streams have a limit
+//! only when one is set for them. A truncated stream's duration metric is its span's
+//! duration. An upgrade's span ends with the `101` response, however long the connection
+//! then lives. Spans are awaited with a bound (flush, look, wait a little, up to a few
+//! seconds), never with a fixed sleep.
 #![cfg(feature = "axum")]
 
 mod common;
@@ -17,15 +20,19 @@ use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::sse::{Event, Sse};
 use axum::routing::get;
+use common::metrics::Pipeline;
 use common::{DropSignal, Telemetry, attr, attr_str};
 use futures_util::{SinkExt as _, Stream, StreamExt as _};
+use meshtrace::TracingManager;
 use opentelemetry::Value;
 use opentelemetry::trace::Status;
+use opentelemetry_sdk::metrics::Temporality;
 use opentelemetry_sdk::trace::SpanData;
 use tokio::sync::mpsc;
 
 const LIMIT: Duration = Duration::from_millis(300);
 const EVENT_EVERY: Duration = Duration::from_millis(25);
+const SERVER_DURATION: &str = "http.server.request.duration";
 
 fn duration(span: &SpanData) -> Duration {
     span.end_time
@@ -36,9 +43,18 @@ fn duration(span: &SpanData) -> Duration {
 /// The server span named `name`, once it has ended: flushes and looks every 10 ms, for 5 s
 /// at most.
 async fn ended(telemetry: &Telemetry, name: &str) -> SpanData {
+    ended_in(name, || std::future::ready(telemetry.spans())).await
+}
+
+/// [`ended`], with the spans that `spans` flushes and returns.
+async fn ended_in<F, Fut>(name: &str, spans: F) -> SpanData
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Vec<SpanData>>,
+{
     let wait = async {
         loop {
-            if let Some(span) = telemetry.spans().into_iter().find(|s| s.name == name) {
+            if let Some(span) = spans().await.into_iter().find(|s| s.name == name) {
                 return span;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -229,6 +245,115 @@ async fn without_a_limit_an_event_stream_span_lasts_until_the_stream_ends() {
     let span = ended(&telemetry, "GET /finite").await;
     assert!(duration(&span) >= EVENT_EVERY * 15, "{:?}", duration(&span));
     assert_eq!(truncated(&span), None);
+}
+
+#[tokio::test]
+async fn a_truncated_event_stream_records_the_span_duration_in_the_metric() {
+    let pipeline = Pipeline::new(TracingManager::builder(), Temporality::Cumulative);
+    let (done, mut dropped) = mpsc::unbounded_channel();
+    let app = Router::new()
+        .route(
+            "/endless",
+            get(|State(done): State<mpsc::UnboundedSender<()>>| async move {
+                Sse::new(events(None, false, done))
+            }),
+        )
+        .with_state(done)
+        .layer(
+            pipeline
+                .manager
+                .server_layer()
+                .event_stream_span_limit(Some(LIMIT)),
+        );
+    let addr = common::serve(app).await;
+    let mut response = reqwest::get(format!("http://{addr}/endless"))
+        .await
+        .expect("response");
+    let span = ended_in("GET /endless", || pipeline.finished_spans()).await;
+    assert_eq!(truncated(&span), Some(true));
+    // The request is counted once, when its span ended, with the span's duration: the
+    // limit, not the life of the stream.
+    let points = pipeline.points(SERVER_DURATION).await;
+    assert_eq!(points.len(), 1, "{points:?}");
+    assert_eq!(points[0].count, 1, "{points:?}");
+    let took = duration(&span).as_secs_f64();
+    assert!(
+        (points[0].sum - took).abs() < 1e-6,
+        "{points:?}, span {took} s"
+    );
+    assert!(
+        points[0].sum >= LIMIT.as_secs_f64()
+            && points[0].sum < (LIMIT + Duration::from_millis(200)).as_secs_f64(),
+        "{points:?}"
+    );
+    assert_eq!(points[0].attributes.get("error.type"), None, "{points:?}");
+    // The stream goes on; hanging up later records nothing more.
+    assert!(read_events(&mut response, 3).await.len() >= 3);
+    drop(response);
+    dropped.recv().await.expect("the server drops the stream");
+    let points = pipeline.points(SERVER_DURATION).await;
+    assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 1, "{points:?}");
+}
+
+/// Chunks of bytes, one every 25 ms, forever. `done` fires when the stream is dropped.
+fn chunks(done: mpsc::UnboundedSender<()>) -> impl Stream<Item = Result<bytes::Bytes, Infallible>> {
+    futures_util::stream::unfold((0u32, DropSignal(done)), |(i, guard)| async move {
+        if i > 0 {
+            tokio::time::sleep(EVENT_EVERY).await;
+        }
+        Some((
+            Ok(bytes::Bytes::from(format!("chunk {i}\n"))),
+            (i + 1, guard),
+        ))
+    })
+}
+
+#[tokio::test]
+async fn a_long_stream_ends_its_span_at_the_stream_limit_and_goes_on() {
+    let telemetry = Telemetry::new();
+    let (done, mut dropped) = mpsc::unbounded_channel();
+    let app = Router::new()
+        .route(
+            "/download",
+            get(|State(done): State<mpsc::UnboundedSender<()>>| async move {
+                (
+                    [(http::header::CONTENT_TYPE, "application/octet-stream")],
+                    axum::body::Body::from_stream(chunks(done)),
+                )
+            }),
+        )
+        .with_state(done)
+        .layer(telemetry.layer().stream_span_limit(Some(LIMIT)));
+    let addr = common::serve(app).await;
+    let mut response = reqwest::get(format!("http://{addr}/download"))
+        .await
+        .expect("response");
+    // Not an event stream: the limit for other streams ends its span.
+    let span = ended(&telemetry, "GET /download").await;
+    let took = duration(&span);
+    assert!(
+        took >= LIMIT && took < LIMIT + Duration::from_millis(200),
+        "{took:?}"
+    );
+    assert_eq!(truncated(&span), Some(true));
+    assert_eq!(span.status, Status::Unset);
+    assert_eq!(attr_str(&span, "error.type"), None);
+    // The stream itself goes on after its span ended.
+    let mut read = String::new();
+    while read.matches("chunk").count() < 20 {
+        let chunk = response
+            .chunk()
+            .await
+            .expect("a chunk")
+            .expect("not the end");
+        read.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+    }
+    // Hanging up later changes nothing on the ended span.
+    drop(response);
+    dropped.recv().await.expect("the server drops the stream");
+    let spans = telemetry.spans();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(attr_str(&spans[0], "error.type"), None);
 }
 
 async fn echo(mut socket: WebSocket, closed: mpsc::UnboundedSender<()>) {
