@@ -388,6 +388,101 @@ fn a_million_distinct_keys_keep_the_table_bounded_and_share_the_overflow_budget(
 }
 
 // ---------------------------------------------------------------------------
+// Probability bounds
+
+/// The probabilities in force: the global limit's and the key's (`None` for a key not
+/// tracked yet).
+fn in_force(handle: &SamplerHandle, key: &str) -> (Option<f64>, Option<f64>) {
+    let stats = handle.stats();
+    let key = stats.keys.iter().find(|k| k.key == key).map(|k| k.probability);
+    (stats.global_probability, key)
+}
+
+/// `min_probability` holds while deciding: 100,000 arrivals per second against targets of
+/// 10 per second would take the key's probability and the global factor to 1e-4 each (1e-8
+/// together); neither goes below 0.2, nor does their product or the `th` of any kept span.
+/// Once the estimates have settled (1 s, five adaptation times), every kept span is kept at
+/// exactly 0.2, so the burst exceeds the targets as documented.
+#[test]
+fn min_probability_holds_under_a_huge_burst() {
+    let sim = Sim::new(
+        SamplingConfig::default().limits(
+            LimitsConfig::default()
+                .per_key_traces_per_second(10.0)
+                .traces_per_second(10.0)
+                .adaptation_time_secs(0.2)
+                .min_probability(0.2),
+        ),
+    );
+    let min = Threshold::from_probability(0.2).unwrap().probability();
+    let attributes = route("/burst");
+    let mut rng = SplitMix(5);
+    let (mut kept_after, mut decided_after) = (0u32, 0u32);
+    for i in 0..300_000u32 {
+        sim.advance(10_000);
+        let r = sim.decide(&attributes, rng.next());
+        if kept(&r) {
+            let p = th_probability(&r).expect("a probabilistic keep has th");
+            assert!(p >= min, "decision {i}: th states {p}");
+            if i >= 100_000 {
+                assert_eq!(p, min, "decision {i}");
+            }
+        }
+        if i >= 100_000 {
+            decided_after += 1;
+            kept_after += u32::from(kept(&r));
+        }
+        if i % 1_000 == 0 {
+            let (global, key) = in_force(&sim.handle, "/burst");
+            for p in [global.unwrap(), key.unwrap()] {
+                assert!((0.2..=1.0).contains(&p), "decision {i}: {p}");
+            }
+        }
+    }
+    // 200,000 decisions at 0.2: sigma 0.2%.
+    let share = f64::from(kept_after) / f64::from(decided_after);
+    assert!(within(share, 0.2, 0.02), "{share}");
+}
+
+/// `max_probability` holds while deciding: 10 arrivals per second against targets of 1000
+/// per second would take every probability to 1. The key's never goes above 0.3, from its
+/// first decision on (a key starts at the highest probability allowed, not at 1); the
+/// global limit's factor stays at 1, so the probability in force, and every kept span's
+/// `th`, is exactly 0.3 (not 0.3 x 0.3).
+#[test]
+fn max_probability_holds_far_under_the_target() {
+    let sim = Sim::new(
+        SamplingConfig::default().limits(
+            LimitsConfig::default()
+                .per_key_traces_per_second(1000.0)
+                .traces_per_second(1000.0)
+                .max_probability(0.3),
+        ),
+    );
+    let max = Threshold::from_probability(0.3).unwrap().probability();
+    let attributes = route("/quiet");
+    let mut rng = SplitMix(6);
+    let mut kept_count = 0u32;
+    for i in 0..20_000u32 {
+        sim.advance(100 * MS);
+        let r = sim.decide(&attributes, rng.next());
+        if kept(&r) {
+            kept_count += 1;
+            assert_eq!(th_probability(&r), Some(max), "decision {i}");
+        }
+        if i < 100 || i % 100 == 0 {
+            let (global, key) = in_force(&sim.handle, "/quiet");
+            assert_eq!(global, Some(1.0), "decision {i}: far under the global target");
+            let key = key.unwrap();
+            assert!((0.0..=0.3).contains(&key), "decision {i}: {key}");
+        }
+    }
+    // 20,000 decisions at 0.3: sigma 1.1%.
+    let share = f64::from(kept_count) / 20_000.0;
+    assert!(within(share, 0.3, 0.05), "{share}");
+}
+
+// ---------------------------------------------------------------------------
 // Lower bound
 
 /// A rare route at base rate 0 is still seen once a minute: lower-bound picks are marked

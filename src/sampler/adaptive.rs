@@ -38,7 +38,11 @@
 //! `p* = target / estimate`. A decrease applies at the tick that computes it; an increase is
 //! bounded by `max_increase` per adaptation time (`max_increase^(dt / tau)` per tick), as in
 //! Jaeger's adaptive sampling. The result is clamped to `[min_probability,
-//! max_probability]`. The caller clamps it again to the rule's probability.
+//! max_probability]` (the global limit's, a factor on the key's probability, to
+//! `[min_probability, 1]`); a key's estimate starts at `max_probability`, so the
+//! probability it reports is within the bounds before its first update too. The caller
+//! clamps the product of the key's probability and the global factor again to
+//! `[min_probability, max_probability]`, and to the rule's probability.
 
 use std::cell::Cell;
 use std::sync::Mutex;

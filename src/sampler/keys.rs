@@ -89,12 +89,13 @@ pub(crate) struct KeyTable {
 }
 
 impl KeyTable {
-    pub(crate) fn new(max_keys: usize, idle_ns: u64, key: &[String], now: u64) -> KeyTable {
+    /// A table whose controllers start at probability `p` (the highest allowed).
+    pub(crate) fn new(max_keys: usize, idle_ns: u64, key: &[String], now: u64, p: f64) -> KeyTable {
         let shards = shard_count();
         let n = max_keys + 1;
         let slots: Box<[Slot]> = (0..n)
             .map(|_| Slot {
-                controller: Controller::new(now, 1.0),
+                controller: Controller::new(now, p),
                 lower: AtomicU64::new(0),
                 info: Mutex::new(KeyInfo {
                     len: 0,
@@ -398,7 +399,7 @@ mod tests {
 
     #[test]
     fn keys_get_slots_until_full_then_overflow_then_idle_keys_are_replaced() {
-        let table = KeyTable::new(8, 1_000, &["http.route".to_owned()], 0);
+        let table = KeyTable::new(8, 1_000, &["http.route".to_owned()], 0, 1.0);
         let mut slots = std::collections::HashSet::new();
         for k in 0..8 {
             let a = route(&format!("/r{k}"));
@@ -426,6 +427,7 @@ mod tests {
             u64::MAX,
             &["http.request.method".to_owned(), "http.route".to_owned()],
             0,
+            1.0,
         );
         let long = format!("/{}", "é".repeat(200));
         let a = vec![

@@ -11,7 +11,8 @@
 //! 3. `p = p_key * global controller`: the global controller follows `traces_per_second /
 //!    (sum of p_key over the arrivals)`, the volume the per-key stage lets through, so the
 //!    global target holds after the per-key limits and a noisy key does not take the other
-//!    keys' share;
+//!    keys' share. Its value is a factor in `[min_probability, 1]` (1 under its target:
+//!    capped at `max_probability` like `p_key`, the product would be `max_probability^2`);
 //! 4. clamped to `[min_probability, max_probability]`, and never above `q`.
 //!
 //! The span is kept iff its randomness is at least the threshold of `p`, and then carries
@@ -68,6 +69,10 @@ pub(crate) struct Limits {
     /// Nanoseconds between two lower-bound picks of a key.
     lower_interval: Option<u64>,
     dynamics: Dynamics,
+    /// The same for the global controller, whose value is a factor on `p_key`: up to 1, so
+    /// that under its target it leaves `p_key` as it is (capped at `max_probability`, a
+    /// product of two capped values would be kept at `max_probability^2`).
+    global_dynamics: Dynamics,
     max_keys: usize,
     idle_ns: u64,
     key: Vec<String>,
@@ -108,6 +113,12 @@ impl Limits {
                 config.min_probability,
                 config.max_probability,
             ),
+            global_dynamics: Dynamics::new(
+                config.adaptation_time_secs,
+                config.max_increase,
+                config.min_probability,
+                1.0,
+            ),
             max_keys: config.max_keys,
             idle_ns: (config.key_idle_secs * 1e9) as u64,
             key: config.key.clone(),
@@ -138,7 +149,13 @@ impl Limits {
                     table.set_idle(self.idle_ns);
                     table
                 }
-                None => Arc::new(KeyTable::new(self.max_keys, self.idle_ns, &self.key, now)),
+                None => Arc::new(KeyTable::new(
+                    self.max_keys,
+                    self.idle_ns,
+                    &self.key,
+                    now,
+                    self.dynamics.max_p,
+                )),
             }
         });
         self.runtime = Some(Runtime { global, table });
@@ -286,7 +303,7 @@ fn decide<'a>(
                 || global.shards.total(),
                 GLOBAL_SCALE,
                 target,
-                &limits.dynamics,
+                &limits.global_dynamics,
             );
         }
         p *= global.controller.probability();

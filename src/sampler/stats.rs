@@ -91,7 +91,10 @@ pub struct SamplerStats {
     /// child spans. Whether they were exported is in the export stats
     /// ([`ExportStats::deferred`](crate::export::ExportStats::deferred)).
     pub deferred: u64,
-    /// The probability the global limit is applying, when one is configured.
+    /// The factor the global limit applies, when one is configured: in `[min_probability,
+    /// 1]`, 1 while under its target. The probability in force for a key is its
+    /// `probability` (or the rule's, if lower) times this factor, clamped to
+    /// `[min_probability, max_probability]`.
     pub global_probability: Option<f64>,
     /// The smoothed rate (per second) the global limit sees, when one is configured.
     pub global_rate: Option<f64>,
