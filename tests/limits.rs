@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use meshtrace::sampler::consistent::Threshold;
 use meshtrace::sampler::{
-    CustomSampler, LimitsConfig, SamplerHandle, SamplingConfig, SamplingRule,
+    CustomSampler, DebugConfig, DebugRequest, LimitsConfig, SamplerHandle, SamplingConfig,
+    SamplingRule,
 };
 use opentelemetry::trace::{SpanKind, TraceId};
 use opentelemetry::{Context, KeyValue};
@@ -662,6 +663,10 @@ fn a_dropped_decision_with_limits_on_allocates_nothing() {
 // ---------------------------------------------------------------------------
 // Metrics
 
+/// Every outcome counter, through the handle and through the exported metrics, equals the
+/// decisions made: a rule probability of 0.5 (`dropped` below it), a per-key target
+/// (`rate_limited` above it), a lower bound of one per second (`lower_bound`) and a debug
+/// token (`debug`, never per key). The test counts each decision from its result.
 #[test]
 fn counters_are_exported_through_the_metrics_api() {
     use opentelemetry::metrics::MeterProvider as _;
@@ -673,33 +678,80 @@ fn counters_are_exported_through_the_metrics_api() {
         .with_reader(PeriodicReader::builder(exporter.clone()).build())
         .build();
     let sim = Sim::new(
-        SamplingConfig::default().limits(LimitsConfig::default().per_key_traces_per_second(10.0)),
+        SamplingConfig::default()
+            .base_rate(0.5)
+            .debug(DebugConfig::default().token("let-me-debug"))
+            .limits(
+                LimitsConfig::default()
+                    .per_key_traces_per_second(10.0)
+                    .lower_bound_traces_per_second(1.0),
+            ),
     );
     sim.handle.register_metrics(&provider.meter("test"));
+    let debug = Context::new().with_value(
+        DebugRequest::from_header_value(&http::HeaderValue::from_static("let-me-debug")).unwrap(),
+    );
     let attributes = route("/orders/{id}");
     let mut rng = SplitMix(1);
-    for _ in 0..10_000 {
+    // sampled, dropped, rate_limited, lower_bound, debug: as the results say.
+    let mut expected = [0u64; 5];
+    for i in 0..10_000 {
         sim.advance(MS);
-        sim.decide(&attributes, rng.next());
+        let randomness = rng.next();
+        let r = if i % 100 == 0 {
+            sim.sampler.should_sample(
+                Some(&debug),
+                trace_id(randomness),
+                "GET /x",
+                &SpanKind::Server,
+                &attributes,
+                &[],
+            )
+        } else {
+            sim.decide(&attributes, randomness)
+        };
+        let outcome = match reason(&r).as_deref() {
+            Some("debug") => 4,
+            Some("lower_bound") => 3,
+            Some(_) => 0,
+            // The rule's probability 0.5 keeps randomness from 2^55 on.
+            None if randomness & MASK >= 1 << 55 => 2,
+            None => 1,
+        };
+        assert_eq!(kept(&r), outcome == 0 || outcome >= 3, "{r:?}");
+        expected[outcome] += 1;
     }
+    assert!(expected.iter().all(|n| *n > 0), "every outcome: {expected:?}");
     let stats = sim.handle.stats();
+    assert_eq!(
+        [
+            stats.sampled,
+            stats.dropped,
+            stats.rate_limited,
+            stats.lower_bound,
+            stats.debug
+        ],
+        expected,
+        "{stats:?}"
+    );
+    let key = stats.keys.iter().find(|k| k.key == "/orders/{id}").unwrap();
+    let per_key = [key.sampled, key.dropped, key.rate_limited, key.lower_bound];
+    assert_eq!(per_key, expected[..4], "a debug decision has no key: {key:?}");
     provider.force_flush().unwrap();
     let metrics = exporter.get_finished_metrics().unwrap();
     let mut seen = std::collections::HashMap::new();
-    for rm in &metrics {
-        for scope in rm.scope_metrics() {
-            for metric in scope.metrics() {
-                if let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() {
-                    for point in sum.data_points() {
-                        let attrs: Vec<String> = point
-                            .attributes()
-                            .map(|kv| format!("{}={}", kv.key, kv.value))
-                            .collect();
-                        seen.insert(
-                            format!("{} {}", metric.name(), attrs.join(",")),
-                            point.value(),
-                        );
-                    }
+    for scope in metrics.last().unwrap().scope_metrics() {
+        for metric in scope.metrics() {
+            if let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() {
+                for point in sum.data_points() {
+                    let attrs: Vec<String> = point
+                        .attributes()
+                        .map(|kv| format!("{}={}", kv.key, kv.value))
+                        .collect();
+                    seen.insert(
+                        format!("{} {}", metric.name(), attrs.join(",")),
+                        point.value(),
+                    );
                 }
             }
         }
@@ -709,19 +761,27 @@ fn counters_are_exported_through_the_metrics_api() {
             .copied()
             .unwrap_or_else(|| panic!("{k}: {seen:?}"))
     };
-    assert_eq!(
-        get("meshtrace.sampler.decisions outcome=sampled"),
-        stats.sampled
+    let outcomes = ["sampled", "dropped", "rate_limited", "lower_bound", "debug"];
+    for (outcome, n) in outcomes.iter().zip(expected) {
+        assert_eq!(
+            get(&format!("meshtrace.sampler.decisions outcome={outcome}")),
+            n,
+            "{outcome}"
+        );
+    }
+    for (outcome, n) in outcomes.iter().zip(per_key) {
+        assert_eq!(
+            get(&format!(
+                "meshtrace.sampler.key.decisions key=/orders/{{id}},outcome={outcome}"
+            )),
+            n,
+            "{outcome} per key"
+        );
+    }
+    assert!(
+        !seen.contains_key("meshtrace.sampler.key.decisions key=/orders/{id},outcome=debug"),
+        "{seen:?}"
     );
-    assert_eq!(
-        get("meshtrace.sampler.decisions outcome=rate_limited"),
-        stats.rate_limited
-    );
-    assert_eq!(
-        get("meshtrace.sampler.key.decisions key=/orders/{id},outcome=sampled"),
-        stats.sampled
-    );
-    assert!(stats.rate_limited > 0 && stats.sampled > 0, "{stats:?}");
 }
 
 // ---------------------------------------------------------------------------
