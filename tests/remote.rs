@@ -5,7 +5,7 @@
 //! poller's own notification, never by sleeping.
 #![cfg(feature = "jaeger-remote")]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,8 +14,10 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use meshtrace::sampler::consistent::Threshold;
 use meshtrace::sampler::{
-    CustomSampler, RemoteSamplingConfig, SamplingConfig, SamplingRule, SamplingStrategy,
+    CustomSampler, LimitsConfig, RemoteSamplingConfig, SamplingConfig, SamplingRule,
+    SamplingStrategy, StrategyPoller,
 };
 use opentelemetry::trace::{SpanKind, TraceId};
 use opentelemetry::{Context, KeyValue};
@@ -431,4 +433,124 @@ fn poller_configuration_from_the_environment_and_its_errors() {
         e.starts_with("remote_sampling.service = <unset> is invalid"),
         "{e}"
     );
+}
+
+/// A sampler on a manual clock (nanoseconds since the epoch) that has applied the strategy
+/// `json`, served over HTTP, once.
+async fn sampler_with_strategy(
+    config: SamplingConfig,
+    json: &str,
+) -> (CustomSampler, Arc<AtomicU64>, StrategyPoller) {
+    let (_server, endpoint) = serve(Mode::Json(json.to_owned())).await;
+    let clock = Arc::new(AtomicU64::new(1_000_000_000_000));
+    let c = Arc::clone(&clock);
+    let sampler =
+        CustomSampler::with_clock(config, move || Duration::from_nanos(c.load(Ordering::Relaxed)))
+            .unwrap();
+    let poller = sampler
+        .handle()
+        .poll_strategies(
+            RemoteSamplingConfig::new(endpoint)
+                .service("svc")
+                .interval(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), poller.wait_for_polls(1))
+        .await
+        .unwrap();
+    assert_eq!(status.applied, 1, "{status:?}");
+    (sampler, clock, poller)
+}
+
+/// The probability a kept span's `th` states (`None` without `th`).
+fn th_probability(r: &SamplingResult) -> Option<f64> {
+    let ot = r.trace_state.get("ot")?;
+    let th = ot.split(';').find_map(|m| m.strip_prefix("th:"))?;
+    Threshold::parse(th).map(Threshold::probability)
+}
+
+/// `defaultLowerBoundTracesPerSecond` end to end: an operation whose probability is 0 is
+/// still kept once per second, as a `lowerbound` pick with the probability in force (0) as
+/// `sampler.param`, `sampling.reason = "lower_bound"` and no `th`; an operation kept by its
+/// probability is a `probabilistic` pick and uses its key's grant.
+#[tokio::test]
+async fn the_strategys_lower_bound_keeps_a_rare_operation() {
+    let (sampler, clock, _poller) = sampler_with_strategy(
+        SamplingConfig::default(),
+        r#"{"operationSampling":{
+            "defaultSamplingProbability":0.0,
+            "defaultLowerBoundTracesPerSecond":1.0,
+            "perOperationStrategies":[
+              {"operation":"GET /hot","probabilisticSampling":{"samplingRate":1.0}}]}}"#,
+    )
+    .await;
+    let mut rare_kept = 0;
+    for second in 0..5 {
+        for i in 0..10u64 {
+            let r = decide(&sampler, "GET /rare", "/rare", 0xff_ffff_ffff_ffff - i);
+            if r.decision == SamplingDecision::RecordAndSample {
+                rare_kept += 1;
+                assert_eq!(i, 0, "second {second}: one pick per second, the first");
+                assert_eq!(attr(&r, "sampler.type").as_deref(), Some("lowerbound"));
+                assert_eq!(attr(&r, "sampler.param").as_deref(), Some("0"));
+                assert_eq!(attr(&r, "sampling.reason").as_deref(), Some("lower_bound"));
+                assert_eq!(r.trace_state.get("ot"), None, "no th on a lower-bound pick");
+            }
+            let hot = decide(&sampler, "GET /hot", "/hot", i);
+            assert_eq!(hot.decision, SamplingDecision::RecordAndSample);
+            assert_eq!(
+                attr(&hot, "sampler.type").as_deref(),
+                Some("probabilistic")
+            );
+            assert_eq!(attr(&hot, "sampler.param").as_deref(), Some("1"));
+            assert_eq!(attr(&hot, "sampling.reason").as_deref(), Some("remote"));
+            clock.fetch_add(10_000_000, Ordering::Relaxed);
+        }
+        clock.fetch_add(900_000_000, Ordering::Relaxed);
+    }
+    assert_eq!(rare_kept, 5, "5 s at one per second");
+    let stats = sampler.handle().stats();
+    assert_eq!((stats.lower_bound, stats.sampled), (5, 50), "{stats:?}");
+    let rare = stats.keys.iter().find(|k| k.key == "/rare").unwrap();
+    assert_eq!((rare.lower_bound, rare.dropped), (5, 45), "{rare:?}");
+}
+
+/// A local limit below the strategy's probability: kept spans say the probability in
+/// force as `sampler.param` (what Jaeger's adaptive sampling compares with the probability
+/// it served), the same as their `th`; before the limit lowers it, the strategy's own.
+#[tokio::test]
+async fn sampler_param_is_the_probability_in_force() {
+    let (sampler, clock, _poller) = sampler_with_strategy(
+        SamplingConfig::default().limits(
+            LimitsConfig::default()
+                .per_key_traces_per_second(10.0)
+                .adaptation_time_secs(1.0),
+        ),
+        PROBABILISTIC,
+    )
+    .await;
+    let param = |r: &SamplingResult| -> f64 { attr(r, "sampler.param").unwrap().parse().unwrap() };
+    // The first decision: the limit has not lowered anything yet.
+    let first = decide(&sampler, "GET /x", "/x", 0xff_ffff_ffff_ffff);
+    assert_eq!(attr(&first, "sampler.param").as_deref(), Some("0.25"));
+    assert_eq!(th_probability(&first), Some(0.25));
+    // 1000 arrivals per second for 10 s against 10 per second: p about 0.01.
+    let mut lowered = 0;
+    let mut random = 0x1234_5678_9abc_def0u64;
+    for _ in 0..10_000 {
+        clock.fetch_add(1_000_000, Ordering::Relaxed);
+        random = random.wrapping_mul(0x5851_f42d_4c95_7f2d).wrapping_add(1);
+        let r = decide(&sampler, "GET /x", "/x", random >> 8);
+        if r.decision != SamplingDecision::RecordAndSample {
+            continue;
+        }
+        assert_eq!(attr(&r, "sampler.type").as_deref(), Some("probabilistic"));
+        let th = th_probability(&r).expect("a probabilistic pick has th");
+        assert_eq!(param(&r), th, "sampler.param is the probability of th");
+        assert!(th <= 0.25, "{th}");
+        lowered += u32::from(th < 0.25);
+    }
+    assert!(lowered > 50, "the limit lowered the probability: {lowered}");
+    let key = sampler.handle().stats().keys[0].probability;
+    assert!((0.005..0.02).contains(&key), "{key}");
 }

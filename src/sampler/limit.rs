@@ -165,7 +165,8 @@ impl Limits {
 /// What a root decision under limits came to.
 enum Verdict {
     Keep(Threshold),
-    LowerBound,
+    /// Kept by the lower bound; the probability in force (which dropped it).
+    LowerBound(Threshold),
     RateLimited,
     Drop,
 }
@@ -227,7 +228,7 @@ pub(super) fn root_result(
             let mut attributes = Vec::with_capacity(3);
             attributes.push(KeyValue::new(SAMPLING_REASON, outcome.reason.clone()));
             if let Some(r) = remote {
-                attributes.extend(r.tags.iter().cloned());
+                attributes.extend(r.tags(threshold));
             }
             SamplingResult {
                 decision: SamplingDecision::RecordAndSample,
@@ -235,12 +236,12 @@ pub(super) fn root_result(
                 trace_state,
             }
         }
-        Verdict::LowerBound => {
+        Verdict::LowerBound(threshold) => {
             count(Tally::LowerBound, keys::LOWER_BOUND);
             let mut attributes = Vec::with_capacity(3);
             attributes.push(KeyValue::new(SAMPLING_REASON, Value::from("lower_bound")));
             if let Some(r) = remote {
-                attributes.extend(r.lower_tags.iter().cloned());
+                attributes.extend(r.lower_tags(threshold));
             }
             SamplingResult {
                 decision: SamplingDecision::RecordAndSample,
@@ -322,7 +323,7 @@ fn decide<'a>(
         }
         Verdict::Keep(threshold)
     } else if key.is_some_and(|(table, i)| lower(table, i)) {
-        Verdict::LowerBound
+        Verdict::LowerBound(threshold)
     } else if rule.keeps(randomness) {
         Verdict::RateLimited
     } else {

@@ -16,8 +16,10 @@
 //! Local rules and high-value operations still come first (they are the service owner's
 //! word); the strategy replaces step 5 (base) and tightens the local limits (the lower of a
 //! local and a remote target wins). Kept spans decided by the strategy carry
-//! `sampler.type` (`probabilistic`, `ratelimiting` or `lowerbound`) and `sampler.param` (the
-//! probability, or the traces per second), as Jaeger's adaptive sampling expects.
+//! `sampler.type` (`probabilistic`, `ratelimiting` or `lowerbound`) and `sampler.param`, as
+//! Jaeger's adaptive sampling expects: for `probabilistic` and `lowerbound` the probability
+//! in force when the span was decided (the strategy's, or lower when a local limit lowered
+//! it; the same probability as the span's `th`), for `ratelimiting` the traces per second.
 //!
 //! Where strategies come from: [`SamplerHandle::apply_strategy`](super::SamplerHandle::apply_strategy)
 //! from any source; with feature `jaeger-remote`, a poller that a `TracingManager` starts from
@@ -254,10 +256,10 @@ impl SamplingStrategy {
 #[derive(Debug)]
 pub(crate) struct RemoteOutcome {
     pub(crate) outcome: Outcome,
-    /// `sampler.type` / `sampler.param` of a kept span.
-    pub(crate) tags: [KeyValue; 2],
-    /// The same for a lower-bound pick (`lowerbound`, the probability).
-    pub(crate) lower_tags: [KeyValue; 2],
+    /// `sampler.type` / `sampler.param` of a span kept at the strategy's own probability.
+    tags: [KeyValue; 2],
+    /// Whether `sampler.param` is a probability (`probabilistic`), not a rate.
+    probabilistic: bool,
 }
 
 impl RemoteOutcome {
@@ -269,11 +271,34 @@ impl RemoteOutcome {
                 KeyValue::new(SAMPLER_TYPE, kind),
                 KeyValue::new(SAMPLER_PARAM, param),
             ],
-            lower_tags: [
-                KeyValue::new(SAMPLER_TYPE, "lowerbound"),
-                KeyValue::new(SAMPLER_PARAM, probability),
-            ],
+            probabilistic: kind == "probabilistic",
         }
+    }
+
+    /// `sampler.type` / `sampler.param` of a span kept at `threshold`, the probability in
+    /// force. A `probabilistic` pick states that probability: Jaeger's adaptive sampling
+    /// counts these spans and checks `sampler.param` against the probability it served, so
+    /// a local limit below it shows as such (Jaeger then leaves its probability as it is
+    /// instead of raising it to make up for what the limit drops), and the parameter agrees
+    /// with `th`. A `ratelimiting` pick
+    /// keeps its traces per second, the parameter of that sampler type.
+    pub(crate) fn tags(&self, threshold: Threshold) -> [KeyValue; 2] {
+        if !self.probabilistic || threshold == self.outcome.threshold {
+            return self.tags.clone();
+        }
+        [
+            self.tags[0].clone(),
+            KeyValue::new(SAMPLER_PARAM, threshold.probability()),
+        ]
+    }
+
+    /// The same for a lower-bound pick: `lowerbound` and the probability in force (the one
+    /// that dropped the span), as Jaeger's guaranteed-throughput sampler reports it.
+    pub(crate) fn lower_tags(&self, threshold: Threshold) -> [KeyValue; 2] {
+        [
+            KeyValue::new(SAMPLER_TYPE, "lowerbound"),
+            KeyValue::new(SAMPLER_PARAM, threshold.probability()),
+        ]
     }
 }
 
