@@ -1001,6 +1001,7 @@ impl TracingManagerBuilder {
                     metrics,
                     resource.clone(),
                     self.metric_exporter.take(),
+                    resolved.sampling.limits.key_metric_attribute_sets(),
                 )?;
                 let meter = meter_provider.meter_with_scope(crate::http::tracer::scope());
                 let instruments = Arc::new(HttpInstruments::new(&meter));

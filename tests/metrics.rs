@@ -641,3 +641,78 @@ async fn the_cardinality_limit_is_set_explicitly() {
         "{points:?}"
     );
 }
+
+/// The sampler's per-key counter reports every tracked key and the overflow entry, four
+/// outcomes each: 4100 attribute sets at the default 1024 keys, above the SDK's default
+/// limit of 2000. The manager gives that instrument a limit computed from the sampling
+/// configuration, while every other instrument keeps `metrics.cardinality_limit` (here 3,
+/// so the five outcomes of `meshtrace.sampler.decisions` overflow).
+#[tokio::test]
+async fn the_per_key_counter_has_a_cardinality_limit_for_every_key() {
+    use meshtrace::sampler::{LimitsConfig, METRIC_DECISIONS, METRIC_KEY_DECISIONS};
+    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+
+    let metrics = InMemoryMetricExporter::default();
+    let limits = LimitsConfig::default().per_key_traces_per_second(10.0);
+    assert_eq!(limits.key_metric_attribute_sets(), 4100);
+    let (manager, _layers) = TracingManager::builder()
+        .span_exporter(InMemorySpanExporter::default())
+        .metric_exporter(metrics.clone())
+        .metrics(MetricsConfig::default().cardinality_limit(3))
+        .sampling(SamplingConfig::default().base_rate(0.0).limits(limits))
+        .log_writer(std::io::sink)
+        .build()
+        .unwrap();
+    // Enough distinct routes to fill every probe window of the 1024 slots, and to use the
+    // overflow entry.
+    let tracer = manager.tracer_provider().tracer("keys");
+    for i in 0..20_000 {
+        tracer
+            .span_builder("GET")
+            .with_attributes([opentelemetry::KeyValue::new(
+                "http.route",
+                format!("/r{i}/{{id}}"),
+            )])
+            .start(&tracer)
+            .end();
+    }
+    let stats = manager.sampler().stats();
+    assert_eq!(stats.tracked_keys, 1024, "the table is full");
+    assert_eq!(stats.keys.len(), 1025, "every key and the overflow entry");
+    let meters = manager.meter_provider().unwrap().clone();
+    tokio::task::spawn_blocking(move || meters.force_flush().unwrap())
+        .await
+        .unwrap();
+    let exported = metrics.get_finished_metrics().unwrap();
+    let sums = |name: &str| -> Vec<(Vec<String>, u64)> {
+        let last = exported.last().expect("an export");
+        let mut out = Vec::new();
+        for scope in last.scope_metrics() {
+            for metric in scope.metrics().filter(|m| m.name() == name) {
+                let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() else {
+                    panic!("{name} is not a u64 sum: {:?}", metric.data());
+                };
+                for point in sum.data_points() {
+                    let attributes = point
+                        .attributes()
+                        .map(|kv| format!("{}={}", kv.key, kv.value))
+                        .collect();
+                    out.push((attributes, point.value()));
+                }
+            }
+        }
+        out
+    };
+    let overflowed = |points: &[(Vec<String>, u64)]| {
+        points
+            .iter()
+            .any(|(a, _)| a.iter().any(|kv| kv == "otel.metric.overflow=true"))
+    };
+    let keys = sums(METRIC_KEY_DECISIONS);
+    assert_eq!(keys.len(), 1025 * 4, "one set per key and outcome");
+    assert!(!overflowed(&keys), "no key folded into the overflow set");
+    assert_eq!(keys.iter().map(|(_, v)| v).sum::<u64>(), 20_000);
+    let decisions = sums(METRIC_DECISIONS);
+    assert_eq!(decisions.len(), 4, "3 sets and the overflow set: {decisions:?}");
+    assert!(overflowed(&decisions), "{decisions:?}");
+}

@@ -37,7 +37,9 @@
 //! and error type names. `server.address` is opt-in on the server because the client
 //! chooses the `Host` header. The manager sets the SDK's per-instrument cardinality limit
 //! explicitly (`metrics.cardinality_limit`, default 2000): measurements beyond it go to
-//! one overflow attribute set.
+//! one overflow attribute set. The sampler's per-key counter gets
+//! [`LimitsConfig::key_metric_attribute_sets`](crate::sampler::LimitsConfig::key_metric_attribute_sets)
+//! when that is larger (4100 at the default 1024 keys).
 //!
 //! # Cost
 //!

@@ -264,6 +264,7 @@ use rules::{
     CompiledHighValue, CompiledRule, MethodMatch, Outcome, RouteMatcher, RuleSet, SpanFacts,
 };
 pub(crate) use rules::{kind_bit as span_kind_bit, rule_kind_bit as rules_kind_bit};
+pub(crate) use stats::KEY_OUTCOMES;
 use stats::{Counters, Tally};
 use strategy::CompiledStrategy;
 
@@ -967,8 +968,11 @@ impl SamplerHandle {
     /// Registers the sampler's instruments on `meter`: the observable counters
     /// [`METRIC_DECISIONS`] (attribute `outcome`: `sampled`, `dropped`, `rate_limited`,
     /// `lower_bound`, `debug`) and [`METRIC_KEY_DECISIONS`] (attributes `key`, `outcome`; at
-    /// most `limits.max_keys + 1` keys), and the gauge [`METRIC_PROBABILITY`] (the global
-    /// limit's probability). The callbacks read the same counters as
+    /// most `limits.max_keys + 1` keys, four outcomes each: give that instrument a View with
+    /// a cardinality limit of [`LimitsConfig::key_metric_attribute_sets`] or more, as the
+    /// `TracingManager` does, since the SDK's default of 2000 sets is below the 4100 of the
+    /// default 1024 keys), and the gauge [`METRIC_PROBABILITY`] (the global limit's
+    /// probability). The callbacks read the same counters as
     /// [`stats`](Self::stats) and stop reporting once the sampler is dropped.
     pub fn register_metrics(&self, meter: &opentelemetry::metrics::Meter) {
         stats::register(&self.inner, meter);

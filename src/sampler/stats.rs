@@ -33,6 +33,9 @@ pub(crate) enum Tally {
 
 const NAMES: [&str; 5] = ["sampled", "dropped", "rate_limited", "lower_bound", "debug"];
 
+/// Outcomes reported per key (the first four of [`NAMES`]: a debug decision has no key).
+pub(crate) const KEY_OUTCOMES: usize = 4;
+
 #[derive(Debug, Default)]
 #[repr(align(64))]
 struct Shard([AtomicU64; 6]);
@@ -224,7 +227,8 @@ pub(crate) fn register(inner: &Arc<super::Inner>, meter: &Meter) {
         .with_callback(move |observer| {
             let Some(inner) = w.upgrade() else { return };
             for key in inner.stats().keys {
-                let values = [key.sampled, key.dropped, key.rate_limited, key.lower_bound];
+                let values: [u64; KEY_OUTCOMES] =
+                    [key.sampled, key.dropped, key.rate_limited, key.lower_bound];
                 for (name, value) in NAMES.iter().zip(values) {
                     observer.observe(
                         value,

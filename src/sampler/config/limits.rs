@@ -170,6 +170,19 @@ impl LimitsConfig {
         self
     }
 
+    /// The attribute sets the per-key counter
+    /// ([`METRIC_KEY_DECISIONS`](crate::sampler::METRIC_KEY_DECISIONS)) may report at once:
+    /// `(max_keys + 1) * 4` (every tracked key and the overflow entry, four outcomes each;
+    /// 4100 at the default 1024 keys). The manager gives that instrument this cardinality
+    /// limit when it is above `metrics.cardinality_limit`; a meter provider of your own
+    /// needs a View that does the same, or the SDK's default limit (2000) folds the keys
+    /// beyond it into one overflow set (`otel.metric.overflow = true`).
+    pub fn key_metric_attribute_sets(&self) -> usize {
+        self.max_keys
+            .saturating_add(1)
+            .saturating_mul(crate::sampler::KEY_OUTCOMES)
+    }
+
     /// Whether any target or lower bound is set (otherwise the section has no effect).
     pub fn is_enabled(&self) -> bool {
         self.traces_per_second.is_some()
