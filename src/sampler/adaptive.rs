@@ -10,12 +10,15 @@
 //! adaptation_time)`, the first-order form of the same decay). What this module does
 //! differently, and why:
 //!
-//! * **No shared write per decision.** Java swaps one immutable state object per decision
-//!   with a compare-and-set: an allocation, and one cache line that every thread writes.
-//!   Here a decision adds 1 to a counter of its own thread's shard ([`Shards`]) and reads the
-//!   probability in force (one load); the estimate is brought up to date once per *tick*
+//! * **No contended write per decision.** Java swaps one immutable state object per
+//!   decision with a compare-and-set: an allocation, and one cache line that every thread
+//!   writes. Here a decision adds 1 (an atomic add) to a counter of its own thread's shard
+//!   ([`Shards`]; handed to threads in turn, so threads share one only beyond
+//!   [`shard_count`]) and reads the probability in force (one load); the estimate is brought up to date once per *tick*
 //!   (`adaptation_time / 64`, 1 ms to 1 s) by whichever decision sees the tick due and gets
-//!   the state's `try_lock` (never waited for).
+//!   the state's `Mutex::try_lock` (never waited for: a decision that finds it held goes on
+//!   with the probability in force), and published with two atomic stores (the probability
+//!   and the next tick).
 //! * **The exact window.** Java adds the raw `dt` to `W`, so after an idle gap of `g` the
 //!   window is about `g`, the rate estimate collapses, and the next burst is kept at
 //!   probability 1 for several adaptation times. Here `W` gets `tau * (1 - exp(-dt / tau))`,

@@ -1,15 +1,18 @@
 //! The bounded table of limit keys: at most `max_keys` entries in a fixed array allocated
-//! once, found by a keyed hash and a short linear probe, without a lock on the decision path.
+//! once, found by a keyed hash and a short linear probe: finding a tracked key takes no lock;
+//! claiming a slot for a new key locks only that slot.
 //!
 //! * A key is identified by a 64-bit SipHash (keyed per table, so a caller cannot aim keys
 //!   at one probe window) of its attribute values; its text (at most
 //!   [`MAX_KEY_TEXT`] bytes) is kept for reports only.
-//! * A new key takes the first empty slot of its probe window ([`PROBE`] slots). When the
-//!   window is full, it takes the place of a key idle for longer than `key_idle_secs`; when
-//!   none is idle, the decision uses the **overflow** entry, one shared budget.
+//! * A new key takes the first empty slot of its probe window ([`PROBE`] slots from its
+//!   hash's position). When the window is full, it takes the place of a key of that window
+//!   idle for longer than `key_idle_secs`; when none is idle, the decision uses the
+//!   **overflow** entry, one shared budget, even if slots outside the window are free.
 //! * Claiming a slot is one compare-and-set from empty (or from the idle key's hash) to a
-//!   busy marker, then the slot is reset and gets the new hash. A decision that meets a
-//!   busy slot uses the overflow entry for that one decision.
+//!   busy marker, then the slot is reset (under its own mutexes, which only a snapshot or
+//!   an update of that slot's estimate can hold) and gets the new hash. A decision that
+//!   meets a busy slot uses the overflow entry for that one decision.
 //! * Per-key counters live in per-thread shards (`[shard][slot]`), so two threads deciding
 //!   for the same hot key do not write the same cache line.
 

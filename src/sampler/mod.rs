@@ -51,10 +51,17 @@
 //! from outside the mesh, [`UntrustedEdge`] into the parent `Context` before the
 //! span starts; which header carries the token is the layer's setting
 //! (`TracingLayer::debug_header`, default [`DEFAULT_DEBUG_HEADER`]). The decision
-//! path takes no lock (one `arc-swap` load), allocates nothing when a span is
-//! dropped without parent tracestate (a parent's tracestate is cloned into the
-//! result, as the SDK's API requires), and a kept decision allocates only the
-//! one-attribute `Vec` of `sampling.reason`.
+//! path never waits for a reload, and takes no lock that covers the sampler or the key
+//! table: without rate limits it takes no lock at all (one `arc-swap` load); with them it
+//! adds to per-thread counter shards (atomic adds) and, once per tick
+//! (`adaptation_time_secs / 64`) per estimate, takes that estimate's `Mutex::try_lock`
+//! (never waited for) and publishes the new probability with atomic stores. Claiming a
+//! slot for a new key locks that slot's own mutexes, which only a
+//! [`SamplerHandle::stats`] snapshot or an update of that slot in progress can hold. It
+//! allocates nothing when a span is dropped without parent tracestate (a parent's
+//! tracestate is cloned into the result, as the SDK's API requires), and a kept decision
+//! allocates only the `Vec` of its attributes (`sampling.reason`, and under a central
+//! strategy `sampler.type` and `sampler.param`).
 //!
 //! The SDK (0.33) builds a new root's trace flags from the parent's, so a
 //! sampler cannot set the W3C random flag (0x02); the id generator and the
