@@ -517,31 +517,42 @@ async fn the_strategys_lower_bound_keeps_a_rare_operation() {
 
 /// A local limit below the strategy's probability: kept spans say the probability in
 /// force as `sampler.param` (what Jaeger's adaptive sampling compares with the probability
-/// it served), the same as their `th`; before the limit lowers it, the strategy's own.
+/// it served), the same as their `th`; before the limit lowers it, the strategy's own. A
+/// lower-bound pick says the probability in force that dropped it.
 #[tokio::test]
 async fn sampler_param_is_the_probability_in_force() {
     let (sampler, clock, _poller) = sampler_with_strategy(
         SamplingConfig::default().limits(
             LimitsConfig::default()
-                .per_key_traces_per_second(10.0)
+                .per_key_traces_per_second(2.0)
+                .lower_bound_traces_per_second(1.0)
                 .adaptation_time_secs(1.0),
         ),
         PROBABILISTIC,
     )
     .await;
+    let handle = sampler.handle();
     let param = |r: &SamplingResult| -> f64 { attr(r, "sampler.param").unwrap().parse().unwrap() };
     // The first decision: the limit has not lowered anything yet.
     let first = decide(&sampler, "GET /x", "/x", 0xff_ffff_ffff_ffff);
     assert_eq!(attr(&first, "sampler.param").as_deref(), Some("0.25"));
     assert_eq!(th_probability(&first), Some(0.25));
-    // 1000 arrivals per second for 10 s against 10 per second: p about 0.01.
-    let mut lowered = 0;
+    // 1000 arrivals per second for 20 s against 2 per second: p about 0.002.
+    let (mut lowered, mut lower_bound) = (0, 0);
     let mut random = 0x1234_5678_9abc_def0u64;
-    for _ in 0..10_000 {
+    for _ in 0..20_000 {
         clock.fetch_add(1_000_000, Ordering::Relaxed);
         random = random.wrapping_mul(0x5851_f42d_4c95_7f2d).wrapping_add(1);
         let r = decide(&sampler, "GET /x", "/x", random >> 8);
         if r.decision != SamplingDecision::RecordAndSample {
+            continue;
+        }
+        if attr(&r, "sampler.type").as_deref() == Some("lowerbound") {
+            lower_bound += 1;
+            assert_eq!(th_probability(&r), None);
+            let in_force = handle.stats().keys[0].probability;
+            assert!((param(&r) - in_force).abs() < 1e-12, "{r:?} at {in_force}");
+            assert!(param(&r) < 0.25, "{r:?}");
             continue;
         }
         assert_eq!(attr(&r, "sampler.type").as_deref(), Some("probabilistic"));
@@ -550,7 +561,8 @@ async fn sampler_param_is_the_probability_in_force() {
         assert!(th <= 0.25, "{th}");
         lowered += u32::from(th < 0.25);
     }
-    assert!(lowered > 50, "the limit lowered the probability: {lowered}");
-    let key = sampler.handle().stats().keys[0].probability;
-    assert!((0.005..0.02).contains(&key), "{key}");
+    assert!(lowered > 20, "the limit lowered the probability: {lowered}");
+    assert!(lower_bound > 0, "some seconds had no probabilistic pick");
+    let key = handle.stats().keys[0].probability;
+    assert!((0.001..0.004).contains(&key), "{key}");
 }
