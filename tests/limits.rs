@@ -395,7 +395,11 @@ fn a_million_distinct_keys_keep_the_table_bounded_and_share_the_overflow_budget(
 /// tracked yet).
 fn in_force(handle: &SamplerHandle, key: &str) -> (Option<f64>, Option<f64>) {
     let stats = handle.stats();
-    let key = stats.keys.iter().find(|k| k.key == key).map(|k| k.probability);
+    let key = stats
+        .keys
+        .iter()
+        .find(|k| k.key == key)
+        .map(|k| k.probability);
     (stats.global_probability, key)
 }
 
@@ -473,7 +477,11 @@ fn max_probability_holds_far_under_the_target() {
         }
         if i < 100 || i % 100 == 0 {
             let (global, key) = in_force(&sim.handle, "/quiet");
-            assert_eq!(global, Some(1.0), "decision {i}: far under the global target");
+            assert_eq!(
+                global,
+                Some(1.0),
+                "decision {i}: far under the global target"
+            );
             let key = key.unwrap();
             assert!((0.0..=0.3).contains(&key), "decision {i}: {key}");
         }
@@ -721,7 +729,10 @@ fn counters_are_exported_through_the_metrics_api() {
         assert_eq!(kept(&r), outcome == 0 || outcome >= 3, "{r:?}");
         expected[outcome] += 1;
     }
-    assert!(expected.iter().all(|n| *n > 0), "every outcome: {expected:?}");
+    assert!(
+        expected.iter().all(|n| *n > 0),
+        "every outcome: {expected:?}"
+    );
     let stats = sim.handle.stats();
     assert_eq!(
         [
@@ -736,7 +747,11 @@ fn counters_are_exported_through_the_metrics_api() {
     );
     let key = stats.keys.iter().find(|k| k.key == "/orders/{id}").unwrap();
     let per_key = [key.sampled, key.dropped, key.rate_limited, key.lower_bound];
-    assert_eq!(per_key, expected[..4], "a debug decision has no key: {key:?}");
+    assert_eq!(
+        per_key,
+        expected[..4],
+        "a debug decision has no key: {key:?}"
+    );
     provider.force_flush().unwrap();
     let metrics = exporter.get_finished_metrics().unwrap();
     let mut seen = std::collections::HashMap::new();

@@ -713,6 +713,10 @@ async fn the_per_key_counter_has_a_cardinality_limit_for_every_key() {
     assert!(!overflowed(&keys), "no key folded into the overflow set");
     assert_eq!(keys.iter().map(|(_, v)| v).sum::<u64>(), 20_000);
     let decisions = sums(METRIC_DECISIONS);
-    assert_eq!(decisions.len(), 4, "3 sets and the overflow set: {decisions:?}");
+    assert_eq!(
+        decisions.len(),
+        4,
+        "3 sets and the overflow set: {decisions:?}"
+    );
     assert!(overflowed(&decisions), "{decisions:?}");
 }

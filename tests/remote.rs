@@ -444,9 +444,10 @@ async fn sampler_with_strategy(
     let (_server, endpoint) = serve(Mode::Json(json.to_owned())).await;
     let clock = Arc::new(AtomicU64::new(1_000_000_000_000));
     let c = Arc::clone(&clock);
-    let sampler =
-        CustomSampler::with_clock(config, move || Duration::from_nanos(c.load(Ordering::Relaxed)))
-            .unwrap();
+    let sampler = CustomSampler::with_clock(config, move || {
+        Duration::from_nanos(c.load(Ordering::Relaxed))
+    })
+    .unwrap();
     let poller = sampler
         .handle()
         .poll_strategies(
@@ -498,10 +499,7 @@ async fn the_strategys_lower_bound_keeps_a_rare_operation() {
             }
             let hot = decide(&sampler, "GET /hot", "/hot", i);
             assert_eq!(hot.decision, SamplingDecision::RecordAndSample);
-            assert_eq!(
-                attr(&hot, "sampler.type").as_deref(),
-                Some("probabilistic")
-            );
+            assert_eq!(attr(&hot, "sampler.type").as_deref(), Some("probabilistic"));
             assert_eq!(attr(&hot, "sampler.param").as_deref(), Some("1"));
             assert_eq!(attr(&hot, "sampling.reason").as_deref(), Some("remote"));
             clock.fetch_add(10_000_000, Ordering::Relaxed);
