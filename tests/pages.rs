@@ -1,14 +1,18 @@
 //! The trace pages through a real Router on 127.0.0.1, real reqwest traffic and the real
 //! SDK: the counts are what was sent and what `http.server.request.duration` says, the
-//! samples and trees are what was recorded, hostile values are escaped, changes need the
-//! token, the store stays bounded, and the pages never appear in what they show.
+//! samples and trees are what was recorded, running and windowed counts follow the
+//! requests, the pages' links lead to the trees, the sampler and export pages show the
+//! configuration and counters in force (secrets never), hostile values are escaped,
+//! changes need the token, the store stays bounded, unmounted pages record nothing, and
+//! the pages never appear in what they show.
 #![cfg(feature = "pages")]
 
 mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -17,11 +21,12 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use meshtrace::TracingManager;
-use meshtrace::pages::{TracePages, TracePagesBuilder};
-use meshtrace::sampler::{DeferredConfig, SamplingConfig, SamplingRule};
+use meshtrace::config::BatchConfig;
+use meshtrace::pages::{PagesStats, TracePages, TracePagesBuilder};
+use meshtrace::sampler::{DebugConfig, DeferredConfig, LimitsConfig, SamplingConfig, SamplingRule};
 use meshtrace::server::TracingLayer;
 use opentelemetry::metrics::MeterProvider as _;
-use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::metrics::{
     InMemoryMetricExporter, PeriodicReader, SdkMeterProvider, Temporality,
 };
@@ -982,4 +987,679 @@ async fn hand_built_setups_feed_the_pages_and_never_see_them() {
         2 * n,
         "{points:?}"
     );
+}
+
+/// A GET that must answer 200; its body as text.
+async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    let response = client.get(url).send().await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK, "{url}");
+    response.text().await.expect("body")
+}
+
+/// The `href`s of a page, `&amp;` read back as `&` (the only escape a link of the pages
+/// carries).
+fn hrefs(html: &str) -> Vec<String> {
+    html.split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('"'))
+        .map(|(href, _)| href.replace("&amp;", "&"))
+        .collect()
+}
+
+/// The one latency bucket of row `name` that holds samples.
+fn sampled_bucket(summary: &Value, name: &str) -> usize {
+    let held = numbers(&row(summary, name)["samples"]["latency"]);
+    let buckets: Vec<usize> = (0..held.len()).filter(|b| held[*b] > 0).collect();
+    assert_eq!(buckets.len(), 1, "{name}: {held:?}");
+    buckets[0]
+}
+
+/// The summary table's row of `name` in HTML, up to its running count.
+fn html_running(name: &str, running: u64) -> String {
+    format!("<th scope=\"row\" class=\"name\">{name}</th><td class=\"num\">{running}</td>")
+}
+
+/// A response whose body stays open until the test says: running on its own row (JSON and
+/// HTML, the other rows not), then, once its body has ended, completed and no longer
+/// running.
+#[tokio::test]
+async fn a_response_is_running_until_its_body_ends() {
+    let pipeline = pipeline(SamplingConfig::default());
+    let pages = pages_builder(&pipeline.manager).build().unwrap();
+    let (chunks, held) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let held = Arc::new(Mutex::new(Some(held)));
+    let hold = get(move || {
+        let held = held.lock().unwrap().take();
+        async move {
+            // The body ends when the test drops the sender.
+            Body::from_stream(futures_util::stream::unfold(held, |held| async move {
+                let mut held = held?;
+                let chunk = held.recv().await?;
+                Some((Ok::<_, Infallible>(chunk), Some(held)))
+            }))
+        }
+    });
+    let app = app()
+        .route("/hold", hold)
+        .merge(pages.router())
+        .layer(pipeline.manager.server_layer());
+    let addr = common::serve(app).await;
+    let client = reqwest::Client::new();
+    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
+    assert_eq!(
+        send(&client, format!("http://{addr}/users/1"), None).await,
+        StatusCode::OK
+    );
+
+    chunks.send(Bytes::from_static(b"first\n")).unwrap();
+    let mut response = client
+        .get(format!("http://{addr}/hold"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.chunk().await.unwrap().unwrap(), "first\n");
+    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let hold = row(&summary, "GET /hold");
+    assert_eq!(hold["running"], 1, "{hold:#}");
+    assert_eq!(hold["total"]["count"], 0, "not completed yet");
+    assert_eq!(hold["window"]["count"], 0);
+    assert_eq!(row(&summary, "GET /users/{id}")["running"], 0);
+    let html = get_text(&client, &pages_url("")).await;
+    assert!(html.contains(&html_running("GET /hold", 1)), "{html}");
+    assert!(html.contains(&html_running("GET /users/{id}", 0)), "{html}");
+
+    chunks.send(Bytes::from_static(b"last\n")).unwrap();
+    drop(chunks);
+    assert_eq!(response.bytes().await.unwrap(), "last\n");
+    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let hold = row(&summary, "GET /hold");
+    assert_eq!(hold["running"], 0, "{hold:#}");
+    assert_eq!(hold["total"]["count"], 1);
+    assert_eq!(hold["total"]["errors"], 0);
+    assert_eq!(hold["window"]["count"], 1);
+    let html = get_text(&client, &pages_url("")).await;
+    assert!(html.contains(&html_running("GET /hold", 0)), "{html}");
+}
+
+/// Counts leave the sliding window as it moves on and stay in the totals. The store reads
+/// the wall clock (the clock the spans end with), which a test cannot move, and the
+/// shortest window is 1 s, moving a tenth at a time: this test waits about a second. A
+/// request leaves at most 1 s after it ended, and not before 0.9 s, so a request made
+/// 0.5 s after the first is still in the window when the first has left.
+#[tokio::test]
+async fn counts_leave_the_window_as_it_slides() {
+    let pipeline = pipeline(SamplingConfig::default());
+    let pages = pages_builder(&pipeline.manager)
+        .window(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let app = app()
+        .merge(pages.router())
+        .layer(pipeline.manager.server_layer());
+    let addr = common::serve(app).await;
+    let client = reqwest::Client::new();
+    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
+    let fail = format!("http://{addr}/fail");
+
+    let first = Instant::now();
+    assert_eq!(
+        send(&client, fail.clone(), None).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let summary = get_json(&client, pages_url("/api/summary")).await;
+    assert_eq!(summary["window_seconds"], 1.0);
+    let row_now = row(&summary, "GET /fail");
+    assert_eq!(row_now["window"]["count"], 1, "{row_now:#}");
+    assert_eq!(row_now["window"]["errors"], 1);
+    let html = get_text(&client, &pages_url("")).await;
+    assert!(html.contains("Errors, last 1.00 s"), "{html}");
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let summary = get_json(&client, pages_url("/api/summary")).await;
+    if first.elapsed() < Duration::from_millis(900) {
+        let fail = row(&summary, "GET /fail");
+        assert_eq!(fail["window"]["count"], 1, "left too early: {fail:#}");
+    }
+    let second = Instant::now();
+    assert_eq!(
+        send(&client, fail, None).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    loop {
+        let summary = get_json(&client, pages_url("/api/summary")).await;
+        let read_by = Instant::now();
+        let fail = row(&summary, "GET /fail");
+        assert_eq!(fail["total"]["count"], 2, "{fail:#}");
+        assert_eq!(fail["total"]["errors"], 2);
+        let in_window = fail["window"]["count"].as_u64().unwrap();
+        assert_eq!(fail["window"]["errors"], in_window, "{fail:#}");
+        assert_eq!(
+            numbers(&fail["window"]["buckets"]).iter().sum::<u64>(),
+            in_window
+        );
+        if in_window < 2 {
+            assert!(
+                in_window == 1 || read_by >= second + Duration::from_millis(900),
+                "the second request left the window before 0.9 s: {fail:#}"
+            );
+            break;
+        }
+        // Only a failure waits this long: the first request leaves by about 1 s.
+        assert!(
+            first.elapsed() < Duration::from_secs(3),
+            "the first request never left the 1 s window: {fail:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Fails with a message a browser would read as markup.
+async fn panics() -> &'static str {
+    panic!("boom <at> checkout")
+}
+
+/// Records an event of its own on the server span (through the OpenTelemetry API: the
+/// handler runs in the span's Context; a `tracing` event outside any `tracing` span is a
+/// log line, not a span event).
+async fn order() -> &'static str {
+    opentelemetry::trace::get_active_span(|span| {
+        span.add_event(
+            "order placed",
+            vec![opentelemetry::KeyValue::new("order_id", 42)],
+        );
+    });
+    "placed"
+}
+
+/// The links a reader follows: the summary's count to the samples of its bucket, a sample
+/// to the tree of its trace, which shows that trace. A sample carries the events of its own
+/// span: the handler's event, and the `exception` event of a panic.
+#[tokio::test]
+async fn links_lead_from_the_summary_to_a_trace_tree_and_samples_keep_their_events() {
+    let pipeline = pipeline(SamplingConfig::default());
+    let pages = pages_builder(&pipeline.manager).build().unwrap();
+    let app = app()
+        .route("/order", get(order))
+        .route("/panic", get(panics))
+        .merge(pages.router())
+        .layer(pipeline.manager.server_layer());
+    let addr = common::serve(app).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://{addr}{path}");
+    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
+    assert_eq!(send(&client, url("/users/7"), None).await, StatusCode::OK);
+    assert_eq!(send(&client, url("/order"), None).await, StatusCode::OK);
+    assert_eq!(
+        send(&client, url("/panic"), None).await,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+
+    // Summary -> samples -> trace tree, by the pages' own links.
+    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let bucket = sampled_bucket(&summary, "GET /users/{id}");
+    let samples = get_json(
+        &client,
+        pages_url(&format!(
+            "/api/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}"
+        )),
+    )
+    .await;
+    let trace_id = samples["samples"][0]["span"]["trace_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let html = get_text(&client, &pages_url("")).await;
+    let to_samples =
+        format!("/debug/tracez/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}");
+    assert!(hrefs(&html).contains(&to_samples), "{html}");
+    let html = get_text(&client, &url(&to_samples)).await;
+    let to_trees: Vec<String> = hrefs(&html)
+        .into_iter()
+        .filter(|href| href.contains("/trace/"))
+        .collect();
+    assert_eq!(
+        to_trees,
+        [format!("/debug/tracez/trace/{trace_id}")],
+        "{html}"
+    );
+    let tree = get_text(&client, &url(&to_trees[0])).await;
+    assert!(
+        tree.contains(&format!("<h1>Trace <code>{trace_id}</code></h1>")),
+        "{tree}"
+    );
+    assert!(tree.contains("<summary>GET /users/{id} <span class=\"kind\">server</span>"));
+    assert!(tree.contains("<summary>load_user <span class=\"kind\">internal</span>"));
+    assert_eq!(tree.matches("<svg class=\"bar\"").count(), 2, "{tree}");
+    assert!(tree.contains("<td>user loaded</td>"), "the child's event");
+
+    // The handler's event, on the server span itself.
+    let bucket = sampled_bucket(&summary, "GET /order");
+    let samples = get_json(
+        &client,
+        pages_url(&format!("/api/samples?name=GET%20%2Forder&bucket={bucket}")),
+    )
+    .await;
+    let span = &samples["samples"][0]["span"];
+    assert_eq!(span["name"], "GET /order");
+    let events = span["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{span:#}");
+    assert_eq!(events[0]["name"], "order placed");
+    assert_eq!(events[0]["attributes"]["order_id"], 42);
+
+    // The panic: an error of class `panic`, its sample with the `exception` event.
+    let panic = row(&summary, "GET /panic");
+    assert_eq!(panic["total"]["errors"], 1, "{panic:#}");
+    assert_eq!(panic["samples"]["errors"]["panic"], 1);
+    let samples = get_json(
+        &client,
+        pages_url("/api/samples?name=GET%20%2Fpanic&error=panic"),
+    )
+    .await;
+    let span = &samples["samples"][0]["span"];
+    assert_eq!(span["status"], "error");
+    assert_eq!(span["status_description"], "boom <at> checkout");
+    assert_eq!(span["attributes"]["error.type"], "panic");
+    assert_eq!(span["attributes"]["http.response.status_code"], 500);
+    let events = span["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{span:#}");
+    assert_eq!(events[0]["name"], "exception");
+    assert_eq!(events[0]["attributes"]["exception.type"], "panic");
+    assert_eq!(
+        events[0]["attributes"]["exception.message"],
+        "boom <at> checkout"
+    );
+    let html = get_text(
+        &client,
+        &pages_url("/samples?name=GET%20%2Fpanic&error=panic"),
+    )
+    .await;
+    assert!(html.contains("<td>exception</td>"), "{html}");
+    assert!(html.contains("boom &lt;at&gt; checkout"));
+    assert!(!html.contains("<at>"));
+}
+
+const DEBUG_TOKEN: &str = "debug-token-Zq7Wm2Kx9Lp4";
+const HMAC_SECRET: &str = "hmac-secret-Rt5Yn8Vb3Jc6";
+
+/// The sampler page shows the configuration in force (rules, rates, limits) and counts
+/// what the traffic made the sampler decide, per decision, per rate-limit key and per
+/// `sampling.reason` of the kept roots, in JSON and HTML alike; debug tokens and the HMAC
+/// secret are never shown, on any page.
+#[tokio::test]
+async fn the_sampler_page_shows_the_configuration_and_the_decisions() {
+    let pipeline = pipeline(
+        SamplingConfig::default()
+            .base_rate(0.0)
+            .rule(SamplingRule::new("users", 1.0).route("/users/{id}"))
+            .rule(
+                SamplingRule::new("slow", 0.0)
+                    .route("/slow")
+                    .method("GET")
+                    .priority(5),
+            )
+            .high_value("/fail", "GET")
+            .high_value_rate(1.0)
+            .debug(
+                DebugConfig::default()
+                    .token(DEBUG_TOKEN)
+                    .hmac_secret(HMAC_SECRET)
+                    .max_per_second(5),
+            )
+            // Far above this traffic: they decide nothing here, and are shown.
+            .limits(
+                LimitsConfig::default()
+                    .traces_per_second(100_000.0)
+                    .per_key_traces_per_second(50_000.0)
+                    .key(["http.route"]),
+            ),
+    );
+    let pages = pages_builder(&pipeline.manager).build().unwrap();
+    let app = app()
+        .merge(pages.router())
+        .layer(pipeline.manager.server_layer());
+    let addr = common::serve(app).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://{addr}{path}");
+    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
+
+    for _ in 0..3 {
+        send(&client, url("/users/1"), None).await; // rule `users`: kept
+    }
+    send(&client, url("/users/2"), Some(SAMPLED)).await; // a sampled caller: kept
+    for _ in 0..2 {
+        send(&client, url("/slow"), None).await; // rule `slow`: dropped
+        send(&client, url("/fail"), None).await; // high-value: kept
+    }
+    let debug = client
+        .get(url("/slow"))
+        .header("x-debug-trace", DEBUG_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(debug.status(), StatusCode::OK);
+    debug.bytes().await.unwrap();
+    // Sampled: 3 + 1 roots of /users with their 4 `load_user` children, and 2 /fail.
+    let expected_decisions = [
+        ("sampled", 10),
+        ("dropped", 2),
+        ("rate_limited", 0),
+        ("lower_bound", 0),
+        ("debug", 1),
+        ("deferred", 0),
+        ("total", 13),
+    ];
+    let kept = [
+        ("debug", 1),
+        ("high_value", 2),
+        ("parent", 1),
+        ("rule:users", 3),
+    ];
+
+    let json = get_json(&client, pages_url("/api/sampler")).await;
+    assert_eq!(json["available"], true);
+    assert_eq!(json["base_rate"], 0.0);
+    assert_eq!(json["high_value_rate"], 1.0);
+    let rules: Vec<_> = json["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap(),
+                r["route"].as_str().unwrap(),
+                r["method"].as_str(),
+                r["rate"].as_f64().unwrap(),
+                r["priority"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("users", "/users/{id}", None, 1.0, 0),
+            ("slow", "/slow", Some("GET"), 0.0, 5)
+        ]
+    );
+    assert_eq!(json["high_value"][0]["route"], "/fail");
+    assert_eq!(json["high_value"][0]["method"], "GET");
+    let limits = &json["config"]["limits"];
+    assert_eq!(limits["traces_per_second"], 100_000.0, "{limits:#}");
+    assert_eq!(limits["per_key_traces_per_second"], 50_000.0);
+    assert_eq!(limits["key"][0], "http.route");
+    assert_eq!(json["config"]["debug"]["max_per_second"], 5);
+    assert_eq!(json["config"]["debug"]["tokens"], "<1 redacted>");
+    assert_eq!(json["config"]["debug"]["hmac_secret"], "<redacted>");
+    for (name, n) in expected_decisions {
+        assert_eq!(
+            json["decisions"][name], n,
+            "{name}: {:#}",
+            json["decisions"]
+        );
+    }
+    assert_eq!(
+        json["decisions"]["total"],
+        pipeline.manager.sampler().stats().decisions()
+    );
+    assert_eq!(json["decisions"]["tracked_keys"], 3);
+    // Per key: the roots the limits saw (the debug request and the sampled caller's
+    // were decided before them).
+    let mut keys: Vec<_> = json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["key"].as_str().unwrap(),
+                k["arrivals"].as_u64().unwrap(),
+                k["sampled"].as_u64().unwrap(),
+                k["dropped"].as_u64().unwrap(),
+                k["rate_limited"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            ("/fail", 2, 2, 0, 0),
+            ("/slow", 2, 0, 2, 0),
+            ("/users/{id}", 3, 3, 0, 0)
+        ],
+        "{:#}",
+        json["keys"]
+    );
+    for (reason, n) in kept {
+        assert_eq!(json["kept_by_reason"][reason], n, "{reason}: {json:#}");
+    }
+    assert_eq!(
+        json["kept_by_reason"].as_object().unwrap().len(),
+        kept.len()
+    );
+    assert_eq!(json["changes"]["enabled"], true);
+
+    let html = get_text(&client, &pages_url("/sampler")).await;
+    for field in [
+        "name=\"base_rate\" value=\"0\"",
+        "name=\"high_value_rate\" value=\"1\"",
+        "name=\"rule.users\" value=\"1\"",
+        "name=\"rule.slow\" value=\"0\"",
+        "<td>users</td><td><code>/users/{id}</code></td><td>*</td>",
+        "<td>slow</td><td><code>/slow</code></td><td>GET</td>",
+        "<tr><td><code>/fail</code></td><td>GET</td></tr>",
+        "&quot;traces_per_second&quot;: 100000.0",
+        "&quot;per_key_traces_per_second&quot;: 50000.0",
+        "&quot;tokens&quot;: &quot;&lt;1 redacted&gt;&quot;",
+        "&quot;hmac_secret&quot;: &quot;&lt;redacted&gt;&quot;",
+        "<tr><td>/users/{id}</td><td class=\"num\">3</td><td class=\"num\">3</td>",
+        "<tr><td>/slow</td><td class=\"num\">2</td><td class=\"num\">0</td><td class=\"num\">2</td>",
+    ] {
+        assert!(html.contains(field), "{field}: {html}");
+    }
+    for (label, n) in [
+        ("sampled (probability or sampled parent)", 10),
+        ("dropped (probability or unsampled parent)", 2),
+        ("rate limited", 0),
+        ("kept by a key&#39;s lower bound", 0),
+        ("kept by a debug token", 1),
+        ("all decisions", 13),
+    ] {
+        let cell = format!("<tr><th>{label}</th><td class=\"num\">{n}</td></tr>");
+        assert!(
+            html.contains(&cell) || html.contains(&cell.replace("&#39;", "'")),
+            "{cell}: {html}"
+        );
+    }
+    for (reason, n) in kept {
+        let cell = format!("<tr><th>{reason}</th><td class=\"num\">{n}</td></tr>");
+        assert!(html.contains(&cell), "{cell}");
+    }
+
+    // The debug request's own sample and trace, and every other page: no token, no secret.
+    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let bucket = sampled_bucket(&summary, "GET /slow");
+    let samples = format!("/samples?name=GET%20%2Fslow&bucket={bucket}");
+    let debug_sample = get_json(&client, pages_url(&format!("/api{samples}"))).await;
+    let span = &debug_sample["samples"][0]["span"];
+    assert_eq!(span["attributes"]["sampling.reason"], "debug");
+    let trace = format!("/trace/{}", span["trace_id"].as_str().unwrap());
+    for page in [
+        "".to_owned(),
+        "/api/summary".to_owned(),
+        "/sampler".to_owned(),
+        "/api/sampler".to_owned(),
+        "/export".to_owned(),
+        "/api/export".to_owned(),
+        samples.clone(),
+        format!("/api{samples}"),
+        trace.clone(),
+        format!("/api{trace}"),
+    ] {
+        let text = get_text(&client, &pages_url(&page)).await;
+        assert!(!text.contains(DEBUG_TOKEN), "{page}: the debug token");
+        assert!(!text.contains(HMAC_SECRET), "{page}: the HMAC secret");
+    }
+}
+
+/// The export page shows the queue, exported and dropped counts of the manager's export:
+/// what is queued before a flush, exported after it, nothing dropped, no error.
+#[tokio::test]
+async fn the_export_page_counts_what_was_exported() {
+    let pipeline = Pipeline::new(
+        TracingManager::builder()
+            .service_name("pages-test")
+            // No export before the flush: the queue is seen as it fills.
+            .batch(
+                BatchConfig::default()
+                    .max_queue_size(64)
+                    .scheduled_delay(Duration::from_secs(3600)),
+            ),
+        Temporality::Cumulative,
+    );
+    let pages = pages_builder(&pipeline.manager).build().unwrap();
+    let app = app()
+        .merge(pages.router())
+        .layer(pipeline.manager.server_layer());
+    let addr = common::serve(app).await;
+    let client = reqwest::Client::new();
+    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
+    for path in ["/users/1", "/users/2", "/fail"] {
+        send(&client, format!("http://{addr}{path}"), None).await;
+    }
+    // Two server spans with their `load_user` children, and /fail.
+    let spans = 5;
+
+    let export = get_json(&client, pages_url("/api/export")).await;
+    assert_eq!(export["available"], true);
+    assert_eq!(export["queued"], spans, "{export:#}");
+    assert_eq!(export["queue_capacity"], 64);
+    assert_eq!(export["exported"], 0);
+    let html = get_text(&client, &pages_url("/export")).await;
+    assert!(
+        html.contains(&format!(
+            "<tr><th>queued now</th><td class=\"num\">{spans} of 64</td></tr>"
+        )),
+        "{html}"
+    );
+
+    assert_eq!(pipeline.finished_spans().await.len(), spans as usize);
+    let export = get_json(&client, pages_url("/api/export")).await;
+    let stats = pipeline.manager.stats();
+    assert_eq!(stats.exported, spans);
+    assert_eq!(export["exported"], stats.exported, "{export:#}");
+    assert_eq!(export["queued"], 0);
+    assert_eq!(export["dropped_queue_full"], 0);
+    assert_eq!(export["dropped_export_failed"], 0);
+    assert_eq!(export["last_error"], Value::Null);
+    let html = get_text(&client, &pages_url("/export")).await;
+    for row in [
+        "<tr><th>queued now</th><td class=\"num\">0 of 64</td></tr>".to_owned(),
+        format!("<tr><th>exported</th><td class=\"num\">{spans}</td></tr>"),
+        "<tr><th>dropped: queue full</th><td class=\"num\">0</td></tr>".to_owned(),
+        "<tr><th>dropped: export failed</th><td class=\"num\">0</td></tr>".to_owned(),
+        "<tr><th>last error</th><td>none</td></tr>".to_owned(),
+    ] {
+        assert!(html.contains(&row), "{row}: {html}");
+    }
+}
+
+/// Refuses every export, with a message a browser would read as markup.
+#[derive(Debug)]
+struct Refusing;
+
+impl SpanExporter for Refusing {
+    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+        Err(OTelSdkError::InternalFailure(
+            "the collector said <no>".into(),
+        ))
+    }
+}
+
+/// An exporter that fails: its spans are counted as dropped, and the last error is shown
+/// (in red on the HTML page, escaped).
+#[tokio::test]
+async fn the_export_page_shows_the_last_export_error() {
+    let (manager, layers) = TracingManager::builder()
+        .service_name("pages-test")
+        .span_exporter(Refusing)
+        .metrics_enabled(false)
+        .log_writer(std::io::sink)
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(layers.into_subscriber());
+    let pages = pages_builder(&manager).build().unwrap();
+    let app = app().merge(pages.router()).layer(manager.server_layer());
+    let addr = common::serve(app).await;
+    let client = reqwest::Client::new();
+    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
+    send(&client, format!("http://{addr}/users/1"), None).await;
+    send(&client, format!("http://{addr}/fail"), None).await;
+    let provider = manager.tracer_provider().clone();
+    // The flush reports the export's failure; what it did is in the stats.
+    let _ = tokio::task::spawn_blocking(move || provider.force_flush())
+        .await
+        .unwrap();
+
+    let stats = manager.stats();
+    assert_eq!(stats.dropped_export_failed, 3, "{stats:?}");
+    let export = get_json(&client, pages_url("/api/export")).await;
+    assert_eq!(export["exported"], 0, "{export:#}");
+    assert_eq!(export["queued"], 0);
+    assert_eq!(export["dropped_queue_full"], 0);
+    assert_eq!(export["dropped_export_failed"], 3);
+    let error = export["last_error"].as_str().expect("the last error");
+    assert_eq!(Some(error), stats.last_error.as_deref());
+    assert!(error.starts_with("the custom span exporter: "), "{error}");
+    assert!(error.contains("the collector said <no>"), "{error}");
+    let html = get_text(&client, &pages_url("/export")).await;
+    assert!(
+        html.contains("<tr><th>dropped: export failed</th><td class=\"num err\">3</td></tr>"),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!(
+            "<tr><th>last error</th><td class=\"err\">{}</td></tr>",
+            error.replace('<', "&lt;").replace('>', "&gt;")
+        )),
+        "{html}"
+    );
+    assert!(!html.contains("<no>"));
+}
+
+/// Pages that were built and never mounted record nothing: the traffic before `router()`
+/// is nowhere, the traffic after it is counted.
+#[tokio::test]
+async fn unmounted_pages_record_nothing() {
+    let pipeline = pipeline(SamplingConfig::default());
+    let pages = pages_builder(&pipeline.manager).build().unwrap();
+    let addr = common::serve(app().layer(pipeline.manager.server_layer())).await;
+    let client = reqwest::Client::new();
+    for path in ["/users/1", "/fail", "/slow"] {
+        send(&client, format!("http://{addr}{path}"), None).await;
+    }
+    assert_eq!(pages.stats(), PagesStats::default());
+    assert_eq!(
+        pipeline.manager.sampler().stats().decisions(),
+        4,
+        "the requests were traced"
+    );
+
+    // Mounted now, on a listener of their own.
+    let admin = common::serve(pages.router()).await;
+    let pages_url = |path: &str| format!("http://{admin}/debug/tracez{path}");
+    let summary = get_json(&client, pages_url("/api/summary")).await;
+    assert_eq!(summary["rows"], serde_json::json!([]), "{summary:#}");
+    assert_eq!(summary["store"]["samples_taken"], 0);
+    let html = get_text(&client, &pages_url("")).await;
+    assert!(html.contains("No request yet."), "{html}");
+    let sampler = get_json(&client, pages_url("/api/sampler")).await;
+    assert_eq!(sampler["kept_by_reason"], serde_json::json!({}));
+    assert_eq!(pages.stats(), PagesStats::default());
+
+    send(&client, format!("http://{addr}/users/2"), None).await;
+    let summary = get_json(&client, pages_url("/api/summary")).await;
+    assert_eq!(summary["rows"].as_array().unwrap().len(), 1, "{summary:#}");
+    assert_eq!(row(&summary, "GET /users/{id}")["total"]["count"], 1);
+    let stats = pages.stats();
+    assert_eq!((stats.span_names, stats.samples_taken), (1, 1), "{stats:?}");
 }
