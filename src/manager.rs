@@ -209,6 +209,10 @@ pub struct TracingManager {
     service_name: String,
     #[cfg_attr(not(feature = "pages"), allow(dead_code))]
     max_queue_size: usize,
+    /// For the trace pages: `span_limits.max_attribute_value_length`, which the export gate
+    /// cuts to (the process-wide bound is the last built manager's).
+    #[cfg_attr(not(feature = "pages"), allow(dead_code))]
+    max_value_len: usize,
     shut_down: bool,
 }
 
@@ -385,6 +389,7 @@ impl TracingManager {
                 queue_capacity: Some(self.max_queue_size),
             },
             self.service_name.clone(),
+            self.max_value_len,
         )
     }
 
@@ -1102,6 +1107,7 @@ impl TracingManagerBuilder {
             pages,
             service_name: resolved.service_name.clone(),
             max_queue_size: resolved.batch.max_queue_size,
+            max_value_len: resolved.span_limits.max_attribute_value_length,
             shut_down: false,
         };
         Ok((manager, provider))

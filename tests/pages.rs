@@ -2,9 +2,9 @@
 //! SDK: the counts are what was sent and what `http.server.request.duration` says, the
 //! samples and trees are what was recorded, running and windowed counts follow the
 //! requests, the pages' links lead to the trees, the sampler and export pages show the
-//! configuration and counters in force (secrets never), hostile values are escaped,
-//! changes need the token, the store stays bounded, unmounted pages record nothing, and
-//! the pages never appear in what they show.
+//! configuration and counters in force (secrets never), values are cut as exported,
+//! hostile values are escaped, changes need the token, the store stays bounded, unmounted
+//! pages record nothing, and the pages never appear in what they show.
 #![cfg(feature = "pages")]
 
 mod common;
@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use meshtrace::TracingManager;
-use meshtrace::config::BatchConfig;
+use meshtrace::config::{BatchConfig, SpanLimitsConfig};
 use meshtrace::pages::{PagesStats, TracePages, TracePagesBuilder};
 use meshtrace::sampler::{DebugConfig, DeferredConfig, LimitsConfig, SamplingConfig, SamplingRule};
 use meshtrace::server::TracingLayer;
@@ -1624,6 +1624,76 @@ async fn the_export_page_shows_the_last_export_error() {
         "{html}"
     );
     assert!(!html.contains("<no>"));
+}
+
+/// Strings a client chose are cut to the manager's `max_attribute_value_length` on the
+/// pages, as on the exported span, even when another manager built later in the process
+/// has another bound.
+#[tokio::test]
+async fn long_values_are_cut_as_exported() {
+    let max = 128;
+    let pipeline = Pipeline::new(
+        TracingManager::builder()
+            .service_name("pages-test")
+            .span_limits(SpanLimitsConfig::default().max_attribute_value_length(max as u32)),
+        Temporality::Cumulative,
+    );
+    let pages = pages_builder(&pipeline.manager).build().unwrap();
+    // The last manager built sets the process-wide bound (for `#[traced]`): the default.
+    let (_other, _) = TracingManager::builder()
+        .span_exporter(Discard)
+        .metrics_enabled(false)
+        .log_writer(std::io::sink)
+        .build()
+        .unwrap();
+    let app = app()
+        .merge(pages.router())
+        .layer(pipeline.manager.server_layer());
+    let addr = common::serve(app).await;
+    let client = reqwest::Client::new();
+    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
+    let agent = format!("agent/{}", "0123456789".repeat(100));
+    let query = format!("q={}", "abcdefghij".repeat(100));
+    let response = client
+        .get(format!("http://{addr}/users/1?{query}"))
+        .header("user-agent", &agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.bytes().await.unwrap();
+
+    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let samples = format!(
+        "/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={}",
+        sampled_bucket(&summary, "GET /users/{id}")
+    );
+    let json = get_json(&client, pages_url(&format!("/api{samples}"))).await;
+    let attributes = &json["samples"][0]["span"]["attributes"];
+    assert_eq!(
+        attributes["user_agent.original"],
+        agent[..max],
+        "{attributes:#}"
+    );
+    assert_eq!(attributes["url.query"], query[..max]);
+    let exported = pipeline.finished_spans().await;
+    let server = exported
+        .iter()
+        .find(|s| s.name == "GET /users/{id}")
+        .unwrap();
+    assert_eq!(
+        common::attr_str(server, "user_agent.original").as_deref(),
+        Some(&agent[..max]),
+        "the same as exported"
+    );
+    assert_eq!(
+        common::attr_str(server, "url.query").as_deref(),
+        Some(&query[..max])
+    );
+    let html = get_text(&client, &pages_url(&samples)).await;
+    assert!(html.contains(&agent[..max]), "{html}");
+    assert!(!html.contains(&agent[..=max]));
+    assert!(!html.contains(&query[..=max]));
 }
 
 /// Pages that were built and never mounted record nothing: the traffic before `router()`

@@ -63,8 +63,9 @@
 //!   for the read token with HTTP Basic authentication (any user name); scripts send
 //!   `Authorization: Bearer <token>`.
 //! * Every value shown is what an exported span carries: redacted where it was recorded
-//!   (sensitive query values, never-recorded headers), cut to `max_attribute_value_length`,
-//!   meshtrace's internal marks removed; debug tokens and the HMAC secret of the sampler's
+//!   (sensitive query values, never-recorded headers), cut to `max_attribute_value_length`
+//!   (the manager's own, as its export gate cuts; hand-built pages: the process-wide bound,
+//!   the last built manager's), meshtrace's internal marks removed; debug tokens and the HMAC secret of the sampler's
 //!   configuration are redacted. Everything a client chose is HTML-escaped; pages are served
 //!   with a Content-Security-Policy that allows no script.
 //! * The store is bounded in spans and bytes and never grows with cardinality: at most
@@ -316,6 +317,8 @@ pub struct TracePagesBuilder {
     export: Option<ExportSource>,
     service: Option<String>,
     slot: Option<Arc<Slot>>,
+    /// The manager's `max_attribute_value_length`; `None`: the process-wide bound.
+    max_value_len: Option<usize>,
 }
 
 impl std::fmt::Debug for TracePagesBuilder {
@@ -354,23 +357,27 @@ impl Default for TracePagesBuilder {
             export: None,
             service: None,
             slot: None,
+            max_value_len: None,
         }
     }
 }
 
 impl TracePagesBuilder {
-    /// For the manager: its slot, sampler, export counters and service name.
+    /// For the manager: its slot, sampler, export counters, service name and the bound on
+    /// strings its export gate applies.
     pub(crate) fn for_manager(
         slot: Arc<Slot>,
         sampler: SamplerHandle,
         export: ExportSource,
         service: String,
+        max_value_len: usize,
     ) -> Self {
         TracePagesBuilder {
             slot: Some(slot),
             sampler: Some(sampler),
             export: Some(export),
             service: Some(service),
+            max_value_len: Some(max_value_len),
             ..Self::default()
         }
     }
@@ -517,6 +524,7 @@ impl TracePagesBuilder {
             samples_per_bucket: self.samples_per_bucket,
             max_sample_bytes: self.max_sample_bytes,
             sample_interval: self.sample_interval,
+            max_value_len: self.max_value_len,
         };
         Ok(TracePages {
             inner: Arc::new(Pages {

@@ -8,7 +8,7 @@ use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
 
-use crate::limits::{kv_bytes, max_value_len, truncate};
+use crate::limits::{kv_bytes, truncate};
 
 /// Attributes kept per span (and per event); opentelemetry_sdk 0.33's own default limit is
 /// 128 per span.
@@ -58,8 +58,8 @@ pub(crate) struct SpanRecord {
 }
 
 impl SpanRecord {
-    pub(crate) fn new(span: &SpanData) -> Self {
-        let max = max_value_len();
+    /// A copy of `span` with every string cut to `max` bytes.
+    pub(crate) fn new(span: &SpanData, max: usize) -> Self {
         let mut dropped_attributes = span.dropped_attributes_count;
         let attributes = bounded_attributes(
             &span.attributes,

@@ -106,6 +106,9 @@ pub(crate) struct Limits {
     pub(crate) samples_per_bucket: usize,
     pub(crate) max_sample_bytes: usize,
     pub(crate) sample_interval: Duration,
+    /// The bound on every string kept: the manager's `max_attribute_value_length` (what its
+    /// export gate cuts exported spans to); `None`, hand-built: the process-wide bound.
+    pub(crate) max_value_len: Option<usize>,
 }
 
 /// 64-bit FNV-1a: the keys are span names, which meshtrace builds from route templates and
@@ -407,6 +410,14 @@ impl Store {
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
     }
 
+    /// The longest string the pages keep, in bytes (see [`Limits::max_value_len`]). The
+    /// process-wide bound is the last built manager's, which need not be this store's.
+    pub(crate) fn max_value_len(&self) -> usize {
+        self.limits
+            .max_value_len
+            .unwrap_or_else(crate::limits::max_value_len)
+    }
+
     /// The nanoseconds since the store's start, now.
     pub(crate) fn now(&self) -> u64 {
         self.nanos_since_epoch(opentelemetry::time::now())
@@ -605,7 +616,7 @@ impl Store {
             ring.last = Some(at);
         }
         // Built outside the lock.
-        let root = SpanRecord::new(span);
+        let root = SpanRecord::new(span, self.max_value_len());
         let (children, captured, children_dropped) = match capture {
             Some(capture) => (capture.spans, true, capture.dropped),
             None => (Vec::new(), false, 0),
@@ -657,7 +668,7 @@ impl Store {
                 Some(capture) => capture.spans.len() + 1 < MAX_SPANS_PER_SAMPLE,
             }
         };
-        let record = room.then(|| SpanRecord::new(span));
+        let record = room.then(|| SpanRecord::new(span, self.max_value_len()));
         let mut shard = lock(shard);
         let Some(capture) = shard.iter_mut().find(|c| c.trace_id == trace_id) else {
             return;

@@ -674,7 +674,7 @@ pub(crate) fn export(pages: &Pages, store: &Store) -> Export {
         last_error: stats
             .last_error
             .as_deref()
-            .map(|e| crate::limits::bounded(e).to_owned()),
+            .map(|e| crate::limits::truncate(e, store.max_value_len()).to_owned()),
         deferred,
         filter: stats
             .filter
