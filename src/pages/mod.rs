@@ -65,9 +65,9 @@
 //! * Every value shown is what an exported span carries: redacted where it was recorded
 //!   (sensitive query values, never-recorded headers), cut to `max_attribute_value_length`
 //!   (the manager's own, as its export gate cuts; hand-built pages: the process-wide bound,
-//!   the last built manager's), meshtrace's internal marks removed; debug tokens and the HMAC secret of the sampler's
-//!   configuration are redacted. Everything a client chose is HTML-escaped; pages are served
-//!   with a Content-Security-Policy that allows no script.
+//!   the last built manager's), meshtrace's internal marks removed; debug tokens and the
+//!   HMAC secret of the sampler's configuration are redacted. Everything a client chose is
+//!   HTML-escaped; pages are served with a Content-Security-Policy that allows no script.
 //! * The store is bounded in spans and bytes and never grows with cardinality: at most
 //!   `max_span_names` rows (further names share one overflow row), fixed rings per row, at
 //!   most [`MAX_SPANS_PER_SAMPLE`] spans per sample, `max_sample_bytes` for all samples,
