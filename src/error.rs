@@ -32,6 +32,10 @@ pub enum Error {
         value: String,
         /// Why it was rejected and what to write instead.
         reason: String,
+        /// The parser's error underneath (an `EnvFilter` directive, a JSON document, a PEM
+        /// bundle), if any; its text is part of `reason`.
+        #[source]
+        source: Option<Source>,
     },
     /// A file the configuration names (a configuration file, a PEM file) cannot be read or
     /// is not what it should be.
@@ -58,7 +62,7 @@ pub enum Error {
         /// The parser's message with its position; quoted strings of the input are left out
         /// (they may be secrets).
         reason: String,
-        /// The parser's error (with the same redaction).
+        /// A [`ParseError`] with the same (redacted) message.
         #[source]
         source: Option<Source>,
     },
@@ -93,6 +97,33 @@ pub enum Error {
     },
 }
 
+/// The `source()` of a configuration or document that cannot be parsed: the parser's
+/// message with its position, and with the input's quoted strings left out (a value given
+/// with the wrong type may be a secret). Reached by `error.source()` and
+/// `downcast_ref::<ParseError>()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(String);
+
+impl ParseError {
+    /// Wraps a message that is already redacted.
+    pub(crate) fn new(redacted: impl Into<String>) -> Self {
+        ParseError(redacted.into())
+    }
+
+    /// The redacted message, as `Display` prints it.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for ParseError {}
+
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
@@ -125,6 +156,32 @@ impl Error {
             field: field.into(),
             value: value.to_string(),
             reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// Builds an [`Error::Config`] whose `source()` is `error` (the parser's error).
+    pub(crate) fn config_caused_by(
+        field: impl Into<String>,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+        error: impl Into<Source>,
+    ) -> Self {
+        Error::Config {
+            field: field.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+            source: Some(error.into()),
+        }
+    }
+
+    /// Builds an [`Error::Parse`] whose `source()` is a [`ParseError`] with the same
+    /// (redacted) message.
+    pub(crate) fn parse(format: &'static str, reason: String) -> Self {
+        Error::Parse {
+            format,
+            source: Some(Box::new(ParseError(reason.clone()))),
+            reason,
         }
     }
 

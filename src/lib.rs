@@ -90,7 +90,7 @@ pub(crate) mod pages;
 pub mod sampler;
 pub mod server;
 
-pub use error::Error;
+pub use error::{Error, ParseError};
 pub use http::classify;
 pub use manager::{
     ExistingGlobals, Layers, TracingManager, TracingManagerBuilder, shutdown_signal,

@@ -875,18 +875,18 @@ impl TracingManagerBuilder {
         let log_directives = resolved.log_filter.clone();
         let span_directives = resolved.span_filter.clone();
         let log_filter = || {
-            EnvFilter::builder()
-                .parse(&log_directives)
-                .map_err(|e| Error::config("log_filter", &log_directives, e.to_string()))
+            EnvFilter::builder().parse(&log_directives).map_err(|e| {
+                Error::config_caused_by("log_filter", &log_directives, e.to_string(), e)
+            })
         };
         let span_filter = |events: Events| -> Result<SpanFilter, Error> {
-            let invalid = |e: &dyn std::fmt::Display| {
-                Error::config("span_filter", &span_directives, e.to_string())
+            let invalid = |e: tracing_subscriber::filter::ParseError| {
+                Error::config_caused_by("span_filter", &span_directives, e.to_string(), e)
             };
-            let own = OWN_SPANS.parse().map_err(|e| invalid(&e))?;
+            let own = OWN_SPANS.parse().map_err(invalid)?;
             let directives = EnvFilter::builder()
                 .parse(&span_directives)
-                .map_err(|e| invalid(&e))?
+                .map_err(invalid)?
                 .add_directive(own);
             Ok(SpanFilter::new(directives, events))
         };

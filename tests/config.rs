@@ -677,6 +677,133 @@ fn parse_errors_never_echo_values_and_say_where() {
     );
 }
 
+/// The error a case is expected to carry as its `source()`.
+enum Underneath {
+    EnvFilter,
+    Redacted,
+    #[cfg(feature = "otlp-tls")]
+    Reqwest,
+}
+
+#[test]
+fn configuration_errors_keep_the_parser_error_as_their_source() {
+    let secret = "s3cr3t-value";
+    let dir = tempfile::tempdir().unwrap();
+    #[cfg(feature = "otlp-tls")]
+    let bad_base64 = write(
+        dir.path(),
+        "bad.pem",
+        // Passes the PEM check (base64 characters, a multiple of 4 long) but not decoding.
+        b"-----BEGIN CERTIFICATE-----\nAA==AAAA\n-----END CERTIFICATE-----\n",
+    );
+    #[cfg(feature = "otlp-tls")]
+    let key = write(dir.path(), "key.pem", PEM_KEY.as_bytes());
+    #[cfg(not(feature = "otlp-tls"))]
+    let _ = &dir;
+    let cases: Vec<(&str, Result<(), Error>, Option<&str>, Underneath)> = vec![
+        (
+            "log_filter",
+            build(TracingManager::builder().log_filter("info,[[[")),
+            Some("log_filter"),
+            Underneath::EnvFilter,
+        ),
+        (
+            "span_filter",
+            build(TracingManager::builder().span_filter("info,[[[")),
+            Some("span_filter"),
+            Underneath::EnvFilter,
+        ),
+        (
+            "MESHTRACE_SPAN_FILTER",
+            build(TracingManager::from_env_with(env(&[(
+                vars::MESHTRACE_SPAN_FILTER,
+                "info,[[[",
+            )]))),
+            Some(vars::MESHTRACE_SPAN_FILTER),
+            Underneath::EnvFilter,
+        ),
+        (
+            "MESHTRACE_EXPORT_FILTER syntax",
+            build(TracingManager::from_env_with(env(&[(
+                "MESHTRACE_EXPORT_FILTER",
+                "{not json",
+            )]))),
+            Some("MESHTRACE_EXPORT_FILTER"),
+            Underneath::Redacted,
+        ),
+        (
+            "MESHTRACE_EXPORT_FILTER type",
+            build(TracingManager::from_env_with(env(&[(
+                "MESHTRACE_EXPORT_FILTER",
+                &format!(r#"{{"rules": "{secret}"}}"#),
+            )]))),
+            Some("MESHTRACE_EXPORT_FILTER"),
+            Underneath::Redacted,
+        ),
+        (
+            "sampling strategy",
+            meshtrace::sampler::SamplingStrategy::from_json(&format!(
+                r#"{{"probabilisticSampling": "{secret}"}}"#
+            ))
+            .map(drop),
+            None,
+            Underneath::Redacted,
+        ),
+        #[cfg(feature = "otlp-tls")]
+        (
+            "custom CA",
+            build(
+                TracingManager::builder().config(tls_config("https://127.0.0.1:4318", |o| {
+                    o.certificate(&bad_base64)
+                })),
+            ),
+            Some("exporter.certificate"),
+            Underneath::Reqwest,
+        ),
+        #[cfg(feature = "otlp-tls")]
+        (
+            "client certificate",
+            build(
+                TracingManager::builder().config(tls_config("https://127.0.0.1:4318", |o| {
+                    o.client_identity(&bad_base64, &key)
+                })),
+            ),
+            Some("exporter.client_certificate"),
+            Underneath::Reqwest,
+        ),
+    ];
+    for (name, result, field, underneath) in cases {
+        let error = result.expect_err(name);
+        let message = readable(&error);
+        assert_eq!(error.field(), field, "{name}: {message}");
+        let source = error
+            .source()
+            .unwrap_or_else(|| panic!("{name}: no source: {message}"));
+        assert!(!source.to_string().contains(secret), "{name}: {source}");
+        match underneath {
+            Underneath::EnvFilter => assert!(
+                source
+                    .downcast_ref::<tracing_subscriber::filter::ParseError>()
+                    .is_some(),
+                "{name}: {source:?}"
+            ),
+            // serde quotes the values it rejects: the source is the parser's message
+            // without them, as every parse error's is.
+            Underneath::Redacted => {
+                let parse = source
+                    .downcast_ref::<meshtrace::ParseError>()
+                    .unwrap_or_else(|| panic!("{name}: {source:?}"));
+                assert!(parse.message().contains("line 1"), "{name}: {parse}");
+            }
+            #[cfg(feature = "otlp-tls")]
+            Underneath::Reqwest => assert!(
+                source.downcast_ref::<reqwest::Error>().is_some(),
+                "{name}: {source:?}"
+            ),
+        }
+    }
+}
+
 #[test]
 fn hostile_documents_are_errors_not_crashes() {
     let big = format!("service_name = \"x\"\n# {}\n", "x".repeat(1 << 20));

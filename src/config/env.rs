@@ -291,11 +291,13 @@ pub(crate) fn read(lookup: &dyn Fn(&str) -> Option<String>) -> Result<EnvLayer, 
                 field,
                 value,
                 reason,
-            } => Error::config(
-                crate::export::ENV_EXPORT_FILTER,
-                truncate(&v, 64),
-                format!("{field} = {value:?}: {reason}"),
-            ),
+                source,
+            } => Error::Config {
+                field: crate::export::ENV_EXPORT_FILTER.to_owned(),
+                value: truncate(&v, 64),
+                reason: format!("{field} = {value:?}: {reason}"),
+                source,
+            },
             other => other,
         })?;
         config.export_filter = Some(filter);

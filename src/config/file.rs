@@ -166,24 +166,8 @@ pub(crate) fn parse<T: DeserializeOwned>(format: Format, text: &str) -> Result<T
 }
 
 fn parse_error(format: Format, reason: String) -> Error {
-    Error::Parse {
-        format: format.name(),
-        source: Some(Box::new(ParseError(reason.clone()))),
-        reason,
-    }
+    Error::parse(format.name(), reason)
 }
-
-/// The parser's message, redacted: the `source()` of a parse error.
-#[derive(Debug)]
-struct ParseError(String);
-
-impl std::fmt::Display for ParseError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ParseError {}
 
 /// Longest parser message kept.
 const MAX_MESSAGE_CHARS: usize = 512;

@@ -164,12 +164,13 @@ pub(crate) fn check_filter(field: &str, directives: &str) -> Result<(), Error> {
         .parse(directives)
         .map(|_| ())
         .map_err(|e| {
-            Error::config(
+            Error::config_caused_by(
                 field,
                 truncate(directives, 256),
                 format!(
                     "{e}; write EnvFilter directives such as `info` or `info,hyper=warn,my_crate=debug`"
                 ),
+                e,
             )
         })
 }

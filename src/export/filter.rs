@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use opentelemetry::trace::{SpanId, SpanKind};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::sampler::{AttributeMatch, RuleSpanKind};
+use crate::{Error, ParseError};
 use opentelemetry_sdk::trace::SpanData;
 
 /// Most rules of an export filter.
@@ -134,7 +134,7 @@ impl ExportFilterConfig {
             serde_json::from_str::<ExportFilterConfig>(text)
         };
         parsed.map_err(|e| {
-            Error::config(
+            Error::config_caused_by(
                 ENV_EXPORT_FILTER,
                 crate::config::validate::truncate(text, 64),
                 format!(
@@ -142,6 +142,7 @@ impl ExportFilterConfig {
                      [{{\"name\":\"short\",\"kind\":\"internal\",\"shorter_than_ms\":1}}] ({})",
                     e.classify_message()
                 ),
+                ParseError::new(crate::config::file::redact(&e.to_string())),
             )
         })
     }

@@ -194,8 +194,9 @@ pub(crate) fn http_client(
     #[cfg(feature = "otlp-tls")]
     if let Some(tls) = &otlp.tls {
         if let Some(ca) = &tls.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(ca)
-                .map_err(|e| Error::config("exporter.certificate", "<PEM>", error_chain(&e)))?;
+            let certs = reqwest::Certificate::from_pem_bundle(ca).map_err(|e| {
+                Error::config_caused_by("exporter.certificate", "<PEM>", error_chain(&e), e)
+            })?;
             // The configured CA replaces the platform's roots, as the OpenTelemetry
             // exporters of other languages do with OTEL_EXPORTER_OTLP_CERTIFICATE.
             builder = builder.tls_certs_only(certs);
@@ -205,7 +206,7 @@ pub(crate) fn http_client(
             pem.push(b'\n');
             pem.extend_from_slice(key);
             let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                Error::config("exporter.client_certificate", "<PEM>", error_chain(&e))
+                Error::config_caused_by("exporter.client_certificate", "<PEM>", error_chain(&e), e)
             })?;
             builder = builder.identity(identity);
         }

@@ -126,10 +126,10 @@ struct Operation {
 impl SamplingStrategy {
     /// Parses and validates a strategy document; the error names the field and value.
     pub fn from_json(text: &str) -> Result<Self, Error> {
-        let response: Response = serde_json::from_str(text).map_err(|e| Error::Parse {
-            format: "JSON",
-            reason: format!("sampling strategy: {e}"),
-            source: None,
+        let response: Response = serde_json::from_str(text).map_err(|e| {
+            // Redacted like every parse error: serde quotes the values it rejects.
+            let message = crate::config::file::redact(&e.to_string());
+            Error::parse("JSON", format!("sampling strategy: {message}"))
         })?;
         let strategy = if let Some(op) = response.operation_sampling {
             SamplingStrategy::PerOperation {
