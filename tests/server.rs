@@ -664,6 +664,49 @@ async fn tower_http_request_ids_and_correlation_ids_agree_in_either_order() {
         }
     }
 
+    // SetRequestIdLayer first keeps a received `x-request-id` as its `RequestId`: that is
+    // the correlation id only if it is a valid one. An invalid one (too long, characters
+    // outside `[A-Za-z0-9._:-]`, a tab, non-ASCII) never becomes the correlation id, not
+    // even through the `x-request-id` fallback: the usual rules pick one, and the request
+    // goes on.
+    let set_id_first = Router::new()
+        .route("/", handler)
+        .layer(telemetry.layer())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+    let too_long = "r".repeat(129);
+    let cases: [(&[(&str, &str)], Option<&str>); 6] = [
+        (&[("x-request-id", "req-7")], Some("req-7")),
+        (&[("x-request-id", &too_long)], None),
+        (&[("x-request-id", "two words")], None),
+        (&[("x-request-id", "tab\there")], None),
+        (&[("x-request-id", "caf\u{e9}")], None),
+        (
+            &[
+                ("x-request-id", "two words"),
+                ("x-correlation-id", "order-9"),
+            ],
+            Some("order-9"),
+        ),
+    ];
+    for (headers, expected) in cases {
+        let response = send(set_id_first.clone(), request("/", headers)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{headers:?}");
+        let echoed = response.headers()["x-correlation-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = text(response).await;
+        let (cid, _request_id) = body.split_once(' ').unwrap();
+        assert_eq!(cid, echoed, "{headers:?}");
+        match expected {
+            Some(expected) => assert_eq!(cid, expected, "{headers:?}"),
+            None => {
+                assert_ne!(cid, headers[0].1, "{headers:?}");
+                assert!(uuid::Uuid::parse_str(cid).is_ok(), "{headers:?}: {cid}");
+            }
+        }
+    }
+
     // The layer never changes the request's headers: the handler sees what was sent.
     let alone =
         Router::new()
