@@ -77,14 +77,23 @@
 //!
 //! # Global state
 //!
-//! `install()` sets three globals: the `tracing` subscriber (refused with an error when one is
-//! already set), the OpenTelemetry tracer provider and the text map propagator. When a
-//! tracer provider or a propagator of your own is already installed, `install()` refuses
-//! too, naming it, unless you choose with
+//! `install()` sets the `tracing` subscriber (refused with an error when one is already
+//! set), the OpenTelemetry tracer provider, the text map propagator and, when meshtrace's
+//! metrics are on, the meter provider. When a tracer provider or a propagator of your own is
+//! already installed, `install()` refuses too, naming it, unless you choose with
 //! [`existing_globals`](TracingManagerBuilder::existing_globals): [`ExistingGlobals::Replace`]
 //! (meshtrace's win) or [`ExistingGlobals::Keep`] (yours stay; meshtrace's server and client
 //! layers still use meshtrace's provider through the server layer and the current Context).
 //! Nothing global is changed when `install()` returns an error.
+//!
+//! A global **meter provider** of your own cannot be detected: OpenTelemetry 0.33 hands it
+//! out only as a `dyn MeterProvider`, and telling its no-op default from yours would take
+//! registering an instrument in yours, for good. So the default refuses on the tracer
+//! provider and the propagator only; when neither is set (or with `Replace`), a meter
+//! provider you set is replaced by meshtrace's if its metrics are on. To keep yours, choose
+//! `Keep`, turn meshtrace's metrics off
+//! ([`metrics_enabled(false)`](TracingManagerBuilder::metrics_enabled)), or use
+//! [`build`](TracingManagerBuilder::build).
 //!
 //! # Central sampling strategies
 //!
@@ -269,17 +278,24 @@ impl Layers<Registry> {
 
 /// What [`install`](TracingManagerBuilder::install) does when an OpenTelemetry tracer
 /// provider or text map propagator is already installed globally.
+///
+/// The global meter provider is not checked: OpenTelemetry 0.33 offers no way to tell
+/// whether one was set (it hands out a `dyn MeterProvider`; only registering an instrument
+/// in it, for good, would tell). `Refuse` (when it lets `install()` go on) and `Replace`
+/// install meshtrace's meter provider when its metrics are on, replacing one you set;
+/// `Keep` leaves it alone (see the [module docs](self#global-state)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ExistingGlobals {
     /// Refuse with an error naming what is installed; nothing global is changed. The default.
     #[default]
     Refuse,
-    /// Replace them with meshtrace's provider and [`W3cPropagator`].
+    /// Replace them with meshtrace's provider and [`W3cPropagator`] (and the global meter
+    /// provider with meshtrace's, when its metrics are on).
     Replace,
-    /// Keep them: meshtrace installs its `tracing` subscriber only. `telemetry.server_layer()`
-    /// still uses meshtrace's provider; whatever uses the global provider or propagator
-    /// uses yours.
+    /// Keep them: meshtrace installs its `tracing` subscriber only (not its meter provider
+    /// either). `telemetry.server_layer()` still uses meshtrace's provider; whatever uses the
+    /// global provider or propagator uses yours.
     Keep,
 }
 
@@ -948,11 +964,13 @@ impl TracingManagerBuilder {
     }
 
     /// Builds the pipeline and installs it globally: the `tracing` subscriber, the tracer
-    /// provider and [`W3cPropagator`] (see the [module docs](self#global-state)). Fails,
-    /// naming the cause, when the configuration is invalid, the exporter cannot be built, a
-    /// global subscriber is already set, or a global tracer provider or propagator is
-    /// already set and [`existing_globals`](Self::existing_globals) says to refuse; then
-    /// nothing global is changed.
+    /// provider, [`W3cPropagator`] and, when metrics are on, the meter provider (see the
+    /// [module docs](self#global-state)). Fails, naming the cause, when the configuration is
+    /// invalid, the exporter cannot be built, a global subscriber is already set, or a
+    /// global tracer provider or propagator is already set and
+    /// [`existing_globals`](Self::existing_globals) says to refuse; then nothing global is
+    /// changed. A global meter provider you set cannot be detected, so it is not refused:
+    /// unless you choose [`ExistingGlobals::Keep`] or turn metrics off, it is replaced.
     pub fn install(self) -> Result<TracingManager, Error> {
         let existing = self.existing_globals;
         if existing == ExistingGlobals::Refuse {

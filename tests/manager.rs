@@ -5,6 +5,8 @@
 //! so the tests run in parallel without racing each other.
 #![cfg(feature = "axum")]
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
@@ -921,7 +923,7 @@ async fn shutdown_returns_an_error_within_its_timeout_when_the_exporter_hangs() 
 
 #[test]
 fn install_fails_with_an_error_when_a_global_subscriber_is_set_or_the_config_is_invalid() {
-    // The only test in this binary that touches global state.
+    // The only test in this binary that touches global state in its own process.
     let invalid = TracingManager::builder().log_filter("[[[").install();
     assert!(matches!(invalid, Err(Error::Config { ref field, .. }) if field == "log_filter"));
 
@@ -977,6 +979,127 @@ fn install_fails_with_an_error_when_a_global_subscriber_is_set_or_the_config_is_
         other => panic!("expected a setup error, got {other:?}"),
     }
     drop(first);
+}
+
+/// Which [`ExistingGlobals`](meshtrace::ExistingGlobals) a child process chooses.
+const EXISTING_GLOBALS_VAR: &str = "MESHTRACE_TEST_EXISTING_GLOBALS";
+
+#[test]
+fn a_users_own_globals_are_refused_by_default_kept_or_replaced() {
+    // Each in a fresh process: install() sets the global subscriber once per process.
+    for choice in ["keep", "replace"] {
+        common::run_child(
+            "child_installs_over_a_users_globals",
+            &[(EXISTING_GLOBALS_VAR, choice.to_owned())],
+        );
+    }
+}
+
+#[test]
+#[ignore = "run in a child process by a_users_own_globals_are_refused_by_default_kept_or_replaced"]
+fn child_installs_over_a_users_globals() {
+    use meshtrace::ExistingGlobals;
+    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, SdkMeterProvider};
+    use opentelemetry_sdk::propagation::BaggagePropagator;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+
+    let choice = match std::env::var(EXISTING_GLOBALS_VAR).as_deref() {
+        Ok("keep") => ExistingGlobals::Keep,
+        Ok("replace") => ExistingGlobals::Replace,
+        other => panic!("{EXISTING_GLOBALS_VAR}: {other:?}"),
+    };
+    // The user's own globals, set before meshtrace's install.
+    let user_spans = InMemorySpanExporter::default();
+    let user_provider = SdkTracerProvider::builder()
+        .with_simple_exporter(user_spans.clone())
+        .build();
+    opentelemetry::global::set_tracer_provider(user_provider.clone());
+    let user_metrics = InMemoryMetricExporter::default();
+    let user_meters = SdkMeterProvider::builder()
+        .with_periodic_exporter(user_metrics.clone())
+        .build();
+    opentelemetry::global::set_meter_provider(user_meters.clone());
+
+    let setup_error = |result: Result<TracingManager, Error>| match result {
+        Err(Error::Setup {
+            component, reason, ..
+        }) => {
+            assert!(
+                reason.contains("ExistingGlobals::Replace")
+                    && reason.contains("ExistingGlobals::Keep"),
+                "{reason}"
+            );
+            component
+        }
+        other => panic!("expected a setup error, got {other:?}"),
+    };
+    let default_install = || {
+        TracingManager::builder()
+            .log_writer(std::io::sink)
+            .exporter(ExporterConfig::None)
+            .install()
+    };
+    // By default: refused, naming what is installed.
+    assert_eq!(setup_error(default_install()), "global tracer provider");
+    opentelemetry::global::set_text_map_propagator(BaggagePropagator::new());
+    assert_eq!(setup_error(default_install()), "global propagator");
+    // Refusing changed nothing: no subscriber, and the probe recorded nothing.
+    assert!(!tracing::dispatcher::has_been_set());
+    user_provider.force_flush().unwrap();
+    assert!(user_spans.get_finished_spans().unwrap().is_empty());
+
+    let ours_spans = InMemorySpanExporter::default();
+    let ours_metrics = InMemoryMetricExporter::default();
+    let telemetry = TracingManager::builder()
+        .log_writer(std::io::sink)
+        .span_exporter(ours_spans.clone())
+        .metric_exporter(ours_metrics.clone())
+        .existing_globals(choice)
+        .install()
+        .expect("install");
+    assert!(tracing::dispatcher::has_been_set());
+
+    // What the global API hands out now.
+    let mut span = opentelemetry::global::tracer_provider()
+        .tracer("app")
+        .start("global-span");
+    span.end();
+    opentelemetry::global::meter_provider()
+        .meter("app")
+        .u64_counter("app.requests")
+        .build()
+        .add(1, &[]);
+    let fields: Vec<String> =
+        opentelemetry::global::get_text_map_propagator(|p| p.fields().map(str::to_owned).collect());
+    user_provider.force_flush().unwrap();
+    user_meters.force_flush().unwrap();
+    telemetry.force_flush().unwrap();
+    let span_names = |exporter: &InMemorySpanExporter| -> Vec<String> {
+        let spans = exporter.get_finished_spans().unwrap();
+        spans.iter().map(|s| s.name.to_string()).collect()
+    };
+    let has_counter = |exporter: &InMemoryMetricExporter| {
+        exporter.get_finished_metrics().unwrap().iter().any(|rm| {
+            rm.scope_metrics()
+                .any(|scope| scope.metrics().any(|m| m.name() == "app.requests"))
+        })
+    };
+    let (users, ours) = (span_names(&user_spans), span_names(&ours_spans));
+    match choice {
+        ExistingGlobals::Keep => {
+            assert_eq!(users, ["global-span"], "ours: {ours:?}");
+            assert!(!ours.contains(&"global-span".to_owned()), "{ours:?}");
+            assert_eq!(fields, ["baggage"]);
+            assert!(has_counter(&user_metrics) && !has_counter(&ours_metrics));
+        }
+        _ => {
+            assert!(users.is_empty(), "{users:?}");
+            assert!(ours.contains(&"global-span".to_owned()), "{ours:?}");
+            assert!(fields.iter().any(|f| f == "traceparent"), "{fields:?}");
+            assert!(!has_counter(&user_metrics) && has_counter(&ours_metrics));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -597,33 +597,6 @@ fn a_file_endpoint_and_an_env_api_key_combine() {
 // ---------------------------------------------------------------------------------------
 // the exporter never traces itself
 
-/// Runs the ignored test `name` of this binary in a child process with `envs`; fails unless
-/// it passes; returns what it wrote to stdout (the log output of a global install).
-fn run_child(name: &str, envs: &[(&str, String)]) -> String {
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        stdout.contains("1 passed"),
-        "child {name} ran no test: {stdout}"
-    );
-    assert!(
-        output.status.success(),
-        "child {name} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
 /// Runs `child_exports_one_app_span` in a child process, where the pipeline is installed
 /// globally as in a service (the exporter's own threads then see the subscriber too), with
 /// `RUST_LOG=trace` and the span filter at `trace`, and returns the names of the spans that
@@ -752,7 +725,7 @@ fn child_reports_failing_exports() {
 #[test]
 fn failing_exports_are_reported_once_and_so_is_the_recovery() {
     let receiver = Receiver::start_with(true);
-    let log = run_child(
+    let log = common::run_child(
         "child_reports_failing_exports",
         &[("MESHTRACE_TEST_RECEIVER", receiver.addr.to_string())],
     );
@@ -816,7 +789,7 @@ fn child_fills_the_queue_of_a_hung_collector() {
 #[test]
 fn a_full_queue_is_reported_once() {
     let (_listener, addr) = blackhole();
-    let log = run_child(
+    let log = common::run_child(
         "child_fills_the_queue_of_a_hung_collector",
         &[("MESHTRACE_TEST_RECEIVER", addr.to_string())],
     );
@@ -1127,7 +1100,7 @@ mod tls {
         let ca_file = write(&dir, "ca.pem", &ca.pem());
         for (_, name) in PROTOCOLS {
             let receiver = Receiver::start_tls(server_config(&server, None));
-            run_child(
+            common::run_child(
                 "tls::child_exports_over_https",
                 &[
                     ("SSL_CERT_FILE", ca_file.clone()),
@@ -1548,7 +1521,7 @@ mod logs {
     /// returns the (scope, body) of the records that arrived.
     fn logs_exported_by_a_child(protocol: &str) -> Vec<(String, String)> {
         let receiver = Receiver::start();
-        run_child(
+        common::run_child(
             "logs::child_logs_one_event",
             &[
                 ("MESHTRACE_TEST_RECEIVER", receiver.addr.to_string()),

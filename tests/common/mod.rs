@@ -208,3 +208,32 @@ pub async fn serve(app: Router) -> SocketAddr {
     });
     addr
 }
+
+/// Runs the ignored test `name` of this test binary in a child process with `envs`: a
+/// fresh process, for what sets process-wide state once (`install()` and its globals).
+/// Fails unless it passes; returns what it wrote to stdout (the log output of a global
+/// install).
+pub fn run_child(name: &str, envs: &[(&str, String)]) -> String {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "child {name} failed: {stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "child {name} ran no test: {stdout}\n{stderr}"
+    );
+    stdout
+}
