@@ -681,6 +681,8 @@ fn parse_errors_never_echo_values_and_say_where() {
 enum Underneath {
     EnvFilter,
     Redacted,
+    #[cfg(feature = "otlp")]
+    Uri,
     #[cfg(feature = "otlp-tls")]
     Reqwest,
 }
@@ -700,7 +702,9 @@ fn configuration_errors_keep_the_parser_error_as_their_source() {
     let key = write(dir.path(), "key.pem", PEM_KEY.as_bytes());
     #[cfg(not(feature = "otlp-tls"))]
     let _ = &dir;
-    let cases: Vec<(&str, Result<(), Error>, Option<&str>, Underneath)> = vec![
+    // (case, what it gave, the field its error names, the source's type)
+    type Case<'a> = (&'a str, Result<(), Error>, Option<&'a str>, Underneath);
+    let cases: Vec<Case> = vec![
         (
             "log_filter",
             build(TracingManager::builder().log_filter("info,[[[")),
@@ -749,6 +753,16 @@ fn configuration_errors_keep_the_parser_error_as_their_source() {
             None,
             Underneath::Redacted,
         ),
+        #[cfg(feature = "otlp")]
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            build(TracingManager::from_env_with(env(&[(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                &format!("http://user:{secret}@collector 4318"),
+            )]))),
+            Some("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            Underneath::Uri,
+        ),
         #[cfg(feature = "otlp-tls")]
         (
             "custom CA",
@@ -795,6 +809,11 @@ fn configuration_errors_keep_the_parser_error_as_their_source() {
                     .unwrap_or_else(|| panic!("{name}: {source:?}"));
                 assert!(parse.message().contains("line 1"), "{name}: {parse}");
             }
+            #[cfg(feature = "otlp")]
+            Underneath::Uri => assert!(
+                source.downcast_ref::<http::uri::InvalidUri>().is_some(),
+                "{name}: {source:?}"
+            ),
             #[cfg(feature = "otlp-tls")]
             Underneath::Reqwest => assert!(
                 source.downcast_ref::<reqwest::Error>().is_some(),

@@ -674,7 +674,9 @@ async fn tower_http_request_ids_and_correlation_ids_agree_in_either_order() {
         .layer(telemetry.layer())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
     let too_long = "r".repeat(129);
-    let cases: [(&[(&str, &str)], Option<&str>); 6] = [
+    // (headers sent, the correlation id expected; `None`: a new one)
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Headers, Option<&str>); 6] = [
         (&[("x-request-id", "req-7")], Some("req-7")),
         (&[("x-request-id", &too_long)], None),
         (&[("x-request-id", "two words")], None),

@@ -49,10 +49,12 @@ pub(crate) fn shown_url(url: &str) -> String {
 /// An absolute `http://` or `https://` URL with a host and without credentials.
 pub(crate) fn check_url(field: &str, url: &str) -> Result<(), Error> {
     let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| {
-        Error::config(
+        // `InvalidUri` names the problem, never the URL (which may hold credentials).
+        Error::config_caused_by(
             field,
             shown_url(url),
             format!("{e}; write an absolute URL such as http://collector:4318"),
+            e,
         )
     })?;
     match uri.scheme_str() {
