@@ -23,10 +23,12 @@ pub(crate) fn max_value_len() -> usize {
     MAX_VALUE_LEN.load(Ordering::Relaxed)
 }
 
-/// Sets the bound (values below 16 are raised to 16).
+/// Sets the bound to the configured `max_attribute_value_length`, as it is: the
+/// configuration has already refused values outside `1..=65536` with an error naming the
+/// field, and the export gate cuts at the same value, so there is one limit, not two.
 #[allow(dead_code)] // called by the manager
 pub(crate) fn set_max_value_len(len: usize) {
-    MAX_VALUE_LEN.store(len.max(16), Ordering::Relaxed);
+    MAX_VALUE_LEN.store(len, Ordering::Relaxed);
 }
 
 /// `value` cut to at most `max` bytes, on a char boundary.

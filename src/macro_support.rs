@@ -90,6 +90,8 @@ impl<R> NotResult for Returned<'_, R> {
 }
 
 fn record_error(span: &tracing::Span, error_type: &'static str, message: Option<String>) {
+    // A type name is not chosen by a client, but it is a string on a span all the same.
+    let error_type = crate::limits::bounded(error_type);
     span.set_attribute(ERROR_TYPE, error_type);
     let mut attributes = vec![KeyValue::new(EXCEPTION_TYPE, error_type)];
     if let Some(message) = &message {

@@ -266,7 +266,10 @@ fn client_span(
         ));
     }
     if let Some(address) = target.address() {
-        attributes.push(KeyValue::new(a::SERVER_ADDRESS, address.to_owned()));
+        attributes.push(KeyValue::new(
+            a::SERVER_ADDRESS,
+            bounded(address).to_owned(),
+        ));
     }
     if let Some(port) = target.server_port() {
         attributes.push(KeyValue::new(a::SERVER_PORT, i64::from(port)));
@@ -275,7 +278,7 @@ fn client_span(
         attributes.push(KeyValue::new(a::URL_FULL, url));
     }
     if let Some(template) = template {
-        attributes.push(KeyValue::new(a::URL_TEMPLATE, template));
+        attributes.push(KeyValue::new(a::URL_TEMPLATE, bounded(template)));
     }
     SpanBuilder::from_name(name)
         .with_kind(SpanKind::Client)

@@ -6,8 +6,6 @@ use std::borrow::Cow;
 use http::request::Parts;
 use http::{Method, Version};
 
-/// Longest `user_agent.original` we record; a client chooses it, so it is bounded.
-const MAX_USER_AGENT_LEN: usize = 256;
 /// Longest `server.address` we record (a DNS name is at most 253 bytes).
 const MAX_HOST_LEN: usize = 253;
 
@@ -252,13 +250,11 @@ pub(crate) fn strip_brackets(host: &str) -> &str {
         .unwrap_or(host)
 }
 
+/// `user_agent.original`: a client chooses it, so it is cut to the one value limit
+/// (`span_limits.max_attribute_value_length`) like every recorded string.
 pub(crate) fn user_agent(parts: &Parts) -> Option<&str> {
     let ua = parts.headers.get(http::header::USER_AGENT)?.to_str().ok()?;
-    if ua.len() <= MAX_USER_AGENT_LEN {
-        return Some(ua);
-    }
-    // `to_str` succeeded, so the value is visible ASCII and any index is a boundary.
-    Some(&ua[..MAX_USER_AGENT_LEN])
+    Some(crate::limits::bounded(ua))
 }
 
 /// The route template axum matched, when the layer runs after routing.

@@ -45,7 +45,7 @@ use opentelemetry_semantic_conventions::attribute::{
 };
 
 use super::classify::{GrpcCall, Tracked};
-use crate::limits::{bound_owned, bounded, display_bounded};
+use crate::limits::{bound_cow, bound_owned, bounded, display_bounded};
 use crate::metrics::http::{ExchangeMetric, status_text};
 use crate::pages::Exchange;
 
@@ -164,7 +164,7 @@ impl OpenSpan {
             if self.recording {
                 self.cx
                     .span()
-                    .set_attribute(KeyValue::new(ERROR_TYPE, error_type));
+                    .set_attribute(KeyValue::new(ERROR_TYPE, bound_cow(error_type)));
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::http::attributes::{
     user_agent,
 };
 use crate::http::grpc::{self, GrpcMethod};
-use crate::limits::{bound_cow, bounded};
+use crate::limits::{bound_cow, bound_owned, bounded};
 use crate::metrics::http::{ServerOptIns, ServerRequest};
 use crate::sampler::AttributesRead;
 
@@ -262,7 +262,10 @@ impl<'a> RequestFacts<'a> {
         }
         let (address, port) = self.address();
         if let Some(address) = address {
-            out.push(KeyValue::new(a::SERVER_ADDRESS, address.to_owned()));
+            out.push(KeyValue::new(
+                a::SERVER_ADDRESS,
+                bounded(address).to_owned(),
+            ));
         }
         if let Some(port) = port {
             out.push(KeyValue::new(a::SERVER_PORT, i64::from(port)));
@@ -273,7 +276,7 @@ impl<'a> RequestFacts<'a> {
         if let Some(peer) = peer {
             out.push(KeyValue::new(
                 a::NETWORK_PEER_ADDRESS,
-                peer.ip().to_string(),
+                bound_owned(peer.ip().to_string()),
             ));
             out.push(KeyValue::new(a::NETWORK_PEER_PORT, i64::from(peer.port())));
         }
@@ -286,7 +289,10 @@ impl<'a> RequestFacts<'a> {
             None => peer.map(|peer| (peer.ip(), Some(peer.port()))),
         };
         if let Some((ip, port)) = client {
-            out.push(KeyValue::new(a::CLIENT_ADDRESS, ip.to_string()));
+            out.push(KeyValue::new(
+                a::CLIENT_ADDRESS,
+                bound_owned(ip.to_string()),
+            ));
             if let Some(port) = port {
                 out.push(KeyValue::new(a::CLIENT_PORT, i64::from(port)));
             }
@@ -296,7 +302,7 @@ impl<'a> RequestFacts<'a> {
         }
         out.push(KeyValue::new(
             "correlation.id",
-            self.correlation.as_str().to_owned(),
+            bounded(self.correlation.as_str()).to_owned(),
         ));
         for (header, key) in &self.config.recorded_headers {
             let values: Vec<StringValue> = parts
