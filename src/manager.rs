@@ -35,17 +35,20 @@
 //!
 //! | | log filter | span filter |
 //! |---|---|---|
-//! | decides | which events (and spans, as context) the log output prints | which `tracing` spans and events are bridged to OpenTelemetry (user spans, `#[traced]`, span events) |
+//! | decides | which events (and spans, as context) the log output prints | which `tracing` spans and events are bridged to OpenTelemetry (your spans, `#[traced]`, span events); never meshtrace's server and client spans |
 //! | builder | [`log_filter`](TracingManagerBuilder::log_filter) | [`span_filter`](TracingManagerBuilder::span_filter) |
 //! | config key | `log_filter` | `span_filter` |
 //! | environment | `RUST_LOG` | `MESHTRACE_SPAN_FILTER` |
-//! | default | `info` | `info`, plus `meshtrace=info` always |
+//! | default | `info` | `info` |
 //! | syntax | `EnvFilter` directives | `EnvFilter` directives |
 //!
 //! Each is a per-layer filter; the subscriber itself filters nothing. So `RUST_LOG=warn`
 //! makes the log quieter and changes nothing that is traced or propagated, and a span
-//! filter of `debug` traces debug spans without printing them. meshtrace's own spans are
-//! always traced (sampling decides), and whatever the OTLP exporter's clients emit while
+//! filter of `debug` traces debug spans without printing them. meshtrace's server and client
+//! spans are OpenTelemetry SDK spans, not `tracing` spans: no filter sees them, so they are
+//! traced whatever either filter says (sampling decides), even with a span filter of `off`.
+//! `#[traced]` spans are `tracing` spans with the target of your module, so the span filter
+//! applies to them like to your own. Whatever the OTLP exporter's clients emit while
 //! exporting is never traced (see [`crate::export`]).
 //!
 //! # Your own subscriber
@@ -179,9 +182,6 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
-
-/// Added to every span filter: meshtrace's own spans are always traced (sampling decides).
-const OWN_SPANS: &str = "meshtrace=info";
 
 /// The installed tracing pipeline; returned by [`TracingManagerBuilder::install`].
 ///
@@ -831,8 +831,9 @@ impl TracingManagerBuilder {
 
     /// The span filter: `EnvFilter` directives for the `tracing` spans (and their events)
     /// that are bridged to OpenTelemetry, e.g. `info,my_crate::db=debug`; wins over
-    /// `MESHTRACE_SPAN_FILTER`. Default `info`; `meshtrace=info` is always added. It changes
-    /// nothing that is logged.
+    /// `MESHTRACE_SPAN_FILTER`. Default `info`. It changes nothing that is logged, and never
+    /// applies to meshtrace's server and client spans (OpenTelemetry SDK spans, not `tracing`
+    /// spans), which are traced even with `off`.
     pub fn span_filter(mut self, directives: &str) -> Self {
         self.overrides.span_filter = Some(directives.to_owned());
         self
@@ -899,11 +900,9 @@ impl TracingManagerBuilder {
             let invalid = |e: tracing_subscriber::filter::ParseError| {
                 Error::config_caused_by("span_filter", &span_directives, e.to_string(), e)
             };
-            let own = OWN_SPANS.parse().map_err(invalid)?;
             let directives = EnvFilter::builder()
                 .parse(&span_directives)
-                .map_err(invalid)?
-                .add_directive(own);
+                .map_err(invalid)?;
             Ok(SpanFilter::new(directives, events))
         };
         // Both filters are checked before anything starts a thread.

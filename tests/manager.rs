@@ -1261,22 +1261,58 @@ async fn price_order(id: u64) -> u64 {
     id * 2
 }
 
-/// A Router whose handler opens a user span, logs at INFO and WARN inside it, and calls a
-/// `#[traced]` function (feature `macros`).
-fn filter_app(manager: &TracingManager) -> axum::Router {
+/// A downstream service on 127.0.0.1 that records the `traceparent` of every request it
+/// receives (`None` when there was none). Returns its URL.
+async fn recording_downstream() -> (String, Arc<Mutex<Vec<Option<String>>>>) {
+    let received: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let record = received.clone();
+    let app = axum::Router::new().route(
+        "/stock",
+        axum::routing::get(move |headers: http::HeaderMap| async move {
+            let traceparent = headers
+                .get("traceparent")
+                .map(|v| v.to_str().unwrap().to_owned());
+            record.lock().unwrap().push(traceparent);
+            "in stock"
+        }),
+    );
+    let addr = common::serve(app).await;
+    (format!("http://{addr}/stock"), received)
+}
+
+/// A Router whose handler logs at WARN in the server span, then opens a user span, logs at
+/// INFO and WARN inside it, calls a `#[traced]` function (feature `macros`) and calls
+/// `downstream` through the manager's client layer (a hyper-util client).
+fn filter_app(manager: &TracingManager, downstream: String) -> axum::Router {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tower::ServiceExt as _;
     use tracing::Instrument as _;
+    let client = tower::ServiceBuilder::new()
+        .layer(manager.client_layer())
+        .service(Client::builder(TokioExecutor::new()).build_http());
     axum::Router::new()
         .route(
             "/orders/{id}",
-            axum::routing::get(|| {
-                async {
-                    tracing::info!("loading order");
-                    tracing::warn!("slow order");
-                    #[cfg(feature = "macros")]
-                    price_order(21).await;
+            axum::routing::get(move || {
+                let (client, downstream) = (client.clone(), downstream.clone());
+                async move {
+                    tracing::warn!("order requested");
+                    async {
+                        tracing::info!("loading order");
+                        tracing::warn!("slow order");
+                        #[cfg(feature = "macros")]
+                        price_order(21).await;
+                        let request = http::Request::get(downstream.as_str())
+                            .body(http_body_util::Empty::<bytes::Bytes>::new())
+                            .unwrap();
+                        let response = client.oneshot(request).await.unwrap();
+                        assert_eq!(response.status(), 200);
+                    }
+                    .instrument(tracing::info_span!("load order"))
+                    .await;
                     "ok"
                 }
-                .instrument(tracing::info_span!("load order"))
             }),
         )
         .layer(manager.server_layer())
@@ -1343,43 +1379,174 @@ async fn the_log_filter_changes_the_log_output_and_nothing_that_is_traced() {
             true,
         ),
     ];
+    // A caller's trace: the request continues it.
+    const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER_SPAN: &str = "00f067aa0ba902b7";
+    let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
     for (setup, builder, info_line, warn_line) in cases {
         let pipeline = Pipeline::json(builder);
-        let forwarded = get_order(filter_app(&pipeline.manager), &[]).await;
-        assert_eq!(forwarded, "ok");
+        let (downstream, received) = recording_downstream().await;
+        let app = filter_app(&pipeline.manager, downstream);
+        // One root request, then one that continues the caller's trace.
+        assert_eq!(get_order(app.clone(), &[]).await, "ok", "{setup}");
+        assert_eq!(
+            get_order(app, &[("traceparent", caller.as_str())]).await,
+            "ok",
+            "{setup}"
+        );
         pipeline.manager.force_flush().unwrap();
         let spans = pipeline.capture.spans();
-        let server = span_named(&spans, "GET /orders/{id}");
-        let user = span_named(&spans, "load order");
+        let servers: Vec<&SpanData> = spans
+            .iter()
+            .filter(|s| s.name == "GET /orders/{id}")
+            .collect();
+        assert_eq!(servers.len(), 2, "{setup}: both server spans are exported");
+        let (root, continued) = if servers[0].span_context.trace_id().to_string() == CALLER_TRACE {
+            (servers[1], servers[0])
+        } else {
+            (servers[0], servers[1])
+        };
         assert_eq!(
-            user.parent_span_id,
-            server.span_context.span_id(),
-            "{setup}: the user span is a child of the server span"
+            continued.span_context.trace_id().to_string(),
+            CALLER_TRACE,
+            "{setup}"
         );
-        #[cfg(feature = "macros")]
-        {
-            let traced = span_named(&spans, "price_order");
+        assert_eq!(continued.parent_span_id.to_string(), CALLER_SPAN, "{setup}");
+        for server in [root, continued] {
+            let trace_id = server.span_context.trace_id();
+            let in_trace: Vec<SpanData> = spans
+                .iter()
+                .filter(|s| s.span_context.trace_id() == trace_id)
+                .cloned()
+                .collect();
+            let user = span_named(&in_trace, "load order");
             assert_eq!(
-                traced.parent_span_id,
+                user.parent_span_id,
+                server.span_context.span_id(),
+                "{setup}: the user span is a child of the server span"
+            );
+            #[cfg(feature = "macros")]
+            {
+                let traced = span_named(&in_trace, "price_order");
+                assert_eq!(
+                    traced.parent_span_id,
+                    user.span_context.span_id(),
+                    "{setup}"
+                );
+            }
+            let client = in_trace
+                .iter()
+                .find(|s| s.span_kind == opentelemetry::trace::SpanKind::Client)
+                .unwrap_or_else(|| panic!("{setup}: no client span in {in_trace:?}"));
+            assert_eq!(
+                client.parent_span_id,
                 user.span_context.span_id(),
                 "{setup}"
             );
         }
+
+        // The root request sent its own trace downstream: the trace of the exported server
+        // span, the client span as parent, sampled.
+        let received = received.lock().unwrap().clone();
+        assert_eq!(received.len(), 2, "{setup}");
+        let forwarded = received[0]
+            .as_deref()
+            .unwrap_or_else(|| panic!("{setup}: the root request sent no traceparent"));
+        let root_client = spans
+            .iter()
+            .find(|s| {
+                s.span_kind == opentelemetry::trace::SpanKind::Client
+                    && s.span_context.trace_id() == root.span_context.trace_id()
+            })
+            .unwrap();
+        assert_eq!(
+            forwarded,
+            format!(
+                "00-{}-{}-03",
+                root.span_context.trace_id(),
+                root_client.span_context.span_id()
+            ),
+            "{setup}: the root request forwards its trace, sampled and random"
+        );
+        let continued_forward = received[1].as_deref().unwrap();
+        assert!(
+            continued_forward.starts_with(&format!("00-{CALLER_TRACE}-")),
+            "{setup}: {continued_forward}"
+        );
+
         assert_eq!(
             pipeline.lines_saying("loading order").len(),
-            usize::from(info_line),
+            2 * usize::from(info_line),
             "{setup}: {}",
             pipeline.logs.text()
         );
-        let warns = pipeline.lines_saying("slow order");
-        assert_eq!(warns.len(), usize::from(warn_line), "{setup}");
-        if let Some(line) = warns.first() {
-            assert_eq!(
-                line["trace_id"],
-                user.span_context.trace_id().to_string(),
-                "{setup}: the log line names the trace"
-            );
+        assert_eq!(
+            pipeline.lines_saying("slow order").len(),
+            2 * usize::from(warn_line),
+            "{setup}"
+        );
+        let requested = pipeline.lines_saying("order requested");
+        assert_eq!(requested.len(), 2 * usize::from(warn_line), "{setup}");
+        if warn_line {
+            // In request order: each line names its trace and the server span's own id,
+            // not the caller's.
+            for (line, server) in requested.iter().zip([root, continued]) {
+                assert_eq!(
+                    line["trace_id"],
+                    server.span_context.trace_id().to_string(),
+                    "{setup}: the log line names the trace"
+                );
+                assert_eq!(
+                    line["span_id"],
+                    server.span_context.span_id().to_string(),
+                    "{setup}: the log line names the server span"
+                );
+            }
+            assert_ne!(requested[1]["span_id"], CALLER_SPAN, "{setup}");
         }
+    }
+}
+
+/// meshtrace's server and client spans are OpenTelemetry SDK spans, not `tracing` spans:
+/// no span filter disables them, not even `off`. The filter applies to the user's span and
+/// to `#[traced]` (whose target is the user's module), and the log output stays as it was.
+#[tokio::test]
+async fn the_span_filter_never_disables_server_and_client_spans() {
+    for filter in ["off", "warn"] {
+        let pipeline = Pipeline::json(TracingManager::builder().span_filter(filter));
+        let (downstream, received) = recording_downstream().await;
+        let app = filter_app(&pipeline.manager, downstream);
+        assert_eq!(get_order(app, &[]).await, "ok", "{filter}");
+        pipeline.manager.force_flush().unwrap();
+        let spans = pipeline.capture.spans();
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+        assert_eq!(
+            spans.len(),
+            2,
+            "{filter}: the server and client spans: {names:?}"
+        );
+        let server = span_named(&spans, "GET /orders/{id}");
+        let client = spans
+            .iter()
+            .find(|s| s.span_kind == opentelemetry::trace::SpanKind::Client)
+            .unwrap_or_else(|| panic!("{filter}: no client span in {names:?}"));
+        // The user span is not traced: the client span's parent is the server span.
+        assert_eq!(
+            client.parent_span_id,
+            server.span_context.span_id(),
+            "{filter}"
+        );
+        let received = received.lock().unwrap().clone();
+        assert_eq!(
+            received,
+            [Some(format!(
+                "00-{}-{}-03",
+                server.span_context.trace_id(),
+                client.span_context.span_id()
+            ))],
+            "{filter}"
+        );
+        assert_eq!(pipeline.lines_saying("loading order").len(), 1, "{filter}");
     }
 }
 
