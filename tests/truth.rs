@@ -26,6 +26,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use meshtrace::context::TraceFutureExt as _;
+use meshtrace::logging::LogFormat;
 use meshtrace::sampler::SamplingConfig;
 use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry_sdk::trace::SpanData;
@@ -343,11 +344,24 @@ async fn a_logged_error_does_not_make_a_request_an_error() {
     }
 }
 
-/// Log lines of spawned work carry the request's ids, sampled or not, in every setup.
+/// Log lines of spawned work carry the request's ids, sampled or not, in every setup: at
+/// base rates 1.0, 0.0 and 0.01, without a parent and under a caller's unsampled parent.
 #[tokio::test]
 async fn spawned_work_keeps_the_ids_in_its_log_lines_sampled_or_dropped() {
+    const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER_SPAN: &str = "00f067aa0ba902b7";
+    let unsampled = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-00");
+    // (base rate, incoming traceparent, sampled: None when the trace id decides)
+    let cases = [
+        (1.0, None, Some(true)),
+        (0.0, None, Some(false)),
+        (0.01, None, None),
+        (1.0, Some(unsampled.as_str()), Some(false)),
+        (0.01, Some(unsampled.as_str()), Some(false)),
+    ];
     for how in SETUPS {
-        for rate in [1.0, 0.0] {
+        for (rate, incoming, expected) in cases {
+            let case = format!("{how:?} at {rate}, parent {incoming:?}");
             let setup = Setup::new(how, SamplingConfig::default().base_rate(rate));
             let app = Router::new()
                 .route(
@@ -360,92 +374,192 @@ async fn spawned_work_keeps_the_ids_in_its_log_lines_sampled_or_dropped() {
                         use opentelemetry::trace::TraceContextExt as _;
                         let span = cx.span();
                         let sc = span.span_context();
-                        format!("{} {}", sc.trace_id(), sc.span_id())
+                        format!("{} {} {}", sc.trace_id(), sc.span_id(), sc.is_sampled())
                     }),
                 )
                 .layer(setup.server_layer());
             let addr = common::serve(app).await;
-            let ids = reqwest::Client::new()
+            let mut request = reqwest::Client::new()
                 .get(format!("http://{addr}/"))
-                .header("x-correlation-id", "job-1")
+                .header("x-correlation-id", "job-1");
+            if let Some(traceparent) = incoming {
+                request = request.header("traceparent", traceparent);
+            }
+            let ids = request
                 .send()
                 .await
                 .expect("response")
                 .text()
                 .await
                 .expect("body");
-            let (trace_id, span_id) = ids.split_once(' ').expect("two ids");
+            let mut ids = ids.split(' ');
+            let (trace_id, span_id, sampled) = (
+                ids.next().expect("trace id"),
+                ids.next().expect("span id"),
+                ids.next().expect("sampled") == "true",
+            );
+            if let Some(expected) = expected {
+                assert_eq!(sampled, expected, "{case}");
+            }
+            if incoming.is_some() {
+                // The caller's trace, the request's own span id.
+                assert_eq!(trace_id, CALLER_TRACE, "{case}");
+                assert_ne!(span_id, CALLER_SPAN, "{case}");
+            }
             let lines = setup.logs.json();
             let line = lines
                 .iter()
                 .find(|l| l["fields"]["message"] == "spawned work")
-                .unwrap_or_else(|| panic!("{how:?} at {rate}: {lines:?}"));
-            assert_eq!(line["trace_id"], trace_id, "{how:?} at {rate}");
-            assert_eq!(line["span_id"], span_id, "{how:?} at {rate}");
-            assert_eq!(line["correlation_id"], "job-1", "{how:?} at {rate}");
+                .unwrap_or_else(|| panic!("{case}: {lines:?}"));
+            assert_eq!(line["trace_id"], trace_id, "{case}");
+            assert_eq!(line["span_id"], span_id, "{case}");
+            assert_eq!(line["correlation_id"], "job-1", "{case}");
+            assert_eq!(setup.spans().len(), usize::from(sampled), "{case}");
+        }
+    }
+}
+
+/// The shape of a log line: JSON, its sorted keys; text, its words with every value and
+/// the timestamp left out (`trace_id=…` becomes `trace_id`).
+fn shape(format: LogFormat, line: &str) -> Vec<String> {
+    match format {
+        LogFormat::Json => {
+            let json: serde_json::Value = serde_json::from_str(line).expect("json");
+            let mut keys: Vec<String> = json.as_object().expect("object").keys().cloned().collect();
+            keys.sort();
+            keys
+        }
+        _ => line
+            .split_whitespace()
+            .skip(1)
+            .map(|word| word.split('=').next().unwrap_or(word).to_owned())
+            .collect(),
+    }
+}
+
+/// A client-chosen 60 KB path and 2 KB user agent never reach a log line, text or JSON, and
+/// sampled and dropped requests log lines of the same shape.
+#[tokio::test]
+async fn log_lines_do_not_carry_client_chosen_span_fields() {
+    for format in [LogFormat::Json, LogFormat::Text] {
+        for how in SETUPS {
+            let mut shapes = Vec::new();
+            for rate in [1.0, 0.0] {
+                let case = format!("{format:?}/{how:?} at {rate}");
+                let setup =
+                    Setup::with_log_format(how, SamplingConfig::default().base_rate(rate), format);
+                let app = Router::new()
+                    .route(
+                        "/{*path}",
+                        get(|| async {
+                            tracing::warn!("handling");
+                            "ok"
+                        }),
+                    )
+                    .layer(setup.server_layer());
+                let addr = common::serve(app).await;
+                let path = "p".repeat(60_000);
+                let response = reqwest::Client::new()
+                    .get(format!("http://{addr}/{path}"))
+                    .header("user-agent", "u".repeat(2_000))
+                    .send()
+                    .await
+                    .expect("response");
+                assert_eq!(response.status(), 200);
+                let lines = setup.logs.lines();
+                let line = lines
+                    .iter()
+                    .find(|l| l.contains("handling"))
+                    .unwrap_or_else(|| panic!("{case}: {lines:?}"));
+                assert!(line.len() < 512, "{case}: a {}-byte log line", line.len());
+                assert!(
+                    !line.contains("pppp") && !line.contains("uuuu"),
+                    "{case}: {line}"
+                );
+                assert!(line.contains("trace_id"), "{case}: {line}");
+                shapes.push(shape(format, line));
+                if rate == 1.0 {
+                    // The span has the path, bounded.
+                    let server = setup.only(SpanKind::Server);
+                    let recorded = attr_str(&server, "url.path").expect("url.path");
+                    assert!(
+                        recorded.len() <= 4096,
+                        "{case}: url.path of {}",
+                        recorded.len()
+                    );
+                    assert!(recorded.starts_with("/ppp"));
+                }
+            }
             assert_eq!(
-                setup.spans().len(),
-                usize::from(rate == 1.0),
-                "{how:?} at {rate}"
+                shapes[0], shapes[1],
+                "{format:?}/{how:?}: sampled and dropped lines differ"
             );
         }
     }
 }
 
-/// A client-chosen 60 KB path never reaches a log line, and sampled and dropped requests
-/// log the same fields.
+/// The opt-in `fmt_layer_with_span_fields`, composed from `build()`'s layers (the manager
+/// has no setting for it): it prints the fields of the user's own `tracing` spans, and
+/// still never the request's HTTP attributes (the server span is an OpenTelemetry span, not
+/// a `tracing` span).
 #[tokio::test]
-async fn log_lines_do_not_carry_client_chosen_span_fields() {
-    for how in SETUPS {
-        let mut keys = Vec::new();
-        for rate in [1.0, 0.0] {
-            let setup = Setup::new(how, SamplingConfig::default().base_rate(rate));
-            let app = Router::new()
-                .route(
-                    "/{*path}",
-                    get(|| async {
-                        tracing::warn!("handling");
-                        "ok"
-                    }),
-                )
-                .layer(setup.server_layer());
-            let addr = common::serve(app).await;
-            let path = "p".repeat(60_000);
-            let response = reqwest::Client::new()
-                .get(format!("http://{addr}/{path}"))
-                .header("user-agent", "u".repeat(2_000))
-                .send()
-                .await
-                .expect("response");
-            assert_eq!(response.status(), 200);
-            let lines = setup.logs.lines();
-            let line = lines
-                .iter()
-                .find(|l| l.contains("handling"))
-                .unwrap_or_else(|| panic!("{how:?}: {lines:?}"));
-            assert!(line.len() < 512, "{how:?}: a {}-byte log line", line.len());
-            let json: serde_json::Value = serde_json::from_str(line).expect("json");
-            let mut line_keys: Vec<String> =
-                json.as_object().expect("object").keys().cloned().collect();
-            line_keys.sort();
-            keys.push(line_keys);
-            if rate == 1.0 {
-                // The span has the path, bounded.
-                let server = setup.only(SpanKind::Server);
-                let recorded = attr_str(&server, "url.path").expect("url.path");
-                assert!(
-                    recorded.len() <= 4096,
-                    "{how:?}: url.path of {}",
-                    recorded.len()
-                );
-                assert!(recorded.starts_with("/ppp"));
-            }
-        }
-        assert_eq!(
-            keys[0], keys[1],
-            "{how:?}: sampled and dropped lines differ"
-        );
-    }
+async fn the_span_fields_opt_in_prints_the_fields_of_tracing_spans_only() {
+    use tracing::Instrument as _;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let logs = common::Logs::default();
+    let (manager, layers) = meshtrace::TracingManager::builder()
+        .span_exporter(exporter.clone())
+        .build()
+        .expect("manager");
+    let subscriber = tracing_subscriber::registry().with(layers.span_layer).with(
+        meshtrace::logging::fmt_layer_with_span_fields(LogFormat::Json, logs.clone())
+            .with_filter(layers.log_filter),
+    );
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = Router::new()
+        .route(
+            "/{*path}",
+            get(|| {
+                async {
+                    tracing::warn!("charging");
+                    "ok"
+                }
+                .instrument(tracing::info_span!("charge", order = 7))
+            }),
+        )
+        .layer(manager.server_layer());
+    let addr = common::serve(app).await;
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/{}", "p".repeat(60_000)))
+        .header("user-agent", "u".repeat(2_000))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    manager.force_flush().expect("flush");
+    let spans = exporter.get_finished_spans().expect("spans");
+    let charge = spans
+        .iter()
+        .find(|s| s.name == "charge")
+        .expect("the user span");
+
+    let lines = logs.json();
+    let line = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "charging")
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    // The user span's field, with the ids of that span.
+    assert_eq!(line["span"]["name"], "charge", "{line}");
+    assert_eq!(line["span"]["order"], 7, "{line}");
+    assert_eq!(line["trace_id"], charge.span_context.trace_id().to_string());
+    assert_eq!(line["span_id"], charge.span_context.span_id().to_string());
+    // Not the request's path or user agent: the line stays short.
+    let text = line.to_string();
+    assert!(text.len() < 1024, "a {}-byte log line", text.len());
+    assert!(!text.contains("pppp") && !text.contains("uuuu"), "{text}");
 }
 
 /// A streaming body's producer runs in the connection's task, not the handler's: its

@@ -18,8 +18,10 @@
 //!
 //! [`fmt_layer`] writes one line per event: the timestamp, the level, the names of the
 //! `tracing` spans it is in, the target, the event's fields and the three ids. It never
-//! prints or even formats span fields, so a client-chosen 60 KB path or user agent never
-//! reaches a log line and a span that never logs costs the log layer nothing.
+//! prints or even formats the fields of `tracing` spans, so a span that never logs costs the
+//! log layer nothing. A request's HTTP attributes (a client-chosen 60 KB path or user
+//! agent) are not `tracing` fields at all: meshtrace's server and client spans are
+//! OpenTelemetry SDK spans, whose attributes only go to the exporter.
 //! [`LogFormat::Json`] has the ids first:
 //!
 //! ```text
@@ -33,7 +35,8 @@
 //! ```
 //!
 //! [`fmt_layer_with_span_fields`] (tracing-subscriber's own format with the ids added)
-//! prints every span's fields on every line, for those who want them.
+//! prints the fields of every `tracing` span in scope (yours, and `#[traced]` spans) on
+//! every line, for those who want them.
 //!
 //! # Using it
 //!
@@ -145,9 +148,11 @@ pub enum LogFormat {
 /// names of the spans it is in, its target, its fields, and `trace_id`, `span_id` and
 /// `correlation_id`; see the [module docs](self).
 ///
-/// Span fields (the HTTP attributes of a request, say) are not printed and not even
-/// formatted: a client-chosen 60 KB path never reaches a log line.
-/// [`fmt_layer_with_span_fields`] brings them back.
+/// The fields of `tracing` spans (`info_span!("charge", order = 7)`, the arguments a
+/// `#[traced]` function records) are not printed and not even formatted;
+/// [`fmt_layer_with_span_fields`] brings them back. A request's HTTP attributes never reach a
+/// log line with either layer: meshtrace's server and client spans are OpenTelemetry SDK
+/// spans, not `tracing` spans, so a client-chosen 60 KB path stays out of the logs.
 ///
 /// Text output uses ANSI colours when stdout is a terminal and `NO_COLOR` is not set.
 pub fn fmt_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync + 'static>
@@ -170,9 +175,41 @@ where
 }
 
 /// `tracing-subscriber`'s own format (`fmt::layer()`, `.json()` for JSON) with the three
-/// ids added: every span field of every span in scope is printed on every line, and
+/// ids added: it brings back the fields of `tracing` spans, i.e. of your own spans
+/// (`info_span!("charge", order = 7)`) and of `#[traced]` spans (the arguments they
+/// record). Every field of every `tracing` span in scope is printed on every line, and
 /// formatted when the span is created, whether or not a line is ever printed. Choose it
-/// when you want the span fields in your logs; [`fmt_layer`] is the cheaper default.
+/// when you want those fields in your logs; [`fmt_layer`] is the cheaper default.
+///
+/// It does not bring back a request's HTTP attributes (`url.path`, `user_agent.original`,
+/// ...): meshtrace's server and client spans are OpenTelemetry SDK spans, not `tracing`
+/// spans, and their attributes go to the exporter only.
+///
+/// [`TracingManager`](crate::TracingManager) has no setting for it (`log_format` chooses
+/// between the text and JSON forms of [`fmt_layer`]). Build the manager with
+/// [`build`](crate::TracingManagerBuilder::build) and put this layer, with the manager's
+/// log filter, where `layers.log_layer` would go:
+///
+/// ```
+/// use meshtrace::TracingManager;
+/// use meshtrace::logging::{LogFormat, fmt_layer_with_span_fields};
+/// use tracing_subscriber::Layer as _;
+/// use tracing_subscriber::layer::SubscriberExt as _;
+///
+/// # fn main() -> Result<(), meshtrace::Error> {
+/// let (telemetry, layers) = TracingManager::builder()
+///     .span_exporter(opentelemetry_sdk::trace::InMemorySpanExporter::default())
+///     .build()?;
+/// let subscriber = tracing_subscriber::registry()
+///     .with(layers.span_layer)
+///     .with(fmt_layer_with_span_fields(LogFormat::Json, std::io::stderr).with_filter(layers.log_filter));
+/// tracing::subscriber::with_default(subscriber, || {
+///     // {…,"fields":{"message":"charging"},"target":"…","span":{"order":7,"name":"charge"},…}
+///     tracing::info_span!("charge", order = 7).in_scope(|| tracing::info!("charging"));
+/// });
+/// # drop((telemetry, layers.log_layer));
+/// # Ok(()) }
+/// ```
 pub fn fmt_layer_with_span_fields<S, W>(
     format: LogFormat,
     writer: W,

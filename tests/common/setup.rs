@@ -35,7 +35,12 @@ pub struct Setup {
 }
 
 impl Setup {
+    /// With JSON log lines.
     pub fn new(how: How, sampling: SamplingConfig) -> Self {
+        Self::with_log_format(how, sampling, LogFormat::Json)
+    }
+
+    pub fn with_log_format(how: How, sampling: SamplingConfig, format: LogFormat) -> Self {
         let exporter = InMemorySpanExporter::default();
         let logs = Logs::default();
         match how {
@@ -43,7 +48,7 @@ impl Setup {
                 let mut builder = TracingManager::builder()
                     .sampling(sampling)
                     .span_exporter(exporter.clone())
-                    .log_format(LogFormat::Json)
+                    .log_format(format)
                     .log_writer(logs.clone());
                 if how == How::ManagerQuietLogs {
                     builder = builder.log_filter("warn");
@@ -66,7 +71,7 @@ impl Setup {
                 let subscriber = tracing_subscriber::registry()
                     .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("hand")))
                     .with(meshtrace::logging::fmt_layer_with_writer(
-                        LogFormat::Json,
+                        format,
                         logs.clone(),
                     ));
                 Setup {
