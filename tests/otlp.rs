@@ -49,14 +49,19 @@ struct Receiver {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     arrived: Arrived,
+    /// Whether exports are held (see [`Store`]).
+    held: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// The receiver's state: what arrived, and whether it is down (answering every export with
-/// HTTP 400 until `POST /control/up` arrives).
-#[derive(Clone)]
+/// The receiver's state: what arrived, whether it is down (answering every export with
+/// HTTP 400 until `POST /control/up` arrives), and whether it is held (answering no export
+/// until `POST /control/release` arrives, then every one with success).
+#[derive(Clone, Default)]
 struct Store {
     arrived: Arrived,
     down: Arc<std::sync::atomic::AtomicBool>,
+    held: Arc<std::sync::atomic::AtomicBool>,
+    released: Arc<tokio::sync::Notify>,
 }
 
 impl Receiver {
@@ -68,6 +73,15 @@ impl Receiver {
     /// A receiver that is down until told otherwise (see [`Store`]).
     fn start_with(down: bool) -> Receiver {
         Self::serve(down, None)
+    }
+
+    /// A receiver that holds every export until told otherwise (see [`Store`]).
+    fn start_held() -> Receiver {
+        let receiver = Self::serve_plain(false);
+        receiver
+            .held
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        receiver
     }
 
     /// A receiver behind TLS (feature `otlp-tls`).
@@ -97,6 +111,7 @@ impl Receiver {
                 let store = Store {
                     arrived: arrived.clone(),
                     down: Arc::new(std::sync::atomic::AtomicBool::new(down)),
+                    ..Store::default()
                 };
                 std::thread::spawn(move || {
                     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -130,6 +145,7 @@ impl Receiver {
                     addr,
                     received,
                     arrived,
+                    held: Arc::default(),
                 }
             }
         }
@@ -144,7 +160,9 @@ impl Receiver {
         let store = Store {
             arrived: arrived.clone(),
             down: Arc::new(std::sync::atomic::AtomicBool::new(down)),
+            ..Store::default()
         };
+        let held = Arc::clone(&store.held);
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -170,6 +188,7 @@ impl Receiver {
             addr,
             received,
             arrived,
+            held,
         }
     }
 
@@ -205,6 +224,18 @@ async fn handle(
     if parts.uri.path() == "/control/up" {
         store.down.store(false, Ordering::SeqCst);
         return Ok(Response::new(Full::new(Bytes::new()).boxed()));
+    }
+    if parts.uri.path() == "/control/release" {
+        store.held.store(false, Ordering::SeqCst);
+        store.released.notify_waiters();
+        return Ok(Response::new(Full::new(Bytes::new()).boxed()));
+    }
+    loop {
+        let released = store.released.notified();
+        if !store.held.load(Ordering::SeqCst) {
+            break;
+        }
+        released.await;
     }
     if store.down.load(Ordering::SeqCst) {
         return Ok(Response::builder()
@@ -708,12 +739,7 @@ fn child_reports_failing_exports() {
     assert!(cause.contains("400"), "{cause}");
 
     // The collector comes back.
-    use std::io::{Read as _, Write as _};
-    let mut control = std::net::TcpStream::connect(&addr).unwrap();
-    control
-        .write_all(b"POST /control/up HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let _ = control.read_to_end(&mut Vec::new());
+    control(&addr, "/control/up");
 
     tracing::info_span!("after recovery").in_scope(|| {});
     manager.force_flush().expect("flush");
@@ -736,11 +762,15 @@ fn failing_exports_are_reported_once_and_so_is_the_recovery() {
         "one warning for three failed exports:\n{log}"
     );
     let warning = warnings[0];
+    // Written after the first failed export: one span lost, none dropped by the queue.
     for needle in [
         "meshtrace",
         "span export failed",
         &format!("http://{}/v1/traces", receiver.addr),
         "400",
+        "(1 spans lost in failed exports, 0 dropped because the queue was full, so far)",
+        "dropped_export_failed=1",
+        "dropped_queue_full=0",
     ] {
         assert!(warning.contains(needle), "{needle:?} in {warning}");
     }
@@ -760,47 +790,87 @@ fn failing_exports_are_reported_once_and_so_is_the_recovery() {
     assert_eq!(names, ["after recovery"]);
 }
 
+/// Sends `POST {path}` to the receiver at `addr` and waits for its answer.
+fn control(addr: &str, path: &str) {
+    use std::io::{Read as _, Write as _};
+    let mut control = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        control,
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let _ = control.read_to_end(&mut Vec::new());
+}
+
 #[test]
 #[ignore = "run in a child process by a_full_queue_is_reported_once"]
-fn child_fills_the_queue_of_a_hung_collector() {
+fn child_fills_the_queue_of_a_slow_collector() {
     let Ok(addr) = std::env::var("MESHTRACE_TEST_RECEIVER") else {
         return;
     };
     let manager = TracingManager::from_env_with(env(&[("RUST_LOG", "info".into())]))
         .exporter(ExporterConfig::Otlp(
-            OtlpConfig::new(format!("http://{addr}")).timeout(Duration::from_millis(300)),
+            OtlpConfig::new(format!("http://{addr}")).timeout(Duration::from_secs(10)),
         ))
         .batch(
             BatchConfig::default()
                 .max_queue_size(2)
                 .max_export_batch_size(1)
-                .export_timeout(Duration::from_millis(300)),
+                .export_timeout(Duration::from_secs(10)),
         )
         .install()
         .expect("install");
+    // The collector holds the first export: the queue fills, the rest is dropped.
     for i in 0..10 {
         tracing::info_span!("request", i).in_scope(|| {});
     }
-    let _ = manager.force_flush();
+    // It answers again, every export succeeds.
+    control(&addr, "/control/release");
+    manager.force_flush().expect("flush");
     let stats = manager.stats();
-    assert!(stats.dropped_queue_full >= 8, "{stats:?}");
+    assert!(stats.dropped_queue_full >= 7, "{stats:?}");
+    assert_eq!(stats.dropped_export_failed, 0, "{stats:?}");
+    assert_eq!(stats.exported + stats.dropped_queue_full, 10, "{stats:?}");
+    println!(
+        "child stats: dropped_queue_full={}",
+        stats.dropped_queue_full
+    );
 }
 
 #[test]
 fn a_full_queue_is_reported_once() {
-    let (_listener, addr) = blackhole();
+    let receiver = Receiver::start_held();
+    let addr = receiver.addr.to_string();
     let log = common::run_child(
-        "child_fills_the_queue_of_a_hung_collector",
-        &[("MESHTRACE_TEST_RECEIVER", addr.to_string())],
+        "child_fills_the_queue_of_a_slow_collector",
+        &[("MESHTRACE_TEST_RECEIVER", addr.clone())],
     );
+    let dropped = log
+        .lines()
+        .find_map(|l| l.strip_prefix("child stats: dropped_queue_full="))
+        .expect("the child prints its stats");
     let warnings = lines_with(&log, "WARN");
     assert_eq!(warnings.len(), 1, "{log}");
+    let warning = warnings[0];
+    // The queue-full warning, not the export-failed one (which mentions the queue too).
+    for needle in [
+        "meshtrace",
+        "the span export queue is full",
+        &format!("{dropped} since the last export to OTLP/HTTP protobuf http://{addr}/v1/traces"),
+        &format!("({dropped} in total)"),
+        &format!("dropped_queue_full={dropped}"),
+        "dropped_export_failed=0",
+    ] {
+        assert!(warning.contains(needle), "{needle:?} in {warning}");
+    }
+    assert!(!warning.contains("span export failed"), "{warning}");
+    let recovered = lines_with(&log, "works again");
+    assert_eq!(recovered.len(), 1, "{log}");
     assert!(
-        warnings[0].contains("because the queue was full"),
+        recovered[0].contains(&format!("{dropped} spans were dropped meanwhile")),
         "{}",
-        warnings[0]
+        recovered[0]
     );
-    assert!(warnings[0].contains(&addr.to_string()), "{}", warnings[0]);
 }
 
 #[test]
