@@ -126,6 +126,22 @@ fn numbers(value: &Value) -> Vec<u64> {
         .collect()
 }
 
+/// Serves `app` with `pages` merged in, behind `manager`'s server layer, on 127.0.0.1; its
+/// address and a client.
+async fn serve_with_pages(
+    app: Router,
+    pages: &TracePages,
+    manager: &TracingManager,
+) -> (SocketAddr, reqwest::Client) {
+    let app = app.merge(pages.router()).layer(manager.server_layer());
+    (common::serve(app).await, reqwest::Client::new())
+}
+
+/// The URL of the pages' `path` (below the default `/debug/tracez`) on `addr`.
+fn pages_url(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}/debug/tracez{path}")
+}
+
 fn pages_builder(telemetry: &TracingManager) -> TracePagesBuilder {
     telemetry
         .pages()
@@ -141,13 +157,8 @@ async fn counts_are_the_traffic_and_match_the_metrics() {
     let pipeline = pipeline(SamplingConfig::default());
     let pages = pages_builder(&pipeline.manager).build().unwrap();
     // Merged before the layer: the layer wraps the pages' routes too, and skips them.
-    let app = app()
-        .merge(pages.router())
-        .layer(pipeline.manager.server_layer());
-    let addr = common::serve(app).await;
-    let client = reqwest::Client::new();
+    let (addr, client) = serve_with_pages(app(), &pages, &pipeline.manager).await;
     let url = |path: &str| format!("http://{addr}{path}");
-    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
 
     let plan: &[(&str, Option<&str>, usize, StatusCode)] = &[
         ("/users/1", None, 3, StatusCode::OK),
@@ -165,14 +176,17 @@ async fn counts_are_the_traffic_and_match_the_metrics() {
             assert_eq!(send(&client, url(path), *parent).await, *status, "{path}");
             traced += 1;
             // The pages' own requests, in between: never counted.
-            assert_eq!(send(&client, pages_url(""), None).await, StatusCode::OK);
+            assert_eq!(
+                send(&client, pages_url(addr, ""), None).await,
+                StatusCode::OK
+            );
         }
     }
     for page in ["/sampler", "/export", "/api/summary", "/nope", "/style.css"] {
-        send(&client, pages_url(page), None).await;
+        send(&client, pages_url(addr, page), None).await;
     }
 
-    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let summary = get_json(&client, pages_url(addr, "/api/summary")).await;
     assert_eq!(summary["service"], "pages-test");
     let names: Vec<&str> = summary["rows"]
         .as_array()
@@ -229,9 +243,10 @@ async fn counts_are_the_traffic_and_match_the_metrics() {
         }
         let ring = get_json(
             &client,
-            pages_url(&format!(
-                "/api/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}"
-            )),
+            pages_url(
+                addr,
+                &format!("/api/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}"),
+            ),
         )
         .await;
         for sample in ring["samples"].as_array().unwrap() {
@@ -324,12 +339,7 @@ async fn counts_are_the_traffic_and_match_the_metrics() {
 async fn samples_and_trees_are_what_was_recorded() {
     let pipeline = pipeline(SamplingConfig::default());
     let pages = pages_builder(&pipeline.manager).build().unwrap();
-    let app = app()
-        .merge(pages.router())
-        .layer(pipeline.manager.server_layer());
-    let addr = common::serve(app).await;
-    let client = reqwest::Client::new();
-    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
+    let (addr, client) = serve_with_pages(app(), &pages, &pipeline.manager).await;
 
     let response = client
         .get(format!("http://{addr}/users/7?token=secret&page=2"))
@@ -341,7 +351,7 @@ async fn samples_and_trees_are_what_was_recorded() {
     assert_eq!(response.text().await.unwrap(), "user 7");
     send(&client, format!("http://{addr}/fail"), None).await;
 
-    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let summary = get_json(&client, pages_url(addr, "/api/summary")).await;
     let users = row(&summary, "GET /users/{id}");
     let bucket = users["samples"]["latency"]
         .as_array()
@@ -351,9 +361,10 @@ async fn samples_and_trees_are_what_was_recorded() {
         .expect("one sample");
     let samples = get_json(
         &client,
-        pages_url(&format!(
-            "/api/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}"
-        )),
+        pages_url(
+            addr,
+            &format!("/api/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}"),
+        ),
     )
     .await;
     assert_eq!(samples["name"], "GET /users/{id}");
@@ -396,7 +407,7 @@ async fn samples_and_trees_are_what_was_recorded() {
     // The trace tree: the server span, its child and the child's event.
     let trace = get_json(
         &client,
-        pages_url("/api/trace/4bf92f3577b34da6a3ce929d0e0e4736"),
+        pages_url(addr, "/api/trace/4bf92f3577b34da6a3ce929d0e0e4736"),
     )
     .await;
     let tree = trace["spans"].as_array().unwrap();
@@ -413,7 +424,7 @@ async fn samples_and_trees_are_what_was_recorded() {
     assert_eq!(tree[1]["span"]["events"][0]["attributes"]["user"], "7");
     assert_eq!(trace["complete"], true);
     let html = client
-        .get(pages_url("/trace/4bf92f3577b34da6a3ce929d0e0e4736"))
+        .get(pages_url(addr, "/trace/4bf92f3577b34da6a3ce929d0e0e4736"))
         .send()
         .await
         .unwrap();
@@ -432,13 +443,13 @@ async fn samples_and_trees_are_what_was_recorded() {
     assert_eq!(fail["samples"]["errors"]["503"], 1, "{fail:#}");
     let errors = get_json(
         &client,
-        pages_url("/api/samples?name=GET%20%2Ffail&error=503"),
+        pages_url(addr, "/api/samples?name=GET%20%2Ffail&error=503"),
     )
     .await;
     assert_eq!(errors["samples"][0]["error"], "503");
     assert_eq!(errors["samples"][0]["span"]["status"], "error");
     let summary_html = client
-        .get(pages_url(""))
+        .get(pages_url(addr, ""))
         .send()
         .await
         .unwrap()
@@ -465,7 +476,7 @@ async fn samples_and_trees_are_what_was_recorded() {
         ),
         ("/missing", StatusCode::NOT_FOUND),
     ] {
-        let response = client.get(pages_url(path)).send().await.unwrap();
+        let response = client.get(pages_url(addr, path)).send().await.unwrap();
         assert_eq!(response.status(), status, "{path}");
     }
 }
@@ -477,11 +488,7 @@ async fn deferred_spans_are_samples_marked_as_such() {
     let deferred = DeferredConfig::default().enabled(true).max_per_second(1000);
     let pipeline = pipeline(SamplingConfig::default().base_rate(0.0).deferred(deferred));
     let pages = pages_builder(&pipeline.manager).build().unwrap();
-    let app = app()
-        .merge(pages.router())
-        .layer(pipeline.manager.server_layer());
-    let addr = common::serve(app).await;
-    let client = reqwest::Client::new();
+    let (addr, client) = serve_with_pages(app(), &pages, &pipeline.manager).await;
     send(&client, format!("http://{addr}/fail"), None).await;
     send(&client, format!("http://{addr}/users/1"), Some(UNSAMPLED)).await;
     let summary = get_json(&client, format!("http://{addr}/debug/tracez/api/summary")).await;
@@ -541,8 +548,7 @@ async fn hostile_user_agent_and_path_are_escaped() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 
     let client = reqwest::Client::new();
-    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
-    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let summary = get_json(&client, pages_url(addr, "/api/summary")).await;
     let bucket = row(&summary, "GET /users/{id}")["samples"]["latency"]
         .as_array()
         .unwrap()
@@ -550,7 +556,7 @@ async fn hostile_user_agent_and_path_are_escaped() {
         .position(|n| n.as_u64() == Some(1))
         .expect("a sample");
     let samples_path = format!("/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}");
-    let json = get_json(&client, pages_url(&format!("/api{samples_path}"))).await;
+    let json = get_json(&client, pages_url(addr, &format!("/api{samples_path}"))).await;
     let attributes = &json["samples"][0]["span"]["attributes"];
     assert_eq!(
         attributes["user_agent.original"], agent,
@@ -563,7 +569,7 @@ async fn hostile_user_agent_and_path_are_escaped() {
         .to_owned();
     for page in [samples_path, format!("/trace/{trace_id}")] {
         let html = client
-            .get(pages_url(&page))
+            .get(pages_url(addr, &page))
             .send()
             .await
             .unwrap()
@@ -586,6 +592,7 @@ async fn hostile_user_agent_and_path_are_escaped() {
     // A hostile error class or name in the query is escaped too.
     let html = client
         .get(pages_url(
+            addr,
             "/samples?name=GET%20%2Fusers%2F%7Bid%7D&error=%3Cimg%20src%3Dx%3E",
         ))
         .send()
@@ -1045,7 +1052,6 @@ async fn a_response_is_running_until_its_body_ends() {
         .layer(pipeline.manager.server_layer());
     let addr = common::serve(app).await;
     let client = reqwest::Client::new();
-    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
     assert_eq!(
         send(&client, format!("http://{addr}/users/1"), None).await,
         StatusCode::OK
@@ -1059,26 +1065,26 @@ async fn a_response_is_running_until_its_body_ends() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.chunk().await.unwrap().unwrap(), "first\n");
-    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let summary = get_json(&client, pages_url(addr, "/api/summary")).await;
     let hold = row(&summary, "GET /hold");
     assert_eq!(hold["running"], 1, "{hold:#}");
     assert_eq!(hold["total"]["count"], 0, "not completed yet");
     assert_eq!(hold["window"]["count"], 0);
     assert_eq!(row(&summary, "GET /users/{id}")["running"], 0);
-    let html = get_text(&client, &pages_url("")).await;
+    let html = get_text(&client, &pages_url(addr, "")).await;
     assert!(html.contains(&html_running("GET /hold", 1)), "{html}");
     assert!(html.contains(&html_running("GET /users/{id}", 0)), "{html}");
 
     chunks.send(Bytes::from_static(b"last\n")).unwrap();
     drop(chunks);
     assert_eq!(response.bytes().await.unwrap(), "last\n");
-    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let summary = get_json(&client, pages_url(addr, "/api/summary")).await;
     let hold = row(&summary, "GET /hold");
     assert_eq!(hold["running"], 0, "{hold:#}");
     assert_eq!(hold["total"]["count"], 1);
     assert_eq!(hold["total"]["errors"], 0);
     assert_eq!(hold["window"]["count"], 1);
-    let html = get_text(&client, &pages_url("")).await;
+    let html = get_text(&client, &pages_url(addr, "")).await;
     assert!(html.contains(&html_running("GET /hold", 0)), "{html}");
 }
 
@@ -1094,12 +1100,7 @@ async fn counts_leave_the_window_as_it_slides() {
         .window(Duration::from_secs(1))
         .build()
         .unwrap();
-    let app = app()
-        .merge(pages.router())
-        .layer(pipeline.manager.server_layer());
-    let addr = common::serve(app).await;
-    let client = reqwest::Client::new();
-    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
+    let (addr, client) = serve_with_pages(app(), &pages, &pipeline.manager).await;
     let fail = format!("http://{addr}/fail");
 
     let first = Instant::now();
@@ -1107,16 +1108,16 @@ async fn counts_leave_the_window_as_it_slides() {
         send(&client, fail.clone(), None).await,
         StatusCode::SERVICE_UNAVAILABLE
     );
-    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let summary = get_json(&client, pages_url(addr, "/api/summary")).await;
     assert_eq!(summary["window_seconds"], 1.0);
     let row_now = row(&summary, "GET /fail");
     assert_eq!(row_now["window"]["count"], 1, "{row_now:#}");
     assert_eq!(row_now["window"]["errors"], 1);
-    let html = get_text(&client, &pages_url("")).await;
+    let html = get_text(&client, &pages_url(addr, "")).await;
     assert!(html.contains("Errors, last 1.00 s"), "{html}");
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let summary = get_json(&client, pages_url(addr, "/api/summary")).await;
     if first.elapsed() < Duration::from_millis(900) {
         let fail = row(&summary, "GET /fail");
         assert_eq!(fail["window"]["count"], 1, "left too early: {fail:#}");
@@ -1127,7 +1128,7 @@ async fn counts_leave_the_window_as_it_slides() {
         StatusCode::SERVICE_UNAVAILABLE
     );
     loop {
-        let summary = get_json(&client, pages_url("/api/summary")).await;
+        let summary = get_json(&client, pages_url(addr, "/api/summary")).await;
         let read_by = Instant::now();
         let fail = row(&summary, "GET /fail");
         assert_eq!(fail["total"]["count"], 2, "{fail:#}");
@@ -1187,7 +1188,6 @@ async fn links_lead_from_the_summary_to_a_trace_tree_and_samples_keep_their_even
     let addr = common::serve(app).await;
     let client = reqwest::Client::new();
     let url = |path: &str| format!("http://{addr}{path}");
-    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
     assert_eq!(send(&client, url("/users/7"), None).await, StatusCode::OK);
     assert_eq!(send(&client, url("/order"), None).await, StatusCode::OK);
     assert_eq!(
@@ -1196,20 +1196,21 @@ async fn links_lead_from_the_summary_to_a_trace_tree_and_samples_keep_their_even
     );
 
     // Summary -> samples -> trace tree, by the pages' own links.
-    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let summary = get_json(&client, pages_url(addr, "/api/summary")).await;
     let bucket = sampled_bucket(&summary, "GET /users/{id}");
     let samples = get_json(
         &client,
-        pages_url(&format!(
-            "/api/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}"
-        )),
+        pages_url(
+            addr,
+            &format!("/api/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}"),
+        ),
     )
     .await;
     let trace_id = samples["samples"][0]["span"]["trace_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let html = get_text(&client, &pages_url("")).await;
+    let html = get_text(&client, &pages_url(addr, "")).await;
     let to_samples =
         format!("/debug/tracez/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}");
     assert!(hrefs(&html).contains(&to_samples), "{html}");
@@ -1237,7 +1238,10 @@ async fn links_lead_from_the_summary_to_a_trace_tree_and_samples_keep_their_even
     let bucket = sampled_bucket(&summary, "GET /order");
     let samples = get_json(
         &client,
-        pages_url(&format!("/api/samples?name=GET%20%2Forder&bucket={bucket}")),
+        pages_url(
+            addr,
+            &format!("/api/samples?name=GET%20%2Forder&bucket={bucket}"),
+        ),
     )
     .await;
     let span = &samples["samples"][0]["span"];
@@ -1253,7 +1257,7 @@ async fn links_lead_from_the_summary_to_a_trace_tree_and_samples_keep_their_even
     assert_eq!(panic["samples"]["errors"]["panic"], 1);
     let samples = get_json(
         &client,
-        pages_url("/api/samples?name=GET%20%2Fpanic&error=panic"),
+        pages_url(addr, "/api/samples?name=GET%20%2Fpanic&error=panic"),
     )
     .await;
     let span = &samples["samples"][0]["span"];
@@ -1271,7 +1275,7 @@ async fn links_lead_from_the_summary_to_a_trace_tree_and_samples_keep_their_even
     );
     let html = get_text(
         &client,
-        &pages_url("/samples?name=GET%20%2Fpanic&error=panic"),
+        &pages_url(addr, "/samples?name=GET%20%2Fpanic&error=panic"),
     )
     .await;
     assert!(html.contains("<td>exception</td>"), "{html}");
@@ -1315,13 +1319,8 @@ async fn the_sampler_page_shows_the_configuration_and_the_decisions() {
             ),
     );
     let pages = pages_builder(&pipeline.manager).build().unwrap();
-    let app = app()
-        .merge(pages.router())
-        .layer(pipeline.manager.server_layer());
-    let addr = common::serve(app).await;
-    let client = reqwest::Client::new();
+    let (addr, client) = serve_with_pages(app(), &pages, &pipeline.manager).await;
     let url = |path: &str| format!("http://{addr}{path}");
-    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
 
     for _ in 0..3 {
         send(&client, url("/users/1"), None).await; // rule `users`: kept
@@ -1356,7 +1355,7 @@ async fn the_sampler_page_shows_the_configuration_and_the_decisions() {
         ("rule:users", 3),
     ];
 
-    let json = get_json(&client, pages_url("/api/sampler")).await;
+    let json = get_json(&client, pages_url(addr, "/api/sampler")).await;
     assert_eq!(json["available"], true);
     assert_eq!(json["base_rate"], 0.0);
     assert_eq!(json["high_value_rate"], 1.0);
@@ -1438,7 +1437,7 @@ async fn the_sampler_page_shows_the_configuration_and_the_decisions() {
     );
     assert_eq!(json["changes"]["enabled"], true);
 
-    let html = get_text(&client, &pages_url("/sampler")).await;
+    let html = get_text(&client, &pages_url(addr, "/sampler")).await;
     for field in [
         "name=\"base_rate\" value=\"0\"",
         "name=\"high_value_rate\" value=\"1\"",
@@ -1476,10 +1475,10 @@ async fn the_sampler_page_shows_the_configuration_and_the_decisions() {
     }
 
     // The debug request's own sample and trace, and every other page: no token, no secret.
-    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let summary = get_json(&client, pages_url(addr, "/api/summary")).await;
     let bucket = sampled_bucket(&summary, "GET /slow");
     let samples = format!("/samples?name=GET%20%2Fslow&bucket={bucket}");
-    let debug_sample = get_json(&client, pages_url(&format!("/api{samples}"))).await;
+    let debug_sample = get_json(&client, pages_url(addr, &format!("/api{samples}"))).await;
     let span = &debug_sample["samples"][0]["span"];
     assert_eq!(span["attributes"]["sampling.reason"], "debug");
     let trace = format!("/trace/{}", span["trace_id"].as_str().unwrap());
@@ -1495,7 +1494,7 @@ async fn the_sampler_page_shows_the_configuration_and_the_decisions() {
         trace.clone(),
         format!("/api{trace}"),
     ] {
-        let text = get_text(&client, &pages_url(&page)).await;
+        let text = get_text(&client, &pages_url(addr, &page)).await;
         assert!(!text.contains(DEBUG_TOKEN), "{page}: the debug token");
         assert!(!text.contains(HMAC_SECRET), "{page}: the HMAC secret");
     }
@@ -1517,24 +1516,19 @@ async fn the_export_page_counts_what_was_exported() {
         Temporality::Cumulative,
     );
     let pages = pages_builder(&pipeline.manager).build().unwrap();
-    let app = app()
-        .merge(pages.router())
-        .layer(pipeline.manager.server_layer());
-    let addr = common::serve(app).await;
-    let client = reqwest::Client::new();
-    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
+    let (addr, client) = serve_with_pages(app(), &pages, &pipeline.manager).await;
     for path in ["/users/1", "/users/2", "/fail"] {
         send(&client, format!("http://{addr}{path}"), None).await;
     }
     // Two server spans with their `load_user` children, and /fail.
     let spans = 5;
 
-    let export = get_json(&client, pages_url("/api/export")).await;
+    let export = get_json(&client, pages_url(addr, "/api/export")).await;
     assert_eq!(export["available"], true);
     assert_eq!(export["queued"], spans, "{export:#}");
     assert_eq!(export["queue_capacity"], 64);
     assert_eq!(export["exported"], 0);
-    let html = get_text(&client, &pages_url("/export")).await;
+    let html = get_text(&client, &pages_url(addr, "/export")).await;
     assert!(
         html.contains(&format!(
             "<tr><th>queued now</th><td class=\"num\">{spans} of 64</td></tr>"
@@ -1543,7 +1537,7 @@ async fn the_export_page_counts_what_was_exported() {
     );
 
     assert_eq!(pipeline.finished_spans().await.len(), spans as usize);
-    let export = get_json(&client, pages_url("/api/export")).await;
+    let export = get_json(&client, pages_url(addr, "/api/export")).await;
     let stats = pipeline.manager.stats();
     assert_eq!(stats.exported, spans);
     assert_eq!(export["exported"], stats.exported, "{export:#}");
@@ -1551,7 +1545,7 @@ async fn the_export_page_counts_what_was_exported() {
     assert_eq!(export["dropped_queue_full"], 0);
     assert_eq!(export["dropped_export_failed"], 0);
     assert_eq!(export["last_error"], Value::Null);
-    let html = get_text(&client, &pages_url("/export")).await;
+    let html = get_text(&client, &pages_url(addr, "/export")).await;
     for row in [
         "<tr><th>queued now</th><td class=\"num\">0 of 64</td></tr>".to_owned(),
         format!("<tr><th>exported</th><td class=\"num\">{spans}</td></tr>"),
@@ -1588,10 +1582,7 @@ async fn the_export_page_shows_the_last_export_error() {
         .unwrap();
     let _guard = tracing::subscriber::set_default(layers.into_subscriber());
     let pages = pages_builder(&manager).build().unwrap();
-    let app = app().merge(pages.router()).layer(manager.server_layer());
-    let addr = common::serve(app).await;
-    let client = reqwest::Client::new();
-    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
+    let (addr, client) = serve_with_pages(app(), &pages, &manager).await;
     send(&client, format!("http://{addr}/users/1"), None).await;
     send(&client, format!("http://{addr}/fail"), None).await;
     let provider = manager.tracer_provider().clone();
@@ -1602,7 +1593,7 @@ async fn the_export_page_shows_the_last_export_error() {
 
     let stats = manager.stats();
     assert_eq!(stats.dropped_export_failed, 3, "{stats:?}");
-    let export = get_json(&client, pages_url("/api/export")).await;
+    let export = get_json(&client, pages_url(addr, "/api/export")).await;
     assert_eq!(export["exported"], 0, "{export:#}");
     assert_eq!(export["queued"], 0);
     assert_eq!(export["dropped_queue_full"], 0);
@@ -1611,7 +1602,7 @@ async fn the_export_page_shows_the_last_export_error() {
     assert_eq!(Some(error), stats.last_error.as_deref());
     assert!(error.starts_with("the custom span exporter: "), "{error}");
     assert!(error.contains("the collector said <no>"), "{error}");
-    let html = get_text(&client, &pages_url("/export")).await;
+    let html = get_text(&client, &pages_url(addr, "/export")).await;
     assert!(
         html.contains("<tr><th>dropped: export failed</th><td class=\"num err\">3</td></tr>"),
         "{html}"
@@ -1646,12 +1637,7 @@ async fn long_values_are_cut_as_exported() {
         .log_writer(std::io::sink)
         .build()
         .unwrap();
-    let app = app()
-        .merge(pages.router())
-        .layer(pipeline.manager.server_layer());
-    let addr = common::serve(app).await;
-    let client = reqwest::Client::new();
-    let pages_url = |path: &str| format!("http://{addr}/debug/tracez{path}");
+    let (addr, client) = serve_with_pages(app(), &pages, &pipeline.manager).await;
     let agent = format!("agent/{}", "0123456789".repeat(100));
     let query = format!("q={}", "abcdefghij".repeat(100));
     let response = client
@@ -1663,12 +1649,12 @@ async fn long_values_are_cut_as_exported() {
     assert_eq!(response.status(), StatusCode::OK);
     response.bytes().await.unwrap();
 
-    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let summary = get_json(&client, pages_url(addr, "/api/summary")).await;
     let samples = format!(
         "/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={}",
         sampled_bucket(&summary, "GET /users/{id}")
     );
-    let json = get_json(&client, pages_url(&format!("/api{samples}"))).await;
+    let json = get_json(&client, pages_url(addr, &format!("/api{samples}"))).await;
     let attributes = &json["samples"][0]["span"]["attributes"];
     assert_eq!(
         attributes["user_agent.original"],
@@ -1690,7 +1676,7 @@ async fn long_values_are_cut_as_exported() {
         common::attr_str(server, "url.query").as_deref(),
         Some(&query[..max])
     );
-    let html = get_text(&client, &pages_url(&samples)).await;
+    let html = get_text(&client, &pages_url(addr, &samples)).await;
     assert!(html.contains(&agent[..max]), "{html}");
     assert!(!html.contains(&agent[..=max]));
     assert!(!html.contains(&query[..=max]));
@@ -1716,18 +1702,17 @@ async fn unmounted_pages_record_nothing() {
 
     // Mounted now, on a listener of their own.
     let admin = common::serve(pages.router()).await;
-    let pages_url = |path: &str| format!("http://{admin}/debug/tracez{path}");
-    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let summary = get_json(&client, pages_url(admin, "/api/summary")).await;
     assert_eq!(summary["rows"], serde_json::json!([]), "{summary:#}");
     assert_eq!(summary["store"]["samples_taken"], 0);
-    let html = get_text(&client, &pages_url("")).await;
+    let html = get_text(&client, &pages_url(admin, "")).await;
     assert!(html.contains("No request yet."), "{html}");
-    let sampler = get_json(&client, pages_url("/api/sampler")).await;
+    let sampler = get_json(&client, pages_url(admin, "/api/sampler")).await;
     assert_eq!(sampler["kept_by_reason"], serde_json::json!({}));
     assert_eq!(pages.stats(), PagesStats::default());
 
     send(&client, format!("http://{addr}/users/2"), None).await;
-    let summary = get_json(&client, pages_url("/api/summary")).await;
+    let summary = get_json(&client, pages_url(admin, "/api/summary")).await;
     assert_eq!(summary["rows"].as_array().unwrap().len(), 1, "{summary:#}");
     assert_eq!(row(&summary, "GET /users/{id}")["total"]["count"], 1);
     let stats = pages.stats();
