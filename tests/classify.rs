@@ -181,6 +181,21 @@ fn check_span(span: &SpanData, case: &Case, at: &str) {
 
 /// The duration metric `name` counts each case once, with its status code and
 /// `error.type`.
+/// The client span of each case's call to `addr`, and the client metric of them all.
+async fn check_client_calls(pipeline: &Pipeline, addr: SocketAddr, cases: &[Case]) {
+    let spans = pipeline.finished_spans().await;
+    for case in cases {
+        let url = format!("http://{addr}{}", case.path);
+        let span = spans
+            .iter()
+            .find(|s| attr_str(s, "url.full").as_deref() == Some(url.as_str()))
+            .unwrap_or_else(|| panic!("no span for {url}: {spans:#?}"));
+        assert_eq!(span.span_kind, SpanKind::Client);
+        check_span(span, case, &url);
+    }
+    check_metric(pipeline, "http.client.request.duration", cases).await;
+}
+
 async fn check_metric(pipeline: &Pipeline, name: &str, cases: &[Case]) {
     let key = |status: String, error_type: Option<String>| (status, error_type);
     let mut expected = BTreeMap::new();
@@ -246,17 +261,7 @@ async fn a_hyper_client_classifier_decides_the_span_and_the_metric() {
             );
         }
     }
-    let spans = pipeline.finished_spans().await;
-    for case in APP_CASES {
-        let url = format!("http://{addr}{}", case.path);
-        let span = spans
-            .iter()
-            .find(|s| attr_str(s, "url.full").as_deref() == Some(url.as_str()))
-            .unwrap_or_else(|| panic!("no span for {url}: {spans:#?}"));
-        assert_eq!(span.span_kind, SpanKind::Client);
-        check_span(span, case, &url);
-    }
-    check_metric(&pipeline, "http.client.request.duration", APP_CASES).await;
+    check_client_calls(&pipeline, addr, APP_CASES).await;
 }
 
 #[tokio::test]
@@ -292,15 +297,5 @@ async fn a_closure_classifies_reqwest_calls() {
         assert_eq!(i64::from(response.status().as_u16()), case.status);
         response.bytes().await.expect("the whole body");
     }
-    let spans = pipeline.finished_spans().await;
-    for case in &cases {
-        let url = format!("http://{addr}{}", case.path);
-        let span = spans
-            .iter()
-            .find(|s| attr_str(s, "url.full").as_deref() == Some(url.as_str()))
-            .unwrap_or_else(|| panic!("no span for {url}: {spans:#?}"));
-        assert_eq!(span.span_kind, SpanKind::Client);
-        check_span(span, case, &url);
-    }
-    check_metric(&pipeline, "http.client.request.duration", &cases).await;
+    check_client_calls(&pipeline, addr, &cases).await;
 }

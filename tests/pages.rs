@@ -142,6 +142,14 @@ fn pages_url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}/debug/tracez{path}")
 }
 
+/// The samples of `GET /users/{id}` in latency bucket `bucket`, as JSON.
+fn users_samples_url(addr: SocketAddr, bucket: usize) -> String {
+    pages_url(
+        addr,
+        &format!("/api/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}"),
+    )
+}
+
 fn pages_builder(telemetry: &TracingManager) -> TracePagesBuilder {
     telemetry
         .pages()
@@ -241,14 +249,7 @@ async fn counts_are_the_traffic_and_match_the_metrics() {
         if *n == 0 {
             continue;
         }
-        let ring = get_json(
-            &client,
-            pages_url(
-                addr,
-                &format!("/api/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}"),
-            ),
-        )
-        .await;
+        let ring = get_json(&client, users_samples_url(addr, bucket)).await;
         for sample in ring["samples"].as_array().unwrap() {
             assert_ne!(
                 sample["span"]["trace_id"], "5bf92f3577b34da6a3ce929d0e0e4736",
@@ -359,14 +360,7 @@ async fn samples_and_trees_are_what_was_recorded() {
         .iter()
         .position(|n| n.as_u64() == Some(1))
         .expect("one sample");
-    let samples = get_json(
-        &client,
-        pages_url(
-            addr,
-            &format!("/api/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}"),
-        ),
-    )
-    .await;
+    let samples = get_json(&client, users_samples_url(addr, bucket)).await;
     assert_eq!(samples["name"], "GET /users/{id}");
     let sample = &samples["samples"][0];
     let span = &sample["span"];
@@ -509,13 +503,7 @@ async fn deferred_spans_are_samples_marked_as_such() {
         .iter()
         .position(|n| *n == 1)
         .expect("the unsampled caller's request, deferred, is a sample");
-    let samples = get_json(
-        &client,
-        format!(
-            "http://{addr}/debug/tracez/api/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}"
-        ),
-    )
-    .await;
+    let samples = get_json(&client, users_samples_url(addr, bucket)).await;
     let span = &samples["samples"][0]["span"];
     assert_eq!(span["sampled"], false);
     assert_eq!(span["trace_id"], "5bf92f3577b34da6a3ce929d0e0e4736");
@@ -1198,14 +1186,7 @@ async fn links_lead_from_the_summary_to_a_trace_tree_and_samples_keep_their_even
     // Summary -> samples -> trace tree, by the pages' own links.
     let summary = get_json(&client, pages_url(addr, "/api/summary")).await;
     let bucket = sampled_bucket(&summary, "GET /users/{id}");
-    let samples = get_json(
-        &client,
-        pages_url(
-            addr,
-            &format!("/api/samples?name=GET%20%2Fusers%2F%7Bid%7D&bucket={bucket}"),
-        ),
-    )
-    .await;
+    let samples = get_json(&client, users_samples_url(addr, bucket)).await;
     let trace_id = samples["samples"][0]["span"]["trace_id"]
         .as_str()
         .unwrap()
