@@ -1,12 +1,13 @@
 //! The export filter through the manager's pipeline and a real Router: matching leaf spans
 //! are dropped before export and counted per rule; a matching span with children is kept,
-//! so no exported span points to a parent that was filtered out.
+//! including one whose child is still running when it ends, so no exported span points to
+//! a parent that was filtered out.
 #![cfg(all(feature = "reqwest", feature = "axum"))]
 
 mod common;
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
@@ -15,6 +16,7 @@ use meshtrace::export::{ExportFilterConfig, FilterRule, FilterRuleStats};
 use meshtrace::sampler::{RuleSpanKind, SamplingConfig};
 use opentelemetry::trace::{SpanId, SpanKind};
 use opentelemetry_sdk::trace::InMemorySpanExporter;
+use tokio::sync::{oneshot, watch};
 use tracing::Instrument as _;
 
 async fn work() -> &'static str {
@@ -130,4 +132,84 @@ async fn matching_leaves_are_dropped_and_counted_and_the_tree_stays_whole() {
     );
     // `batch` (short, internal, with a child) and the client span matched and were kept.
     assert_eq!(filter.kept_with_children, 2);
+}
+
+/// A handler that spawns work and answers without waiting for it: the work's span starts
+/// (the task signals from inside it) before the response, and ends after the server span.
+async fn spawns_work(
+    axum::extract::State(mut release): axum::extract::State<watch::Receiver<bool>>,
+) -> &'static str {
+    let (started_tx, started) = oneshot::channel();
+    tokio::spawn(
+        async move {
+            let _ = started_tx.send(());
+            let _ = release.wait_for(|released| *released).await;
+        }
+        .instrument(tracing::info_span!("background")),
+    );
+    let _ = started.await;
+    "accepted"
+}
+
+#[tokio::test]
+async fn a_child_still_running_when_its_parent_ends_keeps_the_parent() {
+    let exporter = InMemorySpanExporter::default();
+    let (manager, layers) = TracingManager::builder()
+        .sampling(SamplingConfig::default())
+        .export_filter(
+            ExportFilterConfig::default()
+                .rule(FilterRule::new("accept").attribute("http.route", "/accept")),
+        )
+        .span_exporter(exporter.clone())
+        .log_writer(std::io::sink)
+        .build()
+        .expect("manager");
+    let _guard = tracing::subscriber::set_default(layers.into_subscriber());
+    let (release_tx, release) = watch::channel(false);
+    let app = Router::new()
+        .route("/accept", get(spawns_work))
+        .with_state(release)
+        .layer(manager.server_layer());
+    let addr = common::serve(app).await;
+    let response = reqwest::get(format!("http://{addr}/accept"))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    let _ = response.text().await;
+
+    // The server span ends (and is judged by the filter) while `background` still runs.
+    let judged =
+        |stats: &meshtrace::export::FilterStats| stats.rules[0].dropped + stats.kept_with_children;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while judged(&manager.stats().filter) == 0 {
+        assert!(Instant::now() < deadline, "the server span never ended");
+        tokio::task::yield_now().await;
+    }
+    release_tx.send(true).expect("release");
+    let has_background = || {
+        manager.force_flush().expect("flush");
+        let spans = exporter.get_finished_spans().expect("spans");
+        spans.iter().any(|s| s.name == "background")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !has_background() {
+        assert!(Instant::now() < deadline, "the background span never ended");
+        tokio::task::yield_now().await;
+    }
+
+    let spans = exporter.get_finished_spans().expect("spans");
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let server = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Server)
+        .expect("the server span is kept");
+    let background = spans
+        .iter()
+        .find(|s| s.name == "background")
+        .expect("background span");
+    assert_eq!(background.parent_span_id, server.span_context.span_id());
+    assert!(background.end_time > server.end_time);
+    let filter = manager.stats().filter;
+    assert_eq!(filter.rules[0].dropped, 0);
+    assert_eq!(filter.kept_with_children, 1);
 }

@@ -3,31 +3,41 @@
 //!
 //! # Only leaves are dropped
 //!
-//! A span that matches a rule is dropped only when it is a **leaf**: no span of this
-//! process named it as its parent, and it is not a client or producer span (whose child may
-//! live in another service, which received its id in `traceparent`). A matching span that
-//! has children is kept (counted as `kept_with_children`), so no exported span ever points to
-//! a parent that was filtered out.
+//! A span that matches a rule is dropped only when it is a **leaf**: no recorded span of
+//! this process started as its child before it ended, and it is not a client or producer
+//! span (whose child may live in another service, which received its id in
+//! `traceparent`). A matching span that has children is kept (counted as
+//! `kept_with_children`). Children count from their start, not their end, so a child still
+//! running when its parent ends (work the parent spawned and did not wait for) keeps the
+//! parent too.
 //!
 //! Why leaves and not re-parenting: children end before their parents, so when a child is
 //! queued its parent's fate is unknown (a duration rule needs the parent's end). Re-parenting
 //! would mean holding every exported child back until its parent ends, that is buffering all
-//! sampled traffic; leaves need only the set of span ids that have ended children (one entry
-//! per parent, removed when the parent ends). What users want filtered (short internal
+//! sampled traffic; leaves need only the set of span ids that have started children (one
+//! entry per parent, removed when the parent ends). What users want filtered (short internal
 //! spans, one noisy library's calls, health checks) is nearly always a leaf.
 //!
 //! The set is bounded ([`MAX_TRACKED_PARENTS`]): entries older than
 //! [`TRACKED_PARENT_MAX_AGE`] are swept when it is full, and if it is still full, nothing is
-//! treated as a leaf for that long (spans are kept, never orphaned). A child that ends after
-//! its parent (detached work the parent did not wait for) is not seen in time; its parent
-//! may be dropped, as it would be without the child.
+//! treated as a leaf for that long (spans are kept, never orphaned).
+//!
+//! One case is not covered: a child that **starts after its parent ended**. It cannot be
+//! known when the parent is decided, so the parent may have been dropped, and the child is
+//! exported pointing to it. A `tracing` span never ends before its `tracing` children (the
+//! registry keeps it open), so this takes an OpenTelemetry parent whose Context outlives
+//! it: the server span or a client span, or a Context handed to a task that starts its span
+//! later. With tracing-opentelemetry 0.34 a `tracing` span starts when it is first entered
+//! (or its Context is read), so `tokio::spawn(work.instrument(span))` starts the span when
+//! the task is first polled, which may be after the request's server span ended.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::{SpanId, SpanKind};
+use opentelemetry::Context;
+use opentelemetry::trace::{SpanId, SpanKind, TraceContextExt as _};
 use serde::{Deserialize, Serialize};
 
 use crate::sampler::{AttributeMatch, RuleSpanKind};
@@ -36,10 +46,10 @@ use opentelemetry_sdk::trace::SpanData;
 
 /// Most rules of an export filter.
 pub const MAX_FILTER_RULES: usize = 64;
-/// Most parents with ended children tracked at once (see
+/// Most parents with started children tracked at once (see
 /// [the export filter](crate::export#the-export-filter)).
 pub const MAX_TRACKED_PARENTS: usize = 1 << 16;
-/// How long a parent with ended children is tracked at most.
+/// How long a parent with started children is tracked at most.
 pub const TRACKED_PARENT_MAX_AGE: Duration = Duration::from_secs(300);
 /// `MESHTRACE_EXPORT_FILTER`: the export filter as JSON (`{"rules": [...]}` or the array of
 /// rules alone).
@@ -350,7 +360,7 @@ fn span_name_glob(field: &str, glob: &str) -> Result<globset::GlobMatcher, Error
         })
 }
 
-/// The parents that have ended children, in shards (see the [module docs](self)).
+/// The parents that have started children, in shards (see the [module docs](self)).
 #[derive(Debug)]
 struct Parents {
     shards: Box<[Mutex<HashMap<SpanId, Instant>>]>,
@@ -400,7 +410,7 @@ impl Parents {
         self.len.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Whether `id` had a child end, forgetting it.
+    /// Whether `id` had a child start, forgetting it.
     fn take(&self, id: SpanId) -> bool {
         let had = self.shard(id).remove(&id).is_some();
         if had {
@@ -441,14 +451,28 @@ impl ExportFilter {
         !self.rules.0.is_empty()
     }
 
-    /// Called for every recorded span when it ends (before it is queued or buffered): notes
-    /// it as a child of its local parent, and says whether it is a leaf.
+    /// Called for every recorded span when it starts, with its parent Context: notes its
+    /// local parent as having a child. At the start, not the end: a child that is still
+    /// running when its parent ends (work the parent did not wait for) must keep the
+    /// parent too.
+    pub(crate) fn on_start(&self, cx: &Context) {
+        if !self.is_active() {
+            return;
+        }
+        // The SDK (0.33, `SdkTracer::build_with_context`) takes the parent from this
+        // Context the same way: its active span, if valid.
+        let parent = cx.span();
+        let parent = parent.span_context();
+        if parent.is_valid() && !parent.is_remote() {
+            self.parents.note_child_of(parent.span_id());
+        }
+    }
+
+    /// Called for every recorded span when it ends (before it is queued or buffered): says
+    /// whether it is a leaf (no child of it started before now).
     pub(crate) fn on_end(&self, span: &SpanData) -> bool {
         if !self.is_active() {
             return false;
-        }
-        if span.parent_span_id != SpanId::INVALID && !span.parent_span_is_remote {
-            self.parents.note_child_of(span.parent_span_id);
         }
         let had_children = self.parents.take(span.span_context.span_id());
         !had_children

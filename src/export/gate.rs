@@ -209,6 +209,7 @@ impl SpanProcessor for ExportGate {
         if !sampled && let Some(deferred) = &self.deferred {
             deferred.on_start(span, cx);
         }
+        self.filter.on_start(cx);
         self.inner.on_start(span, cx);
     }
 

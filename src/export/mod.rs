@@ -36,25 +36,32 @@
 //!
 //! [`ExportFilterConfig`] drops finished spans before they are queued, by span name
 //! (glob), kind, attributes and duration, e.g. internal spans shorter than 1 ms or one
-//! noisy library's spans. Only **leaf** spans are dropped: a matching span that a span of
-//! this process named as its parent, or a client or producer span (its child may be in
-//! another service, which received its id in `traceparent`), is kept and counted as
-//! `kept_with_children`, so no exported span ever points to a parent that was filtered
-//! out. It applies to sampled spans and to the spans deferred capture keeps alike; drops
-//! are counted per rule (the first rule a span matches) in [`FilterStats`].
+//! noisy library's spans. Only **leaf** spans are dropped: a matching span that a recorded
+//! span of this process started as its child before it ended (a child still running when
+//! its parent ends counts), or a client or producer span (its child may be in another
+//! service, which received its id in `traceparent`), is kept and counted as
+//! `kept_with_children`. It applies to sampled spans and to the spans deferred capture
+//! keeps alike; drops are counted per rule (the first rule a span matches) in
+//! [`FilterStats`].
 //!
 //! Why leaves and not re-parenting the children of a dropped span: children end before
 //! their parents, so when a child is queued its parent's fate is unknown (a duration rule
 //! needs the parent's end). Re-parenting would hold every exported child back until its
 //! parent ended, which is buffering all sampled traffic and delaying its export; leaves
-//! need only the set of span ids that have ended children (one entry per parent, removed
-//! when the parent ends, in 16 shards each behind its own lock, only while rules are set;
-//! bounded: [`MAX_TRACKED_PARENTS`] entries, swept after
-//! [`TRACKED_PARENT_MAX_AGE`]; when it is full, nothing counts as a leaf for that long and
-//! spans are kept). And what users want filtered (short internal spans, one library's
-//! calls, health checks) is nearly always a leaf. A child that ends after its parent
-//! (detached work the parent did not wait for) is not seen in time, and its parent may be
-//! dropped.
+//! need only the set of span ids that have started children (one entry per parent, added
+//! when its first child starts, removed when the parent ends, in 16 shards each behind its
+//! own lock, only while rules are set; bounded: [`MAX_TRACKED_PARENTS`] entries, swept
+//! after [`TRACKED_PARENT_MAX_AGE`]; when it is full, nothing counts as a leaf for that
+//! long and spans are kept). And what users want filtered (short internal spans, one
+//! library's calls, health checks) is nearly always a leaf.
+//!
+//! So no exported span points to a parent that was filtered out, with one exception: a
+//! child that **starts after its parent ended** is not known when the parent is decided.
+//! That takes an OpenTelemetry parent whose Context outlives it (the server span, a client
+//! span, a Context handed to later work): a `tracing` span never ends before its `tracing`
+//! children. With tracing-opentelemetry 0.34 a `tracing` span starts when it is first
+//! entered, so a task spawned with `.instrument(span)` starts its span at its first poll,
+//! which may come after the request's server span ended.
 //!
 //! # When something goes wrong
 //!
