@@ -21,8 +21,14 @@
 //!   exports them, a discarded one drops them); the entry is removed when the last one ends.
 //!   Several local roots of one trace (a service that calls itself) share the entry: a kept
 //!   decision is final, a discard waits for the last root.
-//! * An entry older than `timeout` is evicted (its spans dropped, counted), checked when a
-//!   new trace arrives in its shard (at most every `timeout / 4`) and on every flush.
+//! * Eviction is **lazy**: no timer runs. A shard is swept of its entries older than
+//!   `timeout` when a new local root lands in it (at most once every `timeout / 4`, at
+//!   least 1 ms apart), and every shard is swept on
+//!   [`force_flush`](crate::TracingManager::force_flush); until then an expired entry keeps
+//!   its place and its memory (within the bounds above). A swept entry still undecided has
+//!   its buffered spans dropped (counted as `evicted_traces` / `evicted_spans`); spans of the
+//!   trace that end after the sweep, decided or not, find no entry and are dropped (counted
+//!   as `dropped_spans_untracked`), so an evicted trace is never exported half-decided.
 //!
 //! # Locking
 //!
@@ -96,10 +102,11 @@ pub struct DeferredStats {
     /// Spans not buffered: the buffer held `max_bytes`.
     pub dropped_spans_bytes: u64,
     /// Spans of traces that were not buffered (their root found no room, or their entry
-    /// was evicted), and spans still open when a discarded trace ended.
+    /// was evicted), and spans still open when their trace was discarded.
     pub dropped_spans_untracked: u64,
-    /// Traces evicted because their local root had not ended after `timeout_ms` (or at
-    /// shutdown).
+    /// Traces evicted undecided: their local root had not ended after `timeout_ms` when a
+    /// sweep found them (a sweep runs when a new deferred root lands in the trace's shard,
+    /// or on `force_flush`: eviction is lazy, see `timeout_ms`), or at shutdown.
     pub evicted_traces: u64,
     /// The buffered spans of the evicted traces.
     pub evicted_spans: u64,

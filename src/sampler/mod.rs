@@ -147,7 +147,9 @@
 //! lasted at least the slow threshold of its `http.route`, `slow_routes` first match, else
 //! `slow_threshold_ms`) or `downstream` (a downstream service answered that it kept the
 //! trace, see below), and no `th` in its tracestate; or freed. Spans still open then follow
-//! the decision; a trace whose root has not ended after `timeout_ms` is evicted. See
+//! the decision; a trace whose root has not ended after `timeout_ms` is evicted at the next
+//! sweep (lazily: when a new deferred request lands in its shard of the buffer, or on
+//! [`TracingManager::force_flush`](crate::TracingManager::force_flush)). See
 //! [`ExportStats::deferred`](crate::export::ExportStats::deferred) for the counts and
 //! [`crate::export`] for the buffer's locking.
 //!
@@ -178,7 +180,7 @@
 //! max_traces = 1024           # buffered at once
 //! max_spans_per_trace = 256
 //! max_bytes = 16777216        # estimated span data buffered at once
-//! timeout_ms = 30000          # a root that has not ended by then is evicted
+//! timeout_ms = 30000          # a root that has not ended by then is evicted (lazily)
 //! propagate_sampled = false
 //!
 //! [[deferred.slow_routes]]

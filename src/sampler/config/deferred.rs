@@ -33,7 +33,7 @@ pub const DEFAULT_DEFERRED_MAX_BYTES: usize = 16 << 20;
 /// Upper bound for `deferred.max_bytes`: 1 GiB.
 pub const MAX_DEFERRED_BYTES: usize = 1 << 30;
 /// Default `deferred.timeout_ms`: a buffered trace whose local root has not ended after
-/// 30 s is evicted.
+/// 30 s is evicted at the next sweep.
 pub const DEFAULT_DEFERRED_TIMEOUT_MS: u64 = 30_000;
 
 /// Deferred capture: keep the error and slow traces the head decision dropped.
@@ -46,7 +46,8 @@ pub const DEFAULT_DEFERRED_TIMEOUT_MS: u64 = 30_000;
 /// ends, then exports the whole local part of the trace when the request failed (`error`),
 /// took at least its route's slow threshold (`slow`), or a downstream service answered that
 /// it kept the trace (`downstream`); otherwise the buffer is freed. A trace whose root has
-/// not ended after `timeout_ms` is evicted. Off by default; see the
+/// not ended after `timeout_ms` is evicted, lazily (see [`timeout_ms`](Self::timeout_ms)).
+/// Off by default; see the
 /// [sampler docs](crate::sampler#deferred-capture) for the details and the trade-offs.
 ///
 /// ```
@@ -91,7 +92,13 @@ pub struct DeferredConfig {
     /// does not fit is dropped (counted).
     pub max_bytes: usize,
     /// A buffered trace whose local root has not ended after this long is evicted (default
-    /// 30000 ms): set it above the longest request worth keeping.
+    /// 30000 ms): set it above the longest request worth keeping. Eviction is lazy, there is
+    /// no timer: a part of the buffer (one of its shards, chosen by trace id) is swept when
+    /// a new deferred request starts in it, at most once every `timeout_ms / 4`, and the
+    /// whole buffer on [`TracingManager::force_flush`](crate::TracingManager::force_flush).
+    /// An expired trace keeps its place until then (still within `max_traces` and
+    /// `max_bytes`); evicted, it is dropped and counted, and its spans that end later are
+    /// dropped too.
     pub timeout_ms: u64,
     /// Outgoing calls of a deferred request say "sampled" in `traceparent` (default
     /// `false`: they say "not sampled", and each downstream service decides for itself).
