@@ -15,21 +15,24 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Once};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use common::{DropSignal, attr_str};
 use futures_util::StreamExt as _;
 use http::{HeaderMap, StatusCode};
 use meshtrace::config::BatchConfig;
+use meshtrace::export::DeferredStats;
 use meshtrace::sampler::{DeferredConfig, SamplingConfig};
 use meshtrace::{TracingManager, traced};
 use opentelemetry::trace::{SpanKind, Status, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use reqwest_middleware::ClientWithMiddleware;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
 const REQUESTS: u32 = 1000;
@@ -680,4 +683,281 @@ async fn a_reload_turns_deferral_on_and_off_at_runtime() {
         .expect("reload");
     fail().await;
     assert_eq!(service.spans().len(), 2, "off again: nothing more");
+}
+
+/// A `traceparent` of an unsampled caller with the given trace id: the request is a
+/// service entry that the head sampler drops, so it is deferred.
+fn unsampled_parent(trace_id: u128) -> String {
+    format!("00-{trace_id:032x}-00f067aa0ba902b7-00")
+}
+
+/// Waits, yielding to the server, until `done` holds for the deferred stats.
+async fn until(service: &Service, what: &str, done: impl Fn(&DeferredStats) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done(&service.manager.stats().deferred) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {:#?}",
+            service.manager.stats()
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Ends a buffered span, then waits in an open one until released, then answers 500: kept
+/// as `error` if its trace is still buffered when the root ends.
+async fn held(State(mut release): State<watch::Receiver<bool>>) -> StatusCode {
+    async {}.instrument(tracing::info_span!("before")).await;
+    let _ = release
+        .wait_for(|released| *released)
+        .instrument(tracing::info_span!("waiting"))
+        .await;
+    StatusCode::INTERNAL_SERVER_ERROR
+}
+
+#[tokio::test]
+async fn a_trace_whose_root_never_ends_is_evicted_lazily_after_the_timeout() {
+    let service = Service::new(on().timeout(Duration::from_millis(50)));
+    let (release_tx, release) = watch::channel(false);
+    let router = Router::new()
+        .route("/hold", get(held))
+        .route("/quick", get(|| async { "quick" }))
+        .with_state(release)
+        .layer(service.manager.server_layer());
+    let addr = common::serve(router).await;
+    let call = |path: &'static str, trace_id: u128| {
+        reqwest::Client::new()
+            .get(format!("http://{addr}{path}"))
+            .header("traceparent", unsampled_parent(trace_id))
+            .send()
+    };
+    // The buffer's shard is chosen by the trace id's low bits (at most 64 shards): A and C
+    // share one, B is in another.
+    let a = 0x1111_1111_1111_1111_0000_0000_0000_0001_u128;
+    let b = 0x2222_2222_2222_2222_0000_0000_0000_0002_u128;
+    let c = 0x3333_3333_3333_3333_0000_0000_0000_0001_u128;
+    let held_a = tokio::spawn(call("/hold", a));
+    let held_b = tokio::spawn(call("/hold", b));
+    until(&service, "both held requests buffered a span", |d| {
+        d.spans == 2
+    })
+    .await;
+    assert_eq!(service.manager.stats().deferred.traces, 2);
+
+    // The buffer has no clock hook (it reads `Instant`): wait past the 50 ms timeout.
+    tokio::time::sleep(Duration::from_millis(75)).await;
+    let d = service.manager.stats().deferred;
+    assert_eq!(
+        (d.traces, d.evicted_traces),
+        (2, 0),
+        "eviction is lazy, time alone evicts nothing: {d:#?}"
+    );
+
+    // A new local root in A's shard evicts A, not B.
+    let response = call("/quick", c).await.expect("quick");
+    assert_eq!(response.status(), StatusCode::OK);
+    let _ = response.text().await;
+    until(&service, "C decided", |d| d.discarded == 1).await;
+    let d = service.manager.stats().deferred;
+    assert_eq!((d.evicted_traces, d.evicted_spans), (1, 1), "{d:#?}");
+    assert_eq!((d.traces, d.spans), (1, 1), "B is still buffered: {d:#?}");
+
+    // A flush sweeps every shard: B goes too.
+    service.manager.force_flush().expect("flush");
+    let d = service.manager.stats().deferred;
+    assert_eq!((d.evicted_traces, d.evicted_spans), (2, 2), "{d:#?}");
+    assert_eq!((d.traces, d.spans, d.bytes), (0, 0, 0), "{d:#?}");
+
+    // The held requests end now, failing: their open spans and roots find no entry and are
+    // dropped, never exported half-decided.
+    release_tx.send(true).expect("release");
+    for request in [held_a, held_b] {
+        let response = request.await.expect("task").expect("response");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let _ = response.text().await;
+    }
+    until(&service, "the held spans ended", |d| {
+        d.dropped_spans_untracked == 4
+    })
+    .await;
+    assert!(service.spans().is_empty(), "{:#?}", service.spans());
+    let d = service.manager.stats().deferred;
+    assert_eq!((d.kept_error, d.buffered_traces), (0, 3), "{d:#?}");
+    assert_eq!((d.traces, d.spans, d.bytes), (0, 0, 0), "{d:#?}");
+}
+
+#[tokio::test]
+async fn a_span_still_open_when_its_trace_is_discarded_is_dropped_and_counted() {
+    let service = Service::new(on());
+    let (release_tx, release) = watch::channel(false);
+    let router = Router::new()
+        .route(
+            "/accept",
+            get(
+                |State(mut release): State<watch::Receiver<bool>>| async move {
+                    // Work the handler does not wait for: its span starts now, ends later.
+                    let (started_tx, started) = tokio::sync::oneshot::channel();
+                    tokio::spawn(
+                        async move {
+                            let _ = started_tx.send(());
+                            let _ = release.wait_for(|released| *released).await;
+                        }
+                        .instrument(tracing::info_span!("background")),
+                    );
+                    let _ = started.await;
+                    "accepted"
+                },
+            ),
+        )
+        .with_state(release)
+        .layer(service.manager.server_layer());
+    let addr = common::serve(router).await;
+    let response = reqwest::get(format!("http://{addr}/accept"))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let _ = response.text().await;
+
+    // The root ended fast and fine: discarded, its buffer freed, the entry kept for the
+    // span still open.
+    until(&service, "the request decided", |d| d.discarded == 1).await;
+    let d = service.manager.stats().deferred;
+    assert_eq!((d.traces, d.spans, d.bytes), (1, 0, 0), "{d:#?}");
+    assert_eq!(d.dropped_spans_untracked, 0, "{d:#?}");
+
+    // It follows the decision when it ends: dropped, counted, and the entry goes.
+    release_tx.send(true).expect("release");
+    until(&service, "the background span ended", |d| {
+        d.dropped_spans_untracked == 1
+    })
+    .await;
+    assert!(service.spans().is_empty(), "{:#?}", service.spans());
+    let d = service.manager.stats().deferred;
+    assert_eq!((d.traces, d.spans, d.bytes), (0, 0, 0), "{d:#?}");
+    assert_eq!(d.evicted_traces, 0, "{d:#?}");
+}
+
+/// Sends `n` requests without `traceparent` to a Router whose only route answers 500 with
+/// no child span; returns how many server spans were exported.
+async fn fail_many(service: &Service, n: u32) -> u64 {
+    let router = Router::new()
+        .route("/fail", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+        .layer(service.manager.server_layer());
+    let addr = common::serve(router).await;
+    let caller = reqwest::Client::new();
+    let done: Vec<StatusCode> = futures_util::stream::iter(0..n)
+        .map(|_| {
+            let caller = caller.clone();
+            async move {
+                let response = caller
+                    .get(format!("http://{addr}/fail"))
+                    .send()
+                    .await
+                    .expect("response");
+                let status = response.status();
+                let _ = response.bytes().await;
+                status
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(done.iter().all(|s| *s == StatusCode::INTERNAL_SERVER_ERROR));
+    let spans = service.spans();
+    assert!(spans.iter().all(|s| s.span_kind == SpanKind::Server));
+    spans.len() as u64
+}
+
+/// How many of the requests were deferred, checked against every count that says it: the
+/// sampler's, the buffer's, and what was exported (every deferred request failed).
+fn deferred_count(service: &Service, requests: u32, exported: u64) -> u64 {
+    let sampler = service.manager.sampler().stats();
+    let d = service.manager.stats().deferred;
+    assert_eq!(sampler.sampled, 0, "{sampler:#?}");
+    assert_eq!(sampler.dropped, u64::from(requests), "{sampler:#?}");
+    assert_eq!(d.buffered_traces, sampler.deferred, "{d:#?}");
+    assert_eq!(d.kept_error, sampler.deferred, "{d:#?}");
+    assert_eq!(exported, sampler.deferred);
+    sampler.deferred
+}
+
+#[tokio::test]
+async fn fraction_defers_that_share_of_the_dropped_traces() {
+    const REQUESTS: u32 = 400;
+    let service = Service::new(on().fraction(0.25));
+    let exported = fail_many(&service, REQUESTS).await;
+    let deferred = deferred_count(&service, REQUESTS, exported);
+    // Binomial(400, 0.25): mean 100, standard deviation 8.7; outside 50..=150 (5.8
+    // deviations) with probability 1.2e-8.
+    assert!(
+        (50..=150).contains(&deferred),
+        "{deferred} of {REQUESTS} deferred at fraction 0.25"
+    );
+}
+
+#[tokio::test]
+async fn max_per_second_bounds_the_deferred_traces() {
+    const REQUESTS: u32 = 100;
+    const PER_SECOND: u32 = 5;
+    let started = Instant::now();
+    let service = Service::new(on().max_per_second(PER_SECOND));
+    let exported = fail_many(&service, REQUESTS).await;
+    let elapsed = started.elapsed();
+    let deferred = deferred_count(&service, REQUESTS, exported);
+    // A burst of PER_SECOND, then PER_SECOND a second since the sampler was built.
+    let bound =
+        u64::from(PER_SECOND) + (f64::from(PER_SECOND) * elapsed.as_secs_f64()).ceil() as u64;
+    assert!(
+        (u64::from(PER_SECOND)..=bound).contains(&deferred),
+        "{deferred} of {REQUESTS} deferred in {elapsed:?} at {PER_SECOND}/s (at most {bound})"
+    );
+}
+
+#[tokio::test]
+async fn an_inner_service_error_of_a_deferred_request_is_exported_as_error() {
+    #[derive(Debug)]
+    struct Refused;
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("upstream refused")
+        }
+    }
+    let service = Service::new(on());
+    // The traced service fails with an error (no response at all); axum's error handler
+    // outside the layer turns it into a 502 for the client.
+    let refused = tower::ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: Refused| async {
+            StatusCode::BAD_GATEWAY
+        }))
+        .layer(service.manager.server_layer())
+        .service_fn(|_request: http::Request<Body>| async {
+            async {}.instrument(tracing::info_span!("lookup")).await;
+            Err::<http::Response<Body>, _>(Refused)
+        });
+    let addr = common::serve(Router::new().route_service("/refused", refused)).await;
+    let response = reqwest::get(format!("http://{addr}/refused"))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let _ = response.text().await;
+
+    let spans = service.spans();
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    for span in &spans {
+        assert_kept_as(span, "error");
+    }
+    let root = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Server)
+        .expect("server span");
+    assert!(matches!(root.status, Status::Error { .. }), "{root:#?}");
+    assert!(
+        attr_str(root, "error.type").is_some_and(|t| t.ends_with("Refused")),
+        "{root:#?}"
+    );
+    assert_eq!(
+        named(&spans, "lookup").parent_span_id,
+        root.span_context.span_id()
+    );
+    assert_eq!(service.manager.stats().deferred.kept_error, 1);
 }
