@@ -3,7 +3,8 @@
 //! [`CustomSampler`] implements the SDK's [`ShouldSample`]. For every span the
 //! first step that applies decides, and a span this sampler decided to keep gets the
 //! attribute `sampling.reason` (a span that follows its parent gets none: the decision
-//! was made where the trace came from, which says why):
+//! was made where the trace came from, which says why; every span that
+//! [deferred capture](#deferred-capture) exports carries its reason):
 //!
 //! 1. **Debug** (`debug`): only at the service entry (no valid parent, or a
 //!    remote parent), when the parent `Context` holds a [`DebugRequest`] whose
