@@ -8,7 +8,12 @@
 //!   request over its route's slow threshold is exported as `slow`;
 //! * two services: the downstream one keeps an error trace and says so with
 //!   `traceresponse`; the upstream one, which deferred, exports its part as `downstream`;
-//! * outgoing calls of a deferred request say "not sampled", or "sampled" when configured.
+//! * outgoing calls of a deferred request say "not sampled", or "sampled" when configured;
+//! * a trace whose root never ends is evicted after the timeout, lazily (by a new root in
+//!   its shard of the buffer, or a flush), and its late spans are dropped, never exported;
+//!   a span still open when its trace is discarded is dropped and counted;
+//! * `fraction` and `max_per_second` limit what is deferred;
+//! * an error of the inner service (no response at all) is exported as `error`.
 #![cfg(all(feature = "reqwest", feature = "axum", feature = "macros"))]
 
 mod common;
