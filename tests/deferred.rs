@@ -132,6 +132,9 @@ async fn fetch(
 }
 
 async fn work(State(app): State<App>, Path(id): Path<u32>) -> Result<String, StatusCode> {
+    // Signals the handler's drop however early the client gives up, so that the test
+    // waiting for it fails on what it then checks instead of hanging.
+    let _dropped = (kind(id) == Kind::Cancel).then(|| DropSignal(app.dropped.clone()));
     let fetched = fetch(&app.client, &app.backend).await;
     async { tracing::info!(ok = fetched.is_ok(), "prepared") }
         .instrument(tracing::info_span!("prepare"))
@@ -141,7 +144,6 @@ async fn work(State(app): State<App>, Path(id): Path<u32>) -> Result<String, Sta
         Kind::Panic => panic!("expected panic in request {id}"),
         Kind::Cancel => {
             // Open when the client gives up: it ends after the request's root span.
-            let _dropped = DropSignal(app.dropped.clone());
             std::future::pending::<()>()
                 .instrument(tracing::info_span!("waiting"))
                 .await;
@@ -230,7 +232,9 @@ async fn failing_requests_are_exported_whole_and_fast_successes_are_not() {
             async move {
                 let mut request = caller.get(format!("http://{addr}/work/{id}"));
                 if kind(id) == Kind::Cancel {
-                    request = request.timeout(Duration::from_millis(200));
+                    // Long enough for the handler to reach its `waiting` span on a loaded
+                    // 2-core machine (it takes a few ms), short enough to keep the test fast.
+                    request = request.timeout(Duration::from_millis(1000));
                 }
                 let status = match request.send().await {
                     Ok(response) => {
@@ -263,9 +267,9 @@ async fn failing_requests_are_exported_whole_and_fast_successes_are_not() {
     }
     // The server drops every cancelled handler (that is when their spans end).
     for _ in 0..(REQUESTS / 20) {
-        dropped
-            .recv()
+        tokio::time::timeout(Duration::from_secs(30), dropped.recv())
             .await
+            .expect("the server drops a cancelled handler within 30 s")
             .expect("a cancelled handler is dropped");
     }
 
