@@ -11,7 +11,7 @@ use axum::Router;
 use axum::routing::get;
 use meshtrace::TracingManager;
 use meshtrace::client::ReqwestTracingMiddleware;
-use meshtrace::sampler::{DebugConfig, SamplingConfig, SamplingRule};
+use meshtrace::sampler::{DebugConfig, DeferredConfig, SamplingConfig, SamplingRule};
 use meshtrace::server::TracingLayer;
 use opentelemetry::trace::SpanKind;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
@@ -39,7 +39,14 @@ async fn layers_built_with_new_are_the_installed_managers() {
             SamplingConfig::default()
                 .base_rate(0.0)
                 .rule(SamplingRule::new("orders", 1.0).route("/orders/{id}"))
-                .debug(DebugConfig::default().token("let-me-debug")),
+                .debug(DebugConfig::default().token("let-me-debug"))
+                // The early decision: requests the base rate drops are deferred, and a
+                // failing one is exported (with `traceresponse` to its caller).
+                .deferred(
+                    DeferredConfig::default()
+                        .enabled(true)
+                        .max_per_second(1_000_000),
+                ),
         )
         .span_exporter(exporter.clone())
         .log_writer(std::io::sink)
@@ -50,6 +57,10 @@ async fn layers_built_with_new_are_the_installed_managers() {
         Router::new()
             .route("/orders/{id}", get(|| async { "order" }))
             .route("/users/{id}", get(|| async { "user" }))
+            .route(
+                "/fail/{id}",
+                get(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, "failed") }),
+            )
             .layer(layer)
     };
     let by_new = common::serve(app(TracingLayer::new())).await;
@@ -57,23 +68,33 @@ async fn layers_built_with_new_are_the_installed_managers() {
     let client = reqwest::Client::new();
 
     // (path, headers): a rule keeps orders, the base rate drops users, a debug token
-    // keeps a user, parents are followed.
-    let requests: [(&str, &[(&str, &str)]); 5] = [
+    // keeps a user, parents are followed, a dropped request that fails is kept by
+    // deferred capture.
+    let requests: [(&str, &[(&str, &str)]); 7] = [
         ("/orders/1", &[]),
         ("/users/1", &[]),
         ("/users/2", &[("x-debug-trace", "let-me-debug")]),
         ("/users/3", &[("traceparent", SAMPLED)]),
         ("/orders/4", &[("traceparent", UNSAMPLED)]),
+        ("/fail/5", &[]),
+        // A caller that did not sample hears that this service kept the trace.
+        ("/fail/6", &[("traceparent", UNSAMPLED)]),
     ];
     let mut shapes = Vec::new();
+    let mut answers = Vec::new();
     for addr in [by_new, by_manager] {
+        let mut answered = Vec::new();
         for (path, headers) in requests {
             let mut call = client.get(format!("http://{addr}{path}"));
             for (name, value) in headers {
                 call = call.header(*name, *value);
             }
-            assert_eq!(call.send().await.expect("response").status(), 200);
+            let response = call.send().await.expect("response");
+            let expected = if path.starts_with("/fail") { 500 } else { 200 };
+            assert_eq!(response.status(), expected);
+            answered.push((path, response.headers().contains_key("traceresponse")));
         }
+        answers.push(answered);
         telemetry.force_flush().expect("flush");
         let spans = exporter.get_finished_spans().expect("spans");
         exporter.reset();
@@ -88,12 +109,29 @@ async fn layers_built_with_new_are_the_installed_managers() {
     let names: Vec<&str> = shapes[0].iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(
         names,
-        ["GET /orders/{id}", "GET /users/{id}", "GET /users/{id}"]
+        [
+            "GET /fail/{id}",
+            "GET /fail/{id}",
+            "GET /orders/{id}",
+            "GET /users/{id}",
+            "GET /users/{id}"
+        ]
     );
+    for (_, failed) in &shapes[0][..2] {
+        assert!(
+            failed.contains(&("sampling.reason".into(), "error".into())),
+            "{failed:?}"
+        );
+    }
     assert_eq!(
         shapes[0], shapes[1],
         "TracingLayer::new() and server_layer() differ"
     );
+    assert_eq!(
+        answers[0], answers[1],
+        "TracingLayer::new() and server_layer() answer traceresponse differently"
+    );
+    assert!(answers[0].contains(&("/fail/6", true)), "{:?}", answers[0]);
 
     // `ReqwestTracingMiddleware::new()` starts its span from the installed provider too.
     use opentelemetry::context::FutureExt as _;
