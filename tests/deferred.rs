@@ -802,21 +802,8 @@ async fn a_span_still_open_when_its_trace_is_discarded_is_dropped_and_counted() 
     let router = Router::new()
         .route(
             "/accept",
-            get(
-                |State(mut release): State<watch::Receiver<bool>>| async move {
-                    // Work the handler does not wait for: its span starts now, ends later.
-                    let (started_tx, started) = tokio::sync::oneshot::channel();
-                    tokio::spawn(
-                        async move {
-                            let _ = started_tx.send(());
-                            let _ = release.wait_for(|released| *released).await;
-                        }
-                        .instrument(tracing::info_span!("background")),
-                    );
-                    let _ = started.await;
-                    "accepted"
-                },
-            ),
+            // Work the handler does not wait for: its span starts now, ends later.
+            get(common::spawns_work),
         )
         .with_state(release)
         .layer(service.manager.server_layer());

@@ -16,7 +16,7 @@ use meshtrace::export::{ExportFilterConfig, FilterRule, FilterRuleStats};
 use meshtrace::sampler::{RuleSpanKind, SamplingConfig};
 use opentelemetry::trace::{SpanId, SpanKind};
 use opentelemetry_sdk::trace::InMemorySpanExporter;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tracing::Instrument as _;
 
 async fn work() -> &'static str {
@@ -134,23 +134,6 @@ async fn matching_leaves_are_dropped_and_counted_and_the_tree_stays_whole() {
     assert_eq!(filter.kept_with_children, 2);
 }
 
-/// A handler that spawns work and answers without waiting for it: the work's span starts
-/// (the task signals from inside it) before the response, and ends after the server span.
-async fn spawns_work(
-    axum::extract::State(mut release): axum::extract::State<watch::Receiver<bool>>,
-) -> &'static str {
-    let (started_tx, started) = oneshot::channel();
-    tokio::spawn(
-        async move {
-            let _ = started_tx.send(());
-            let _ = release.wait_for(|released| *released).await;
-        }
-        .instrument(tracing::info_span!("background")),
-    );
-    let _ = started.await;
-    "accepted"
-}
-
 #[tokio::test]
 async fn a_child_still_running_when_its_parent_ends_keeps_the_parent() {
     let exporter = InMemorySpanExporter::default();
@@ -167,7 +150,7 @@ async fn a_child_still_running_when_its_parent_ends_keeps_the_parent() {
     let _guard = tracing::subscriber::set_default(layers.into_subscriber());
     let (release_tx, release) = watch::channel(false);
     let app = Router::new()
-        .route("/accept", get(spawns_work))
+        .route("/accept", get(common::spawns_work))
         .with_state(release)
         .layer(manager.server_layer());
     let addr = common::serve(app).await;

@@ -781,22 +781,10 @@ fn a_full_queue_drops_and_counts_spans_without_blocking() {
     assert_eq!(*exporter.exported.lock().unwrap(), 4);
 }
 
-/// An exporter that always fails.
-#[derive(Clone, Debug, Default)]
-struct Failing;
-
-impl SpanExporter for Failing {
-    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
-        Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
-            "collector said no".into(),
-        ))
-    }
-}
-
 #[test]
 fn failed_exports_are_counted_as_dropped() {
     let (manager, layers) = TracingManager::builder()
-        .span_exporter(Failing)
+        .span_exporter(common::FailingExporter("collector said no"))
         .log_writer(std::io::sink)
         .build()
         .unwrap();

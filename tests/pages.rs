@@ -26,7 +26,7 @@ use meshtrace::pages::{PagesStats, TracePages, TracePagesBuilder};
 use meshtrace::sampler::{DebugConfig, DeferredConfig, LimitsConfig, SamplingConfig, SamplingRule};
 use meshtrace::server::TracingLayer;
 use opentelemetry::metrics::MeterProvider as _;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::{
     InMemoryMetricExporter, PeriodicReader, SdkMeterProvider, Temporality,
 };
@@ -1542,25 +1542,14 @@ async fn the_export_page_counts_what_was_exported() {
     }
 }
 
-/// Refuses every export, with a message a browser would read as markup.
-#[derive(Debug)]
-struct Refusing;
-
-impl SpanExporter for Refusing {
-    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
-        Err(OTelSdkError::InternalFailure(
-            "the collector said <no>".into(),
-        ))
-    }
-}
-
 /// An exporter that fails: its spans are counted as dropped, and the last error is shown
 /// (in red on the HTML page, escaped).
 #[tokio::test]
 async fn the_export_page_shows_the_last_export_error() {
     let (manager, layers) = TracingManager::builder()
         .service_name("pages-test")
-        .span_exporter(Refusing)
+        // A message a browser would read as markup.
+        .span_exporter(common::FailingExporter("the collector said <no>"))
         .metrics_enabled(false)
         .log_writer(std::io::sink)
         .build()

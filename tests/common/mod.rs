@@ -187,6 +187,18 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
     }
 }
 
+/// An exporter that fails every export with its message.
+#[derive(Clone, Debug)]
+pub struct FailingExporter(pub &'static str);
+
+impl opentelemetry_sdk::trace::SpanExporter for FailingExporter {
+    async fn export(&self, _batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+            self.0.into(),
+        ))
+    }
+}
+
 /// Sends `()` when dropped: lets a test wait for a handler's future or a body's stream
 /// to be dropped (which is when its span ends) without sleeping.
 pub struct DropSignal(pub tokio::sync::mpsc::UnboundedSender<()>);
@@ -195,6 +207,25 @@ impl Drop for DropSignal {
     fn drop(&mut self) {
         let _ = self.0.send(());
     }
+}
+
+/// A handler that spawns work and answers without waiting for it: the work's `background`
+/// span starts (the task signals from inside it) before the response, and ends when the
+/// test sends `true` on `release`, after the server span.
+pub async fn spawns_work(
+    axum::extract::State(mut release): axum::extract::State<tokio::sync::watch::Receiver<bool>>,
+) -> &'static str {
+    use tracing::Instrument as _;
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    tokio::spawn(
+        async move {
+            let _ = started_tx.send(());
+            let _ = release.wait_for(|released| *released).await;
+        }
+        .instrument(tracing::info_span!("background")),
+    );
+    let _ = started.await;
+    "accepted"
 }
 
 /// Serves the Router on 127.0.0.1 at a port the OS picks; returns its address.
